@@ -44,8 +44,10 @@ class DemoReport:
         lines = [
             "# udc-edge demo report",
             "",
-            f"Display: P-OLED (preset `poled`). Quick mode: {self.quick}. "
-            f"Total time: {self.seconds:.1f} s (absolute times on shared CPUs are noise).",
+            (
+                f"Display: P-OLED (preset `poled`). Quick mode: {self.quick}. "
+                f"Total time: {self.seconds:.1f} s (absolute times on shared CPUs are noise)."
+            ),
             "",
             "| stage | status | time (s) | result |",
             "|---|---|---|---|",

@@ -1,0 +1,1 @@
+"""UDC image formation: display layouts -> PSFs -> degraded images; sources and readers."""

@@ -1,0 +1,1 @@
+"""One Engine interface; torch, onnxruntime and tensorrt backends."""

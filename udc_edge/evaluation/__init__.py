@@ -1,0 +1,1 @@
+"""Metrics, reports and figures; later latency benchmarks and robustness parity."""

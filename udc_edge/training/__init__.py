@@ -1,0 +1,1 @@
+"""Training loops: restorers, purifier, distillation, fine-tuning."""
