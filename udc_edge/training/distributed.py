@@ -1,0 +1,90 @@
+"""torchrun / DistributedDataParallel plumbing, a no-op in a single process.
+
+Under ``torchrun --nproc_per_node N`` the environment carries RANK/WORLD_SIZE; we join the
+process group with gloo on CPU or nccl on GPU. Rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str | None = None) -> DistInfo:
+    """Join the process group when launched by torchrun; otherwise a single-process info."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if world <= 1:
+        return DistInfo(device=device)
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return DistInfo(rank=rank, world_size=world, local_rank=local, device=device)
+
+
+def wrap_model(model: nn.Module, info: DistInfo) -> nn.Module:
+    if not info.enabled:
+        return model
+    ids = [info.local_rank] if info.device.startswith("cuda") else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 over all parameters and buffers (to prove ranks hold identical weights)."""
+    h = hashlib.sha256()
+    for k, v in unwrap(model).state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def gather_strings(value: str, info: DistInfo) -> list[str]:
+    if not info.enabled:
+        return [value]
+    out: list[str] = [""] * info.world_size
+    dist.all_gather_object(out, value)
+    return out
+
+
+def broadcast_float(value: float, info: DistInfo) -> float:
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
+def finish(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
