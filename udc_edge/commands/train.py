@@ -1,0 +1,58 @@
+"""``udc-edge train``: restorers (the purifier registers its own command here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from udc_edge.commands.common import json_opt, quiet, stdout
+
+train_app = typer.Typer(help="Train restorers and the diffusion purifier.", no_args_is_help=True)
+
+
+@train_app.command("restorer")
+def train_restorer_cmd(
+    ctx: typer.Context,
+    arch: Annotated[str, typer.Option(help="Preset (unet-s), architecture, package.module:Class, or a checkpoint to fine-tune.")] = "unet-s",
+    data: Annotated[str, typer.Option(help="synth:poled, synth:toled, synth:LAYOUT.json, or a paired dataset folder.")] = "synth:poled",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, state, train_log.json.")] = Path("runs/restorer"),
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 2000,
+    batch: Annotated[int, typer.Option(help="Batch size per process.")] = 8,
+    patch: Annotated[int, typer.Option(help="Random crop size.")] = 96,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine schedule).")] = 2e-3,
+    loss: Annotated[str, typer.Option(help="Pixel loss: charbonnier, l1, l2 (plus --fft-weight x FFT L1).")] = "charbonnier",
+    fft_weight: Annotated[float, typer.Option(help="Weight of the frequency (FFT L1) term.")] = 0.05,
+    val_every: Annotated[int, typer.Option(help="Validate and checkpoint every K steps.")] = 250,
+    val_count: Annotated[int, typer.Option(help="Held-out validation pairs.")] = 8,
+    seed: Annotated[int, typer.Option(help="Random seed (deterministic on CPU).")] = 0,
+    arch_kwargs: Annotated[str, typer.Option(help="JSON kwargs for the architecture.")] = "",
+    threads: Annotated[int, typer.Option(help="torch threads per process (0: default).")] = 0,
+    pool: Annotated[int, typer.Option(help="Clean crops kept in memory for synth: data.")] = 192,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last and OUT/state.safetensors.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
+) -> None:
+    """Train a restorer (single process, or DDP under torchrun --nproc_per_node N)."""
+    from udc_edge.progress import progress_bar
+    from udc_edge.training.restorer import TrainSpec, main_rank, train_restorer
+
+    spec = TrainSpec(arch=arch, data=data, out=str(out), steps=steps, batch=batch, patch=patch, lr=lr,
+                     pixel_loss=loss, fft_weight=fft_weight, val_every=val_every, val_count=val_count, seed=seed,
+                     arch_kwargs=json_opt(arch_kwargs, "--arch-kwargs"), threads=threads, pool=pool, resume=resume,
+                     overwrite=overwrite)
+    silent = quiet(ctx) or not main_rank()
+    with progress_bar("preparing data", None, silent) as setup, progress_bar("training", steps, silent) as adv:
+        report = train_restorer(spec, progress=adv, setup_progress=setup)
+    if main_rank():
+        stdout.print(report.summary())
+
+
+ModelArg = Annotated[str, typer.Argument(help="Shipped name (unet-s-poled), checkpoint folder or .safetensors file.")]
+ArchOpt = Annotated[str | None, typer.Option(help="Bring your own: preset, architecture or package.module:Class.")]
+ArchKwargsOpt = Annotated[str, typer.Option(help="JSON kwargs for --arch.")]
+WeightsOpt = Annotated[Path | None, typer.Option(help="Weights for --arch: .safetensors or a state dict (weights_only).")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(train_app, name="train")
