@@ -1,0 +1,110 @@
+"""What an attack can be aimed at, and one uniform, query-counting way to call it.
+
+A target is a torch ``nn.Module`` (white-box and black-box attacks) or an *engine*: any
+callable mapping a float32 NCHW numpy array to a numpy array (an ONNX Runtime or
+TensorRT wrapper; black-box and transfer attacks only). :class:`QueryTarget` runs either
+kind without gradients and counts one query per image per forward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from udc_edge.errors import UsageError
+
+
+def is_torch_target(target: Any) -> bool:
+    """True when ``target`` is a torch module (gradients available)."""
+    return isinstance(target, nn.Module)
+
+
+def check_target(target: Any) -> None:
+    """Refuse anything that is neither a torch module nor a numpy callable."""
+    if not is_torch_target(target) and not callable(target):
+        raise UsageError(
+            f"attack target of type {type(target).__name__} is neither a torch nn.Module "
+            "nor a callable",
+            "pass a model, or an engine callable mapping a float32 NCHW array to an array",
+        )
+
+
+def require_torch_target(target: Any, attack_name: str) -> nn.Module:
+    """Return ``target`` if gradients can flow through it, else explain the alternatives."""
+    if not is_torch_target(target):
+        raise UsageError(
+            f"white-box attack {attack_name} needs gradients, and the target "
+            f"({type(target).__name__}) is an engine without them",
+            "craft on a surrogate torch model with transfer_attack(surrogate, engine, ...), "
+            "or use a black-box attack (simba, square)",
+        )
+    return target
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a stateless module)."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the model in eval mode and give every submodule its training flag back after."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+class QueryTarget:
+    """Forward-only view of a target that counts queries per image.
+
+    ``query(x, idx)`` runs the images ``x`` (which are the images ``idx`` of the attacked
+    batch) and adds one query to each of them. ``peek`` runs without counting, for
+    evaluation after an attack. Tensors in and out live on :attr:`device`.
+    """
+
+    def __init__(self, target: Any, batch: int):
+        check_target(target)
+        self.target = target
+        self.is_torch = is_torch_target(target)
+        self.device = model_device(target) if self.is_torch else torch.device("cpu")
+        self.queries = np.zeros(batch, dtype=np.int64)
+
+    @torch.no_grad()
+    def peek(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the target on ``x`` without counting queries."""
+        x = x.to(self.device, torch.float32)
+        if self.is_torch:
+            with eval_mode(self.target):
+                return self.target(x).float()
+        arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        out = self.target(arr)
+        if isinstance(out, (list, tuple)) and len(out) == 1:
+            out = out[0]
+        out = np.asarray(out)
+        if out.ndim != 4 or out.shape[0] != arr.shape[0]:
+            raise UsageError(
+                f"the engine returned an array of shape {out.shape} for an input of shape "
+                f"{arr.shape}",
+                "the target must map an NCHW batch to an NCHW batch of the same size",
+            )
+        return torch.from_numpy(out.astype(np.float32, copy=False)).to(self.device)
+
+    def query(self, x: torch.Tensor, idx: np.ndarray | None = None) -> torch.Tensor:
+        """Run the target on ``x`` and count one query for each image ``idx``."""
+        out = self.peek(x)
+        if idx is None:
+            self.queries += 1
+        else:
+            np.add.at(self.queries, np.asarray(idx, dtype=np.int64), 1)
+        return out
