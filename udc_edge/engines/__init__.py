@@ -1,1 +1,38 @@
-"""One Engine interface; torch, onnxruntime and tensorrt backends."""
+"""One Engine interface; backends: torch (reference), onnxruntime (CPU default), tensorrt.
+
+``load_engine(path)`` reads the engine's manifest first, checks it, and returns the right
+backend's Engine. Each backend module says ``is_available()`` / ``get_version()`` (as
+mmdeploy's backend managers do); the same probe makes TensorRT tests skip themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from udc_edge.engines.base import Engine, EngineInfo, IOSpec
+from udc_edge.engines.manifest import Manifest, read_manifest
+from udc_edge.errors import EngineError
+
+ENGINE_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
+
+__all__ = ["ENGINE_SUFFIXES", "Engine", "EngineInfo", "IOSpec", "Manifest", "is_engine_path", "load_engine"]
+
+
+def is_engine_path(path: str | os.PathLike) -> bool:
+    """Whether a MODEL argument names an engine file rather than a torch model."""
+    return Path(str(path)).suffix.lower() in ENGINE_SUFFIXES
+
+
+def load_engine(path: str | os.PathLike, threads: int = 0) -> Engine:
+    """Load an engine built by ``udc-edge build`` (its manifest decides the backend)."""
+    manifest = read_manifest(path)
+    if manifest.backend == "onnxruntime":
+        from udc_edge.engines.ort import OrtEngine
+
+        return OrtEngine(path, manifest, threads=threads)
+    if manifest.backend == "tensorrt":
+        from udc_edge.engines.tensorrt import TrtEngine
+
+        return TrtEngine(path, manifest)
+    raise EngineError(f"engine {path} has unknown backend {manifest.backend!r} in its manifest", "rebuild it")

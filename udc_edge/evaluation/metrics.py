@@ -18,20 +18,20 @@ def _hwc(img: np.ndarray) -> np.ndarray:
 
 
 def psnr(pred: np.ndarray, ref: np.ndarray, max_db: float = 100.0) -> float:
-    """PSNR in dB (capped at ``max_db`` for identical images so averages stay finite)."""
-    p, r = _hwc(pred), _hwc(ref)
+    """PSNR in dB of images clipped to [0, 1] (capped at ``max_db`` so averages of identical images stay finite)."""
+    p, r = np.clip(_hwc(pred), 0, 1), np.clip(_hwc(ref), 0, 1)
     if np.array_equal(p, r):
         return max_db
-    return float(min(max_db, peak_signal_noise_ratio(r, np.clip(p, 0, 1), data_range=1.0)))
+    return float(min(max_db, peak_signal_noise_ratio(r, p, data_range=1.0)))
 
 
 def ssim(pred: np.ndarray, ref: np.ndarray) -> float:
     """Structural similarity (Gaussian window, as in Wang et al. 2004) over RGB channels."""
-    p, r = _hwc(pred), _hwc(ref)
+    p, r = np.clip(_hwc(pred), 0, 1), np.clip(_hwc(ref), 0, 1)
     win = min(7, *(s if s % 2 else s - 1 for s in r.shape[:2]))
     return float(
         structural_similarity(
-            r, np.clip(p, 0, 1), data_range=1.0, channel_axis=-1 if r.ndim == 3 else None,
+            r, p, data_range=1.0, channel_axis=-1 if r.ndim == 3 else None,
             gaussian_weights=True, sigma=1.5, use_sample_covariance=False, win_size=win,
         )
     )

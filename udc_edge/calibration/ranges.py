@@ -1,0 +1,97 @@
+"""Activation ranges from a calibration set, and their reusable JSON cache.
+
+Methods (ONNX Runtime's calibrators): ``minmax``; ``entropy`` (KL divergence on a real
+2048-bin histogram: ORT's default of 128 bins collapses to min-max on image models);
+``percentile`` (99.999 % of a 2048-bin histogram). Ranges are cached as JSON keyed by the
+ONNX file's sha256, the method and its options, and the calibration set's hash; a cache
+that matches is reused, so requantising gives the identical model without recalibrating.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from udc_edge.calibration.dataset import CalibrationSet
+from udc_edge.errors import UsageError
+from udc_edge.fileio import sha256_file, write_json_atomic
+
+METHODS = ("minmax", "entropy", "percentile")
+CACHE_FORMAT = "udc-edge-calib/1"
+NUM_BINS = 2048
+PERCENTILE = 99.999
+
+
+def _key(onnx_sha: str, method: str, calib_sha: str, symmetric: bool) -> dict:
+    return {"onnx_sha256": onnx_sha, "method": method, "calib_sha256": calib_sha, "symmetric": symmetric,
+            "num_bins": NUM_BINS if method != "minmax" else None,
+            "percentile": PERCENTILE if method == "percentile" else None}
+
+
+def compute_ranges(onnx_path: str | os.PathLike, calib: np.ndarray, method: str = "entropy",
+                   op_types: tuple[str, ...] = ("Conv", "ConvTranspose", "MatMul", "Gemm"),
+                   symmetric: bool = False, input_names: tuple[str, ...] = ("input",)) -> dict[str, list[float]]:
+    """Run the calibrator over ``calib`` (N x 3 x H x W) and return {tensor: [lo, hi]}."""
+    from onnxruntime.quantization.calibrate import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        create_calibrator,
+    )
+
+    if method not in METHODS:
+        raise UsageError(f"--calib-method must be one of {', '.join(METHODS)}, got {method!r}")
+    cm = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+          "percentile": CalibrationMethod.Percentile}[method]
+    extra: dict = {"symmetric": symmetric}
+    if method != "minmax":
+        extra["num_bins"] = NUM_BINS
+    if method == "percentile":
+        extra["percentile"] = PERCENTILE
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.items = iter([
+                {n: (calib[i : i + 1] if n != "noise" else rng.standard_normal(calib[i : i + 1].shape).astype(np.float32))
+                 for n in input_names} for i in range(len(calib))
+            ])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory(prefix="udc-edge-calib-") as tmp, \
+            contextlib.redirect_stdout(io.StringIO()):  # no temp files in the cwd, no chatter
+        cal = create_calibrator(Path(onnx_path), list(op_types), augmented_model_path=str(Path(tmp) / "aug.onnx"),
+                                calibrate_method=cm, extra_options=extra)
+        cal.collect_data(Reader())
+        data = cal.compute_data()
+        del cal
+    return {name: [float(np.asarray(td.range_value[0]).item()), float(np.asarray(td.range_value[1]).item())]
+            for name, td in data.items()}
+
+
+def cached_ranges(onnx_path: str | os.PathLike, calib: CalibrationSet, method: str, symmetric: bool,
+                  cache: str | os.PathLike | None = None, input_names: tuple[str, ...] = ("input",)) -> tuple[dict, dict]:
+    """Ranges from ``cache`` when its key matches, else computed and written there.
+
+    Returns ``(ranges, info)`` where info says whether the cache was hit and its key.
+    """
+    key = _key(sha256_file(onnx_path), method, calib.sha256, symmetric)
+    path = Path(cache) if cache else None
+    if path is not None and path.is_file():
+        try:
+            doc = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            doc = {}
+        if doc.get("format") == CACHE_FORMAT and doc.get("key") == key:
+            return doc["ranges"], {"cache": str(path), "hit": True, **key}
+    ranges = compute_ranges(onnx_path, calib.images, method, symmetric=symmetric, input_names=input_names)
+    if path is not None:
+        write_json_atomic(path, {"format": CACHE_FORMAT, "key": key, "calibration": calib.describe(), "ranges": ranges})
+    return ranges, {"cache": str(path) if path else None, "hit": False, **key}

@@ -1,0 +1,86 @@
+"""``udc-edge export`` and ``udc-edge build``: PyTorch -> ONNX -> engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from udc_edge.commands.common import (
+    ArchKwargsOpt,
+    ArchOpt,
+    WeightsOpt,
+    load_model_opts,
+    quiet,
+    stdout,
+)
+
+
+def export_cmd(
+    model: Annotated[str, typer.Argument(help="Shipped name, checkpoint folder, .safetensors, or '-' with --arch.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .onnx file.")],
+    height: Annotated[int, typer.Option(help="Example input height (rounded up to the network's multiple).")] = 256,
+    width: Annotated[int, typer.Option(help="Example input width.")] = 256,
+    dynamic: Annotated[bool, typer.Option("--dynamic/--fixed-shape", help="Dynamic batch/H/W, or a fixed shape.")] = True,
+    opset: Annotated[int, typer.Option(help="ONNX opset (dynamo needs >= 18).")] = 17,
+    exporter: Annotated[str, typer.Option(help="auto (TorchScript, then dynamo), torchscript or dynamo.")] = "auto",
+    tolerance: Annotated[float, typer.Option(help="Fail above this max abs error vs torch.")] = 1e-3,
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = "",
+    weights: WeightsOpt = None,
+) -> None:
+    """Export a restorer to ONNX, check it, and prove ONNX Runtime matches torch."""
+    from udc_edge.export.onnx_export import ExportSpec, export_onnx
+    from udc_edge.fileio import write_json_atomic
+
+    spec = ExportSpec(height=height, width=width, dynamic=dynamic, opset=opset, exporter=exporter,
+                      max_abs_err=tolerance)
+    net, desc = load_model_opts(model, arch, arch_kwargs, weights)
+    meta = {"udc_edge.model": str(desc.get("name") or desc.get("path") or desc.get("arch"))}
+    report = export_onnx(net, out, spec, metadata=meta)
+    write_json_atomic(out.with_name(out.name + ".export.json"), report.to_dict())
+    stdout.print(report.summary())
+
+
+def build_cmd(
+    ctx: typer.Context,
+    onnx_path: Annotated[Path, typer.Argument(help="ONNX model from udc-edge export.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Engine file (.onnx for ort, .engine for trt).")],
+    backend: Annotated[str, typer.Option(help="ort (ONNX Runtime, CPU) or trt (TensorRT, NVIDIA GPU).")] = "ort",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 (trt), int8, or auto (fastest meeting --min-fidelity).")] = "fp32",
+    calib: Annotated[str | None, typer.Option(help="Calibration images: a folder (lq/ of a paired set) or synth:poled.")] = None,
+    calib_count: Annotated[int, typer.Option(help="Calibration images to use.")] = 16,
+    calib_method: Annotated[str, typer.Option(help="entropy (2048 bins), minmax or percentile.")] = "entropy",
+    calib_cache: Annotated[Path | None, typer.Option(help="Calibration cache JSON (default: beside the engine).")] = None,
+    target: Annotated[str | None, typer.Option(help="Q/DQ flavour: cpu (u8/s8) or tensorrt (symmetric s8).")] = None,
+    exclude: Annotated[str, typer.Option(help="'auto' (by measured sensitivity) or NODE,NODE kept in float.")] = "",
+    min_fidelity: Annotated[float, typer.Option(help="Target PSNR (dB) of INT8 output vs FP32.")] = 40.0,
+    min_shape: Annotated[str | None, typer.Option(help="Shape profile min, e.g. 1x3x64x64.")] = None,
+    opt_shape: Annotated[str | None, typer.Option(help="Shape profile opt.")] = None,
+    max_shape: Annotated[str | None, typer.Option(help="Shape profile max.")] = None,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: default).")] = 0,
+) -> None:
+    """Build an engine (and its manifest ENGINE.json) from an ONNX file."""
+    from udc_edge.engines.build import build_engine
+    from udc_edge.engines.spec import BuildSpec, ShapeProfile
+    from udc_edge.errors import UsageError
+    from udc_edge.progress import progress_bar
+
+    shapes = [min_shape, opt_shape, max_shape]
+    if any(shapes) and not all(shapes):
+        raise UsageError("give all of --min-shape, --opt-shape and --max-shape, or none")
+    profile = ShapeProfile.from_strings(*shapes) if all(shapes) else None
+    names = tuple(n for n in exclude.split(",") if n and n != "auto")
+    spec = BuildSpec(backend=backend, precision=precision, calib=calib, calib_count=calib_count,
+                     calib_method=calib_method, calib_cache=str(calib_cache) if calib_cache else None, target=target,
+                     exclude=names, auto_exclude=exclude == "auto", min_fidelity=min_fidelity, profile=profile,
+                     threads=threads)
+    with progress_bar(f"building {backend} {precision}", None, quiet(ctx)) as adv:
+        report = build_engine(onnx_path, out, spec, progress=adv)
+    stdout.print(report.summary())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_cmd)
+    app.command("build")(build_cmd)

@@ -1,0 +1,227 @@
+"""``udc-edge build``: an ONNX file -> an engine file plus its manifest.
+
+ONNX Runtime: FP32 is the checked ONNX itself; INT8 is a Q/DQ model from real
+calibration images (cached ranges, optional automatic exclusion of sensitive layers);
+``auto`` builds both and keeps the fastest one that meets the fidelity target. Every
+INT8 build measures its output against FP32 (PSNR on held-out calibration images) and its
+speed against FP32, and says in the summary and manifest when INT8 is slower or below
+target. TensorRT builds go through ``engines.tensorrt`` (explicit quantisation only).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from udc_edge.calibration.dataset import load_calibration_set
+from udc_edge.calibration.qdq import auto_exclude, fidelity, quantize_bytes
+from udc_edge.calibration.ranges import cached_ranges
+from udc_edge.engines.manifest import Manifest, host_device, write_manifest
+from udc_edge.engines.ort import get_version, make_session
+from udc_edge.engines.spec import DEFAULT_TRT_PROFILE, BuildSpec, Precision
+from udc_edge.errors import EngineError, InputError, UsageError
+from udc_edge.fileio import sha256_file, write_bytes_atomic
+from udc_edge.progress import Advance, _noop
+
+
+@dataclass
+class BuildReport:
+    engine: str
+    backend: str
+    requested_precision: str
+    precision: str
+    size_mb: float
+    seconds: float
+    fidelity_db: float | None = None
+    int8_speedup_vs_fp32: float | None = None
+    excluded: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    calibration: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        text = (f"built {self.engine} ({self.backend} {self.precision}"
+                + (f", asked {self.requested_precision}" if self.requested_precision != self.precision else "")
+                + f", {self.size_mb:.2f} MB) in {self.seconds:.1f} s")
+        if self.fidelity_db is not None:
+            text += f"; output vs FP32 {self.fidelity_db:.1f} dB PSNR"
+        if self.int8_speedup_vs_fp32 is not None:
+            text += f"; INT8 {self.int8_speedup_vs_fp32:.2f}x the speed of FP32"
+        if self.excluded:
+            text += f"; {len(self.excluded)} layer(s) kept in float"
+        for w in self.warnings:
+            text += f"\nwarning: {w}"
+        return text
+
+
+def inspect_onnx(path: str | os.PathLike) -> tuple[onnx.ModelProto, int, list[str]]:
+    """Load and check an ONNX file: (model, network multiple, input names)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"ONNX file {path} does not exist", "export one with udc-edge export")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise EngineError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]})",
+                          "re-export it with udc-edge export; the file may be truncated") from exc
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    for i in inputs:
+        rank = len(i.type.tensor_type.shape.dim)
+        if rank != 4:
+            raise InputError(f"{path}: input {i.name!r} has rank {rank}, expected NCHW images (rank 4)",
+                             "export the restorer with a 1x3xHxW input")
+    meta = {p.key: p.value for p in model.metadata_props}
+    return model, int(meta.get("udc_edge.multiple", "1")), [i.name for i in inputs]
+
+
+def _runner(threads: int):
+    def run(model_bytes: bytes, images: np.ndarray, names: tuple[str, ...] = ("input",)) -> np.ndarray:
+        sess = make_session(model_bytes, threads=threads)
+        feeds = [i.name for i in sess.get_inputs()]
+        rng = np.random.default_rng(0)
+        outs = []
+        for k in range(len(images)):
+            x = images[k : k + 1]
+            feed = {n: (x if n != "noise" else rng.standard_normal(x.shape).astype(np.float32)) for n in feeds}
+            outs.append(sess.run(None, feed)[0])
+        return np.concatenate(outs)
+    return run
+
+
+def _median_ms(model_bytes: bytes, x: np.ndarray, threads: int, runs: int = 5) -> float:
+    sess = make_session(model_bytes, threads=threads)
+    feed = {i.name: x for i in sess.get_inputs()}
+    sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)) * 1e3
+
+
+def _speedup(fp32: bytes, int8: bytes, x: np.ndarray, threads: int) -> float:
+    """FP32 time / INT8 time, measured interleaved on the same image."""
+    a, b = [], []
+    for _ in range(2):
+        a.append(_median_ms(fp32, x, threads, 3))
+        b.append(_median_ms(int8, x, threads, 3))
+    return float(np.median(a) / np.median(b))
+
+
+def _int8(onnx_path: Path, spec: BuildSpec, out: Path, progress: Advance) -> tuple[bytes, dict]:
+    _, _, names = inspect_onnx(onnx_path)
+    calib = load_calibration_set(spec.calib, spec.calib_count, spec.calib_size)
+    cal_imgs, held = calib.split(holdout=4)
+    progress(0, status=f"calibrating ({spec.calib_method}, {len(cal_imgs)} images)")
+    cache = spec.calib_cache or str(out.with_name(out.name + ".calib.json"))
+    sub = type(calib)(cal_imgs, calib.source)
+    ranges, cinfo = cached_ranges(onnx_path, sub, spec.calib_method, symmetric=spec.quant_target == "tensorrt",
+                                  cache=cache, input_names=tuple(names))
+    run = _runner(spec.threads)
+    fp32 = onnx_path.read_bytes()
+    ref = run(fp32, held)
+    progress(0, status="quantising")
+    if spec.auto_exclude:
+        res = auto_exclude(onnx_path, ranges, spec.quant_target, run, held, ref, spec.min_fidelity)
+        model, fid, excluded, met = res.model, res.fidelity_db, res.excluded, res.met
+    else:
+        model = quantize_bytes(onnx_path, ranges, spec.quant_target, exclude=spec.exclude)
+        fid = fidelity(run, model, held, ref)
+        excluded = [{"node": n, "reason": "excluded by --exclude"} for n in spec.exclude]
+        met = fid >= spec.min_fidelity
+    info = {"calibration": {**calib.describe(), "method": spec.calib_method, "used": len(cal_imgs),
+                            "held_out": len(held), "cache": cinfo, "target": spec.quant_target},
+            "fidelity_db": fid, "fidelity_met": met, "excluded": excluded}
+    if spec.backend == "ort":
+        info["speedup"] = _speedup(fp32, model, held[:1], spec.threads)
+    return model, info
+
+
+def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: BuildSpec,
+                 progress: Advance = _noop) -> BuildReport:
+    """Build ``out`` (and ``out.json``) from ``onnx_path`` as ``spec`` says."""
+    t0 = time.perf_counter()
+    onnx_path, out = Path(onnx_path), Path(out)
+    _, multiple, names = inspect_onnx(onnx_path)
+    if spec.backend == "trt":
+        return _build_trt(onnx_path, out, spec, multiple, names, t0, progress)
+    if out.suffix != ".onnx":
+        raise UsageError(f"--out {out} must end in .onnx for the ONNX Runtime backend")
+    warnings: list[str] = []
+    data, built, info = onnx_path.read_bytes(), Precision.FP32, {}
+    if spec.precision in (Precision.INT8, Precision.AUTO):
+        q, info = _int8(onnx_path, spec, out, progress)
+        if not info["fidelity_met"]:
+            warnings.append(f"INT8 output is {info['fidelity_db']:.1f} dB from FP32, below --min-fidelity "
+                            f"{spec.min_fidelity} dB" + ("" if spec.auto_exclude else "; try --exclude auto"))
+        if info["speedup"] < 1.0:
+            warnings.append(f"INT8 is slower than FP32 here ({info['speedup']:.2f}x)")
+        use_int8 = spec.precision == Precision.INT8 or (info["fidelity_met"] and info["speedup"] > 1.0)
+        if use_int8:
+            data, built = q, Precision.INT8
+        else:
+            warnings.append("--precision auto chose FP32 (INT8 missed the fidelity target or was not faster)")
+    write_bytes_atomic(out, data)
+    size = out.stat().st_size / 2**20
+    manifest = Manifest(
+        backend="onnxruntime", backend_version=get_version(), precision=built.value,
+        requested_precision=spec.precision.value, engine_sha256=sha256_file(out), source_onnx=str(onnx_path),
+        source_onnx_sha256=sha256_file(onnx_path),
+        shape_profile=spec.profile.to_dict() if spec.profile else None, multiple=multiple, inputs=names,
+        calibration=info.get("calibration"), excluded_layers=info.get("excluded", []),
+        device=host_device(), build_seconds=time.perf_counter() - t0,
+        build_options={"target": spec.quant_target if built == Precision.INT8 else None,
+                       "calib_method": spec.calib_method if info else None, "min_fidelity": spec.min_fidelity,
+                       "auto_exclude": spec.auto_exclude},
+        summary={k: info[k] for k in ("fidelity_db", "fidelity_met", "speedup") if k in info} | {"warnings": warnings},
+    )
+    write_manifest(out, manifest)
+    return BuildReport(engine=str(out), backend="onnxruntime", requested_precision=spec.precision.value,
+                       precision=built.value, size_mb=size, seconds=manifest.build_seconds,
+                       fidelity_db=info.get("fidelity_db") if built == Precision.INT8 else None,
+                       int8_speedup_vs_fp32=info.get("speedup"), excluded=info.get("excluded", []) if built == Precision.INT8 else [],
+                       warnings=warnings, calibration=info.get("calibration"))
+
+
+def _build_trt(onnx_path: Path, out: Path, spec: BuildSpec, multiple: int, names: list[str], t0: float,
+               progress: Advance) -> BuildReport:
+    from udc_edge.engines import tensorrt as trt_backend
+
+    trt_backend.require_tensorrt()
+    if spec.precision == Precision.AUTO:
+        raise UsageError("--precision auto is ONNX Runtime only for now", "build fp16 and int8 and compare with bench")
+    profile = spec.profile or DEFAULT_TRT_PROFILE
+    info: dict = {}
+    src = onnx_path
+    with tempfile.TemporaryDirectory(prefix="udc-edge-trt-") as tmp:
+        if spec.precision == Precision.INT8:
+            q, info = _int8(onnx_path, spec, out, progress)
+            src = Path(tmp) / "qdq.onnx"
+            src.write_bytes(q)
+        progress(0, status="building TensorRT engine")
+        plan, binfo = trt_backend.build_serialized(src, spec.precision.value, profile.to_dict())
+    write_bytes_atomic(out, plan)
+    manifest = Manifest(
+        backend="tensorrt", backend_version=trt_backend.get_version(), precision=spec.precision.value,
+        requested_precision=spec.precision.value, engine_sha256=sha256_file(out), source_onnx=str(onnx_path),
+        source_onnx_sha256=sha256_file(onnx_path), shape_profile=profile.to_dict(), multiple=multiple,
+        inputs=names, calibration=info.get("calibration"), excluded_layers=info.get("excluded", []),
+        device=binfo.get("device", {}), build_seconds=time.perf_counter() - t0, build_options=binfo,
+        summary={k: info[k] for k in ("fidelity_db", "fidelity_met") if k in info},
+    )
+    write_manifest(out, manifest)
+    return BuildReport(engine=str(out), backend="tensorrt", requested_precision=spec.precision.value,
+                       precision=spec.precision.value, size_mb=out.stat().st_size / 2**20,
+                       seconds=manifest.build_seconds, fidelity_db=info.get("fidelity_db"),
+                       excluded=info.get("excluded", []), calibration=info.get("calibration"))

@@ -1,0 +1,98 @@
+"""Build specs: precision, shape profile, calibration and exclusion options.
+
+Invalid combinations raise; nothing is silently corrected (FP16 on the ONNX Runtime CPU
+backend is refused, not run as FP32; INT8 without calibration data is refused).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from udc_edge.errors import UsageError
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+    AUTO = "auto"
+
+
+BACKENDS = ("ort", "trt")
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """min/opt/max NCHW shapes of the engine's input(s)."""
+
+    min: tuple[int, int, int, int]
+    opt: tuple[int, int, int, int]
+    max: tuple[int, int, int, int]
+
+    @staticmethod
+    def parse_shape(text: str, name: str) -> tuple[int, int, int, int]:
+        try:
+            dims = tuple(int(d) for d in text.lower().split("x"))
+        except ValueError as exc:
+            raise UsageError(f"{name} {text!r} is not NxCxHxW", "e.g. 1x3x256x256") from exc
+        if len(dims) != 4 or min(dims) < 1 or dims[1] != 3:
+            raise UsageError(f"{name} {text!r} must be 4 positive dims NxCxHxW with C=3", "e.g. 1x3x256x256")
+        return dims  # type: ignore[return-value]
+
+    @classmethod
+    def from_strings(cls, lo: str, opt: str, hi: str) -> ShapeProfile:
+        p = cls(cls.parse_shape(lo, "--min-shape"), cls.parse_shape(opt, "--opt-shape"),
+                cls.parse_shape(hi, "--max-shape"))
+        if not all(a <= b <= c for a, b, c in zip(p.min, p.opt, p.max)):
+            raise UsageError(f"shape profile must satisfy min <= opt <= max per dim, got {p.min} {p.opt} {p.max}")
+        return p
+
+    def to_dict(self) -> dict[str, list[int]]:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+DEFAULT_TRT_PROFILE = ShapeProfile((1, 3, 64, 64), (1, 3, 256, 256), (1, 3, 1024, 1024))
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Everything ``udc-edge build`` needs besides the ONNX file and the output path."""
+
+    backend: str = "ort"
+    precision: Precision = Precision.FP32
+    calib: str | None = None
+    calib_count: int = 16
+    calib_size: int = 128
+    calib_method: str = "entropy"
+    calib_cache: str | None = None
+    target: str | None = None  # cpu | tensorrt; default by backend
+    exclude: tuple[str, ...] = ()
+    auto_exclude: bool = False
+    min_fidelity: float = 40.0
+    profile: ShapeProfile | None = None
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise UsageError(f"--backend must be ort or trt, got {self.backend!r}")
+        object.__setattr__(self, "precision", Precision(self.precision))
+        if self.backend == "ort" and self.precision == Precision.FP16:
+            raise UsageError(
+                "--precision fp16 is not offered on the ONNX Runtime CPU backend (no fast FP16 kernels; "
+                "it would run slower than FP32 or be silently upcast)",
+                "use --precision fp32 or int8, or --backend trt on an NVIDIA GPU",
+            )
+        if self.precision in (Precision.INT8, Precision.AUTO) and not self.calib:
+            raise UsageError(f"--precision {self.precision.value} needs calibration data",
+                             "give --calib DIR (degraded images) or --calib synth:poled")
+        if self.backend == "trt" and self.target == "cpu":
+            raise UsageError("--target cpu makes asymmetric Q/DQ, which TensorRT rejects", "use --target tensorrt")
+        if self.calib_count < 1:
+            raise UsageError(f"--calib-count must be >= 1, got {self.calib_count}")
+        if self.min_fidelity <= 0:
+            raise UsageError(f"--min-fidelity must be > 0 dB, got {self.min_fidelity}")
+
+    @property
+    def quant_target(self) -> str:
+        return self.target or ("tensorrt" if self.backend == "trt" else "cpu")
