@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from udc_edge import __version__
-from udc_edge.commands import data, demo, deploy, models, train
+from udc_edge.commands import data, demo, deploy, models, train, workflow
 from udc_edge.commands.common import err, stdout
 from udc_edge.errors import UdcEdgeError
 
@@ -65,7 +65,7 @@ def main(
     ctx.meta["udc_edge.quiet"] = quiet
 
 
-for _module in (data, train, models, deploy, demo):
+for _module in (data, train, models, deploy, workflow, demo):
     _module.register(app)
 
 

@@ -62,6 +62,11 @@ class BuildReport:
         return text
 
 
+def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` udc-edge export wrote (multiple, exporter, MACs per pixel)."""
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
 def inspect_onnx(path: str | os.PathLike) -> tuple[onnx.ModelProto, int, list[str]]:
     """Load and check an ONNX file: (model, network multiple, input names)."""
     path = Path(path)
@@ -183,7 +188,8 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
         device=host_device(), build_seconds=time.perf_counter() - t0,
         build_options={"target": spec.quant_target if built == Precision.INT8 else None,
                        "calib_method": spec.calib_method if info else None, "min_fidelity": spec.min_fidelity,
-                       "auto_exclude": spec.auto_exclude},
+                       "auto_exclude": spec.auto_exclude,
+                       "macs_per_pixel": float(onnx_metadata(onnx_path).get("udc_edge.macs_per_pixel", 0)) or None},
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met", "speedup") if k in info} | {"warnings": warnings},
     )
     write_manifest(out, manifest)

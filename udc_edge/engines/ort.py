@@ -103,3 +103,28 @@ class OrtEngine(Engine):
 
     def _infer(self, *inputs: np.ndarray) -> np.ndarray:
         return self.session.run([self._out], dict(zip(self._in, inputs)))[0]
+
+    def profile_layers(self, *inputs: np.ndarray, runs: int = 10) -> list[tuple[str, str, float]]:
+        """Per-node mean time (ms) from ONNX Runtime's profiler: [(node, op_type, ms)], slowest first."""
+        import json
+        import tempfile
+
+        opts = self.manifest.session_options if self.manifest else {}
+        with tempfile.TemporaryDirectory(prefix="udc-edge-prof-") as tmp:
+            so = session_options(self.threads, opts)
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(tmp) / "ort")
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(str(self.path), sess_options=so, providers=list(self.providers))
+            feed = dict(zip([i.name for i in sess.get_inputs()], inputs))
+            for _ in range(runs):
+                sess.run(None, feed)
+            events = json.loads(Path(sess.end_profiling()).read_text())
+        totals: dict[tuple[str, str], float] = {}
+        for ev in events:
+            if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+                key = (ev["name"][: -len("_kernel_time")], ev.get("args", {}).get("op_name", ""))
+                totals[key] = totals.get(key, 0.0) + ev.get("dur", 0) / 1000.0
+        rows = [(name, op, ms / runs) for (name, op), ms in totals.items()]
+        return sorted(rows, key=lambda r: -r[2])

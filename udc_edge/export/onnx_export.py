@@ -159,6 +159,17 @@ def parity(model: nn.Module, onnx_bytes: bytes, names: tuple[str, ...], sizes: l
     return results
 
 
+def _macs_per_pixel(model: nn.Module, args: tuple) -> float:
+    """Multiply-accumulates per pixel, counted by torch's FLOP counter on the example input
+    (fully convolutional restorers scale with H x W, so this carries to any size)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, w = args[0].shape[-2:]
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(*args)
+    return fc.get_total_flops() / 2 / (h * w)
+
+
 def export_onnx(model: nn.Module, out: str | os.PathLike, spec: ExportSpec = ExportSpec(),
                 metadata: dict[str, str] | None = None) -> ExportReport:
     """Export ``model`` to ``out`` (ONNX), check it, prove parity, then write it atomically."""
@@ -193,7 +204,8 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, spec: ExportSpec = Exp
                                   "check the model traces with fixed shapes, or try --static") from exc
         _check(tmp)
         proto = onnx.load(str(tmp))
-        meta = {"udc_edge.multiple": str(m), "udc_edge.exporter": used, **(metadata or {})}
+        meta = {"udc_edge.multiple": str(m), "udc_edge.exporter": used,
+                "udc_edge.macs_per_pixel": f"{_macs_per_pixel(model, args):.3f}", **(metadata or {})}
         for k, v in meta.items():
             proto.metadata_props.add(key=k, value=v)
         proto = onnx.shape_inference.infer_shapes(proto)
