@@ -1,8 +1,10 @@
 """Activation ranges from a calibration set, and their reusable JSON cache.
 
-Methods (ONNX Runtime's calibrators): ``minmax``; ``entropy`` (KL divergence on a real
-2048-bin histogram: ORT's default of 128 bins collapses to min-max on image models);
-``percentile`` (99.999 % of a 2048-bin histogram). Ranges are cached as JSON keyed by the
+Methods (ONNX Runtime's calibrators): ``percentile`` (99.999 % of a 2048-bin histogram,
+the default), ``minmax``, and ``entropy`` (KL divergence on a real 2048-bin histogram; ORT's
+128-bin default collapses to min-max). Measured on the shipped P-OLED UNet (held-out
+256 px, all convs INT8): percentile 42.1 dB vs FP32, minmax 41.1 dB, entropy 25.4 dB. KL
+thresholds were designed for classifiers and clip the highlights a restorer must keep. Ranges are cached as JSON keyed by the
 ONNX file's sha256, the method and its options, and the calibration set's hash; a cache
 that matches is reused, so requantising gives the identical model without recalibrating.
 """

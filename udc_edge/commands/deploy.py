@@ -51,7 +51,7 @@ def build_cmd(
     precision: Annotated[str, typer.Option(help="fp32, fp16 (trt), int8, or auto (fastest meeting --min-fidelity).")] = "fp32",
     calib: Annotated[str | None, typer.Option(help="Calibration images: a folder (lq/ of a paired set) or synth:poled.")] = None,
     calib_count: Annotated[int, typer.Option(help="Calibration images to use.")] = 16,
-    calib_method: Annotated[str, typer.Option(help="entropy (2048 bins), minmax or percentile.")] = "entropy",
+    calib_method: Annotated[str, typer.Option(help="percentile (99.999 %), minmax or entropy (KL, 2048 bins).")] = "percentile",
     calib_cache: Annotated[Path | None, typer.Option(help="Calibration cache JSON (default: beside the engine).")] = None,
     target: Annotated[str | None, typer.Option(help="Q/DQ flavour: cpu (u8/s8) or tensorrt (symmetric s8).")] = None,
     exclude: Annotated[str, typer.Option(help="'auto' (by measured sensitivity) or NODE,NODE kept in float.")] = "",

@@ -64,7 +64,7 @@ class BuildSpec:
     calib: str | None = None
     calib_count: int = 16
     calib_size: int = 128
-    calib_method: str = "entropy"
+    calib_method: str = "percentile"
     calib_cache: str | None = None
     target: str | None = None  # cpu | tensorrt; default by backend
     exclude: tuple[str, ...] = ()
