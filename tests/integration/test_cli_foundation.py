@@ -68,13 +68,20 @@ def test_data_psf_writes_png_and_npy(tmp_path):
     assert res.exit_code == 2
 
 
-def test_demo_quick_writes_report(tmp_path):
+def test_demo_quick_runs_the_whole_pipeline(tmp_path):
     res = runner.invoke(app, ["-q", "demo", str(tmp_path / "demo"), "--quick"])
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     by_name = {s["name"]: s for s in report["stages"]}
-    assert by_name["synthesise"]["status"] == "done"
-    # Stages whose parts do not exist must say so, never pretend to have run.
-    assert all(s["status"] in ("done", "not built yet") for s in report["stages"])
+    for name in ("synthesise", "restore", "attack", "export + build", "bench", "verify"):
+        assert by_name[name]["status"] == "done", (name, by_name[name]["note"])
+    # A missing part says so; it never pretends to have run.
+    assert by_name["purify"]["status"] in ("done", "not built yet")
+    restore, attack = by_name["restore"]["details"], by_name["attack"]["details"]
+    assert restore["output_psnr"] > restore["input_psnr"] + 3  # the shipped restorer works
+    assert attack["attacked_psnr"] < attack["clean_psnr"] - 3  # PGD 8/255 hurts it
+    assert by_name["verify"]["details"]["passed"] is True
     md = (tmp_path / "demo" / "report.md").read_text()
-    assert "| synthesise | done |" in md and (tmp_path / "demo" / "grid.png").exists()
+    assert "| verify | done |" in md and "Robustness parity" in md
+    for png in ("grid.png", "psf.png", "bench.png"):
+        assert (tmp_path / "demo" / png).exists()

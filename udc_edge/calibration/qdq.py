@@ -61,6 +61,7 @@ def quantize_bytes(onnx_path: str | os.PathLike, ranges: dict[str, list[float]],
         act, extra = QuantType.QInt8, {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
     q = QDQQuantizer(model, True, False, QuantType.QInt8, act, td, list(only), list(exclude), list(QUANT_OPS), extra)
     q.quantize_model()
+    q.model.topological_sort()  # as ORT's own save does: onnx.checker requires sorted nodes
     return q.model.model.SerializeToString()
 
 

@@ -45,8 +45,9 @@ def export_cmd(
 
 def build_cmd(
     ctx: typer.Context,
-    onnx_path: Annotated[Path, typer.Argument(help="ONNX model from udc-edge export.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Engine file (.onnx for ort, .engine for trt).")],
+    onnx_path: Annotated[Path | None, typer.Argument(help="ONNX model from udc-edge export.")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="Build from a bundle (udc-edge bundle) instead of an ONNX.")] = None,
     backend: Annotated[str, typer.Option(help="ort (ONNX Runtime, CPU) or trt (TensorRT, NVIDIA GPU).")] = "ort",
     precision: Annotated[str, typer.Option(help="fp32, fp16 (trt), int8, or auto (fastest meeting --min-fidelity).")] = "fp32",
     calib: Annotated[str | None, typer.Option(help="Calibration images: a folder (lq/ of a paired set) or synth:poled.")] = None,
@@ -67,6 +68,18 @@ def build_cmd(
     from udc_edge.errors import UsageError
     from udc_edge.progress import progress_bar
 
+    prequantised = False
+    if bundle is not None:
+        if onnx_path is not None:
+            raise UsageError("give an ONNX file or --bundle, not both")
+        from udc_edge.evaluation.bundle import open_bundle
+
+        b = open_bundle(bundle)
+        onnx_path = b.onnx_for(backend, precision)
+        prequantised = precision == "int8"
+        calib = calib or str(b.path("calib"))
+    if onnx_path is None:
+        raise UsageError("give the ONNX file to build (or --bundle)")
     shapes = [min_shape, opt_shape, max_shape]
     if any(shapes) and not all(shapes):
         raise UsageError("give all of --min-shape, --opt-shape and --max-shape, or none")
@@ -75,7 +88,7 @@ def build_cmd(
     spec = BuildSpec(backend=backend, precision=precision, calib=calib, calib_count=calib_count,
                      calib_method=calib_method, calib_cache=str(calib_cache) if calib_cache else None, target=target,
                      exclude=names, auto_exclude=exclude == "auto", min_fidelity=min_fidelity, profile=profile,
-                     threads=threads)
+                     threads=threads, prequantised=prequantised)
     with progress_bar(f"building {backend} {precision}", None, quiet(ctx)) as adv:
         report = build_engine(onnx_path, out, spec, progress=adv)
     stdout.print(report.summary())

@@ -54,5 +54,74 @@ def bench_cmd(
         raise typer.Exit(1)
 
 
+def verify_cmd(
+    ctx: typer.Context,
+    engine: Annotated[Path, typer.Option(help="Engine file built by udc-edge build (with its manifest).")],
+    report: Annotated[Path, typer.Option(help="Folder for verify.json, verify.md and worst.png.")],
+    reference: Annotated[str | None, typer.Option(help="PyTorch reference: shipped name or checkpoint.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Paired dataset (lq/ + gt/).")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="A bundle from udc-edge bundle: its images and stored "
+                                                     "reference outputs replace --reference/--data.")] = None,
+    attacks: Annotated[str, typer.Option(help="Attacks: white-box ones are transferred, black-box ones run on the engine.")] = "pgd,simba",
+    eps: Annotated[str, typer.Option(help="L-inf budget, e.g. 8/255.")] = "8/255",
+    steps: Annotated[int, typer.Option(help="PGD steps.")] = 20,
+    simba_iterations: Annotated[int, typer.Option(help="SimBA/Square query budget per image.")] = 200,
+    max_psnr_drop: Annotated[float, typer.Option(help="Largest allowed PSNR loss (dB) of engine vs reference.")] = 0.3,
+    max_ssim_drop: Annotated[float, typer.Option(help="Largest allowed SSIM loss.")] = 0.01,
+    min_fidelity: Annotated[float, typer.Option(help="Smallest allowed PSNR (dB) of engine output vs reference output.")] = 35.0,
+    limit: Annotated[int, typer.Option(help="Images to use.")] = 8,
+    seed: Annotated[int, typer.Option(help="Attack seed.")] = 0,
+) -> None:
+    """Robustness parity: is the engine as accurate and as robust as its PyTorch reference? Exit 1 if not."""
+    from udc_edge.attacks import parse_eps
+    from udc_edge.evaluation.verify import VerifySpec, run_verify
+
+    spec = VerifySpec(attacks=tuple(a for a in attacks.split(",") if a), eps=parse_eps(eps), steps=steps,
+                      simba_iterations=simba_iterations, max_psnr_drop=max_psnr_drop, max_ssim_drop=max_ssim_drop,
+                      min_fidelity=min_fidelity, limit=limit, seed=seed)
+    rep = run_verify(engine, report, spec, reference=reference, data=data, bundle=bundle, quiet=quiet(ctx))
+    _print_verify(rep)
+    if not rep.passed:
+        raise typer.Exit(1)
+
+
+def _print_verify(rep) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"udc-edge verify: {'PASS' if rep.passed else 'FAIL'} ({rep.images} images)")
+    for col in ("check", "reference", "engine", "value", "threshold", "result"):
+        table.add_column(col)
+    for c in rep.checks:
+        f = lambda v: "-" if v is None else f"{v:.4f}" if abs(v) < 1.5 else f"{v:.2f}"
+        table.add_row(c.name, f(c.reference), f(c.engine), f(c.value), c.threshold,
+                      "pass" if c.passed else "[bold red]FAIL[/]")
+    stdout.print(table)
+
+
+def bundle_cmd(
+    ctx: typer.Context,
+    restorer: Annotated[str, typer.Option(help="Restorer: shipped name or checkpoint.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder, or a path ending in .tar.gz.")],
+    calib: Annotated[str, typer.Option(help="Calibration images: folder or synth:poled.")] = "synth:poled",
+    calib_count: Annotated[int, typer.Option(help="Calibration images to use.")] = 16,
+    verify_data: Annotated[Path | None, typer.Option(help="Paired data for the stored verification set "
+                                                           "(default: synthetic held-out P-OLED).")] = None,
+    verify_count: Annotated[int, typer.Option(help="Verification images to store.")] = 4,
+    attacks: Annotated[str, typer.Option(help="Attacks whose reference results are stored.")] = "pgd,simba",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle folder.")] = False,
+) -> None:
+    """Write what a device needs to build and verify its own engines (no PyTorch needed there)."""
+    from udc_edge.evaluation.bundle import write_bundle
+    from udc_edge.progress import progress_bar
+
+    with progress_bar("bundling", 4, quiet(ctx)) as adv:
+        path = write_bundle(restorer, out, calib=calib, calib_count=calib_count,
+                            verify_data=str(verify_data) if verify_data else None, verify_count=verify_count,
+                            attacks=tuple(a for a in attacks.split(",") if a), progress=adv, overwrite=overwrite)
+    stdout.print(f"wrote bundle {path}; on the device: see its README.md")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("bundle")(bundle_cmd)
     app.command("bench")(bench_cmd)
+    app.command("verify")(verify_cmd)

@@ -124,8 +124,16 @@ def _speedup(fp32: bytes, int8: bytes, x: np.ndarray, threads: int) -> float:
     return float(np.median(a) / np.median(b))
 
 
+def is_qdq(model: onnx.ModelProto) -> bool:
+    """Whether a model is already quantised (explicit Q/DQ nodes)."""
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
 def _int8(onnx_path: Path, spec: BuildSpec, out: Path, progress: Advance) -> tuple[bytes, dict]:
-    _, _, names = inspect_onnx(onnx_path)
+    model, _, names = inspect_onnx(onnx_path)
+    if is_qdq(model):  # e.g. a bundle's qdq-*.onnx: quantised already, calibration travelled with it
+        return onnx_path.read_bytes(), {"calibration": {"source": "pre-quantised Q/DQ model", "target": spec.quant_target},
+                                        "fidelity_met": True, "excluded": [], "prequantised": True}
     calib = load_calibration_set(spec.calib, spec.calib_count, spec.calib_size)
     cal_imgs, held = calib.split(holdout=4)
     progress(0, status=f"calibrating ({spec.calib_method}, {len(cal_imgs)} images)")
@@ -170,9 +178,10 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
         if not info["fidelity_met"]:
             warnings.append(f"INT8 output is {info['fidelity_db']:.1f} dB from FP32, below --min-fidelity "
                             f"{spec.min_fidelity} dB" + ("" if spec.auto_exclude else "; try --exclude auto"))
-        if info["speedup"] < 1.0:
+        if info.get("speedup") is not None and info["speedup"] < 1.0:
             warnings.append(f"INT8 is slower than FP32 here ({info['speedup']:.2f}x)")
-        use_int8 = spec.precision == Precision.INT8 or (info["fidelity_met"] and info["speedup"] > 1.0)
+        faster = info.get("speedup") is None or info["speedup"] > 1.0
+        use_int8 = spec.precision == Precision.INT8 or (info["fidelity_met"] and faster)
         if use_int8:
             data, built = q, Precision.INT8
         else:

@@ -72,6 +72,7 @@ class BuildSpec:
     min_fidelity: float = 40.0
     profile: ShapeProfile | None = None
     threads: int = 0
+    prequantised: bool = False  # the ONNX already carries Q/DQ (a bundle's qdq-*.onnx)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -83,7 +84,7 @@ class BuildSpec:
                 "it would run slower than FP32 or be silently upcast)",
                 "use --precision fp32 or int8, or --backend trt on an NVIDIA GPU",
             )
-        if self.precision in (Precision.INT8, Precision.AUTO) and not self.calib:
+        if self.precision in (Precision.INT8, Precision.AUTO) and not self.calib and not self.prequantised:
             raise UsageError(f"--precision {self.precision.value} needs calibration data",
                              "give --calib DIR (degraded images) or --calib synth:poled")
         if self.backend == "trt" and self.target == "cpu":

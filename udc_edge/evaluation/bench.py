@@ -80,8 +80,8 @@ class BenchReport:
     def to_markdown(self) -> str:
         n, c, h, w = self.spec["shape"]
         lines = [f"# udc-edge bench ({n}x{c}x{h}x{w}, {self.spec['iters']} interleaved rounds)", "",
-                 "| engine | backend | precision | size MB | p50 ms | p90 ms | p99 ms | img/s | MP/s | GFLOP/s "
-                 "| % peak | mem MB | status |", "|" + "---|" * 13]
+                 ("| engine | backend | precision | size MB | p50 ms | p90 ms | p99 ms | img/s | MP/s | GFLOP/s "
+                 "| % peak | mem MB | status |"), "|" + "---|" * 13]
         for r in self.rows:
             lat = r.latency_ms
             g = f"{r.gflops:.1f}" if r.gflops else "-"
@@ -93,10 +93,10 @@ class BenchReport:
                              f"| {g} | {pk} | {r.memory_mb:.0f} | {status} |")
             else:
                 lines.append(f"| {r.name} | {r.backend} | {r.precision} | - | - | - | - | - | - | - | - | - | {status} |")
-        lines += ["", f"Harness overhead: {self.overhead_us:.1f} us per call "
+        lines += ["", (f"Harness overhead: {self.overhead_us:.1f} us per call "
                   f"({self.overhead_us / 100:.3f} % of a 10 ms engine call). Matmul peak: "
                   f"{self.host.get('matmul_peak_gflops', 0):.1f} GFLOP/s. Absolute times on shared CPUs are noise; "
-                  "compare the ratios between rows."]
+                  "compare the ratios between rows.")]
         for r in self.rows:
             if r.top_layers:
                 lines += ["", f"## Slowest layers: {r.name}", "", "| layer | op | ms | share |", "|---|---|---|---|"]

@@ -68,7 +68,7 @@ class PowerMonitor:
         self._proc = None
         self._thread = None
 
-    def __enter__(self) -> PowerMonitor:
+    def __enter__(self) -> PowerMonitor:  # noqa: PYI034
         if self.available:
             self._proc = subprocess.Popen(["tegrastats", "--interval", str(self.interval_ms)],
                                           stdout=subprocess.PIPE, text=True)

@@ -1,0 +1,92 @@
+"""`udc-edge train purifier`, `distill`, `finetune`, `purifier tune|table` through the CLI, tiny."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from udc_edge.cli import app
+from udc_edge.models import create, save_checkpoint
+from udc_edge.models.purifier import Purifier, save_purifier
+
+runner = CliRunner()
+TINY_DATA = ["--data", "synth:toled", "--patch", "32", "--pool", "2", "--val-count", "1", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny restorer checkpoint, a teacher trained by the CLI and a student distilled by it."""
+    root = tmp_path_factory.mktemp("purifier_cli")
+    torch.manual_seed(0)
+    save_checkpoint(root / "restorer", create("unet-t"), {"arch": "unet", "kwargs": {"width": 4, "depth": 2, "blocks": 1}})
+    res = runner.invoke(app, ["-q", "train", "purifier", "--unet", "purifier-t", "--steps", "3", "--batch", "2",
+                              "--val-every", "3", "--sample-steps", "3", "--out", str(root / "teacher"), *TINY_DATA])
+    assert res.exit_code == 0, res.output
+    assert "validation denoising loss" in res.output
+    res = runner.invoke(app, ["-q", "distill", str(root / "teacher"), "--steps", "1", "--train-steps", "2",
+                              "--batch", "2", "--val-every", "2", "--out", str(root / "k1"), *TINY_DATA])
+    assert res.exit_code == 0, res.output
+    assert "1-step student from the 3-step teacher" in res.output
+    return root
+
+
+def test_trained_and_distilled_checkpoints_describe_themselves(runs):
+    teacher = json.loads((runs / "teacher" / "best" / "config.json").read_text())
+    student = json.loads((runs / "k1" / "best" / "config.json").read_text())
+    assert teacher["arch"] == "udc_edge.models.purifier:Purifier" and teacher["kwargs"]["role"] == "teacher"
+    assert teacher["kwargs"]["domain"] == "lq" and teacher["kwargs"]["resolution"] == 32
+    assert student["kwargs"]["role"] == "student" and student["kwargs"]["steps"] == 1
+    assert student["kwargs"]["distillation"]["teacher_t_star"] == teacher["kwargs"]["t_star"]
+    assert student["kwargs"]["distillation"]["teacher_steps"] == 3
+
+
+def test_finetune_cli_runs_on_tiny_models(runs):
+    out = runs / "ft"
+    res = runner.invoke(app, ["-q", "finetune", str(runs / "restorer"), "--purifier", str(runs / "k1"),
+                              "--mix", "clean,purified,adversarial", "--steps", "2", "--batch", "3",
+                              "--attack-steps", "1", "--val-every", "2", "--out", str(out), *TINY_DATA])
+    assert res.exit_code == 0, res.output
+    assert "fine-tuned 2 steps" in res.output
+    cfg = json.loads((out / "best" / "config.json").read_text())
+    assert cfg["arch"] == "unet" and cfg["training"]["spec"]["mix"] == ["clean", "purified", "adversarial"]
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["before"]["psnr"] > 0 and len(log["history"]) == 2
+
+
+def test_finetune_refuses_bad_options_and_writes_nothing(runs):
+    out = runs / "ft-bad"
+    res = runner.invoke(app, ["finetune", str(runs / "restorer"), "--purifier", str(runs / "k1"),
+                              "--mix", "clean,purifed", "--out", str(out)])
+    assert res.exit_code == 2 and "unknown: purifed" in res.output
+    res = runner.invoke(app, ["finetune", str(runs / "restorer"), "--purifier", str(runs / "restorer"),
+                              "--steps", "1", "--out", str(out), *TINY_DATA])
+    assert res.exit_code == 1 and "not a diffusion purifier" in res.output
+    assert not out.exists()
+
+
+def test_tune_writes_plot_and_json(runs):
+    out = runs / "tune"
+    res = runner.invoke(app, ["-q", "purifier", "tune", "--restorer", str(runs / "restorer"), "--purifier",
+                              str(runs / "teacher"), "--data", "synth:toled", "--count", "1", "--size", "32",
+                              "--attack-steps", "1", "--draws", "1", "--t-stars", "0.05,0.1", "--max-drop", "100",
+                              "--out", str(out), "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "tune.json").read_text())
+    assert [r["t_star"] for r in rep["rows"]] == [0.05, 0.1] and rep["chosen"] in (0.05, 0.1)
+    assert (out / "tune.png").read_bytes()[:4] == b"\x89PNG"
+    res = runner.invoke(app, ["purifier", "tune", "--restorer", str(runs / "restorer"), "--purifier",
+                              str(runs / "k1"), "--out", str(out)])
+    assert res.exit_code == 2 and "teacher" in res.output
+
+
+def test_table_refuses_a_student_of_another_t_star(runs):
+    teacher = Purifier(unet="purifier-t", t_star=0.15, steps=3)
+    save_purifier(runs / "teacher15", teacher)
+    res = runner.invoke(app, ["purifier", "table", "--restorer", str(runs / "restorer"), "--teacher",
+                              str(runs / "teacher15"), "--student", str(runs / "k1"), "--data", "synth:toled",
+                              "--count", "1", "--size", "32", "--out", str(runs / "table")])
+    assert res.exit_code == 1 and "distilled at t* = 0.1" in res.output
+    assert not (runs / "table").exists()

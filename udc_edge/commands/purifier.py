@@ -1,0 +1,240 @@
+"""``udc-edge train purifier``, ``udc-edge distill``, ``udc-edge finetune`` and
+``udc-edge purifier tune|table``: the diffusion-purification defence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from udc_edge.commands.common import json_opt, quiet, stdout
+from udc_edge.commands.train import train_app
+
+purifier_app = typer.Typer(help="Diffusion purifier: pick t* (tune), evaluate the defence (table).",
+                           no_args_is_help=True)
+
+DataOpt = Annotated[str, typer.Option(help="synth:poled, synth:toled, synth:LAYOUT.json, or a paired dataset folder.")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed (deterministic on CPU).")]
+ThreadsOpt = Annotated[int, typer.Option(help="torch threads per process (0: default).")]
+PoolOpt = Annotated[int, typer.Option(help="Clean crops kept in memory for synth: data.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Replace a non-empty OUT.")]
+PurifierArg = Annotated[str, typer.Argument(help="Purifier: shipped name (purifier-poled), checkpoint or run folder.")]
+
+
+def _main_rank() -> bool:
+    from udc_edge.training.restorer import main_rank
+
+    return main_rank()
+
+
+def train_purifier_cmd(
+    ctx: typer.Context,
+    data: DataOpt = "synth:poled",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, state, train_log.json.")] = Path("runs/purifier"),
+    domain: Annotated[str, typer.Option(help="lq: the restorer's degraded inputs; gt: clean images.")] = "lq",
+    unet: Annotated[str, typer.Option(help="UNet preset: purifier-s (shipped) or purifier-t (tiny).")] = "purifier-s",
+    unet_kwargs: Annotated[str, typer.Option(help="JSON overrides: block_out_channels, layers_per_block, norm_num_groups.")] = "",
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 4000,
+    batch: Annotated[int, typer.Option(help="Batch size per process.")] = 8,
+    patch: Annotated[int, typer.Option(help="Random crop size (the purifier's training resolution).")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine schedule).")] = 1e-3,
+    t_max: Annotated[float, typer.Option(help="Train timesteps below this fraction of the schedule.")] = 0.2,
+    t_star: Annotated[float, typer.Option(help="Default purification noise level t* in (0, 1).")] = 0.1,
+    sample_steps: Annotated[int, typer.Option(help="Default DDIM steps N of the teacher sampler.")] = 50,
+    val_every: Annotated[int, typer.Option(help="Validate and checkpoint every K steps.")] = 500,
+    val_count: Annotated[int, typer.Option(help="Held-out validation images.")] = 8,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = 0,
+    pool: PoolOpt = 192,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last and OUT/state.safetensors.")] = False,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train the diffusion purifier (DDPM, epsilon prediction) on degraded UDC images."""
+    from udc_edge.progress import progress_bar
+    from udc_edge.training.purifier import PurifierTrainSpec, train_purifier
+
+    spec = PurifierTrainSpec(data=data, out=str(out), domain=domain, unet=unet,
+                             unet_kwargs=json_opt(unet_kwargs, "--unet-kwargs"), steps=steps, batch=batch,
+                             patch=patch, lr=lr, t_max=t_max, t_star=t_star, sample_steps=sample_steps,
+                             val_every=val_every, val_count=val_count, seed=seed, threads=threads, pool=pool,
+                             resume=resume, overwrite=overwrite)
+    silent = quiet(ctx) or not _main_rank()
+    with progress_bar("preparing data", None, silent) as setup, progress_bar("training", steps, silent) as adv:
+        report = train_purifier(spec, progress=adv, setup_progress=setup)
+    if _main_rank():
+        stdout.print(report.summary())
+
+
+def distill_cmd(
+    ctx: typer.Context,
+    teacher: PurifierArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder of the student: best/, last/, train_log.json.")],
+    steps: Annotated[int, typer.Option(help="Student sampling steps k (1, 2 or 4).")] = 1,
+    teacher_steps: Annotated[int, typer.Option(help="Teacher DDIM steps N (0: the teacher's own).")] = 0,
+    train_steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 1000,
+    data: Annotated[str, typer.Option(help="Training images (default: the teacher's training data).")] = "",
+    batch: Annotated[int, typer.Option(help="Batch size per process.")] = 8,
+    patch: Annotated[int, typer.Option(help="Crop size (0: the teacher's training resolution).")] = 0,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
+    targets: Annotated[int, typer.Option(help="Precompute this many teacher outputs once (0: on the fly).")] = 0,
+    val_every: Annotated[int, typer.Option(help="Validate every K steps.")] = 200,
+    val_count: Annotated[int, typer.Option(help="Validation images.")] = 8,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = 0,
+    pool: PoolOpt = 192,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Distil an N-step purifier into a k-step student (direct trajectory matching)."""
+    from udc_edge.progress import progress_bar
+    from udc_edge.training.distill import DistillSpec, distill
+
+    spec = DistillSpec(teacher=teacher, out=str(out), k=steps, teacher_steps=teacher_steps, train_steps=train_steps,
+                       data=data, batch=batch, patch=patch, lr=lr, targets=targets, val_every=val_every,
+                       val_count=val_count, seed=seed, threads=threads, pool=pool, overwrite=overwrite)
+    silent = quiet(ctx) or not _main_rank()
+    with progress_bar("preparing data", None, silent) as setup, progress_bar("distilling", train_steps, silent) as adv:
+        report = distill(spec, progress=adv, setup_progress=setup)
+    if _main_rank():
+        stdout.print(report.summary())
+
+
+def finetune_cmd(
+    ctx: typer.Context,
+    restorer: Annotated[str, typer.Argument(help="Restorer: shipped name, checkpoint or run folder.")],
+    purifier: Annotated[str, typer.Option(help="Purifier (usually a distilled student).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, train_log.json.")],
+    data: DataOpt = "synth:poled",
+    mix: Annotated[str, typer.Option(help="Inputs: clean, purified, adversarial, purified-adversarial.")] = "clean,purified",
+    steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 500,
+    batch: Annotated[int, typer.Option(help="Batch size (split evenly over --mix).")] = 8,
+    patch: Annotated[int, typer.Option(help="Crop size.")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
+    eps: Annotated[str, typer.Option(help="PGD budget of adversarial mix components (8/255 or 0.031).")] = "8/255",
+    attack_steps: Annotated[int, typer.Option(help="PGD steps per training batch.")] = 5,
+    ssim_weight: Annotated[float, typer.Option(help="Weight of 1 - SSIM.")] = 0.2,
+    fft_weight: Annotated[float, typer.Option(help="Weight of the FFT L1 term.")] = 0.05,
+    val_every: Annotated[int, typer.Option(help="Validate and checkpoint every K steps.")] = 100,
+    val_count: Annotated[int, typer.Option(help="Validation images.")] = 8,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = 0,
+    pool: PoolOpt = 192,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Fine-tune a restorer on purified (and optionally adversarial) inputs."""
+    from udc_edge.attacks import parse_eps
+    from udc_edge.progress import progress_bar
+    from udc_edge.training.finetune import FinetuneSpec, finetune_restorer, parse_mix
+
+    spec = FinetuneSpec(restorer=restorer, purifier=purifier, out=str(out), data=data, mix=parse_mix(mix),
+                        steps=steps, batch=batch, patch=patch, lr=lr, eps=parse_eps(eps), attack_steps=attack_steps,
+                        ssim_weight=ssim_weight, fft_weight=fft_weight, val_every=val_every, val_count=val_count,
+                        seed=seed, threads=threads, pool=pool, overwrite=overwrite)
+    silent = quiet(ctx) or not _main_rank()
+    with progress_bar("preparing data", None, silent) as setup, progress_bar("fine-tuning", steps, silent) as adv:
+        report = finetune_restorer(spec, progress=adv, setup_progress=setup)
+    if _main_rank():
+        stdout.print(report.summary())
+
+
+EvalDataOpt = Annotated[str, typer.Option(help="synth:poled (held-out photos) or a paired dataset folder.")]
+CountOpt = Annotated[int, typer.Option(help="Images to evaluate on.")]
+SizeOpt = Annotated[int, typer.Option(help="Image side (centre crop for folders).")]
+EpsOpt = Annotated[str, typer.Option(help="PGD L-inf budget (8/255 or 0.031).")]
+AttackStepsOpt = Annotated[int, typer.Option(help="PGD steps.")]
+
+
+@purifier_app.command("tune")
+def tune_cmd(
+    ctx: typer.Context,
+    restorer: Annotated[str, typer.Option(help="Restorer: shipped name, checkpoint or run folder.")],
+    purifier: Annotated[str, typer.Option(help="Teacher purifier.")] = "purifier-poled",
+    data: EvalDataOpt = "synth:poled",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tune.json, tune.md, tune.png.")] = Path("purifier-tune"),
+    t_stars: Annotated[str, typer.Option(help="Comma-separated t* values in (0, 1).")] = "0.02,0.04,0.06,0.08,0.1,0.12,0.15",
+    max_drop: Annotated[float, typer.Option(help="Largest clean PSNR drop (dB) allowed for the chosen t*.")] = 1.0,
+    steps: Annotated[int, typer.Option(help="Teacher DDIM steps (0: its own, capped below t*).")] = 0,
+    count: CountOpt = 8,
+    size: SizeOpt = 64,
+    eps: EpsOpt = "8/255",
+    attack_steps: AttackStepsOpt = 20,
+    draws: Annotated[int, typer.Option(help="Purifier noise draws per image.")] = 2,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = 0,
+) -> None:
+    """Sweep t* and pick the best attacked PSNR within a clean-PSNR-drop bound."""
+    import torch
+
+    from udc_edge.attacks import parse_eps
+    from udc_edge.evaluation.defence import load_eval_set
+    from udc_edge.evaluation.purifier_tune import TuneSpec, parse_t_stars, tune_t_star
+    from udc_edge.models.purifier import load_purifier
+    from udc_edge.models.zoo import load_model
+    from udc_edge.progress import progress_bar
+
+    if threads:
+        torch.set_num_threads(threads)
+    spec = TuneSpec(t_stars=parse_t_stars(t_stars), max_clean_drop=max_drop, eps=parse_eps(eps),
+                    attack_steps=attack_steps, draws=draws, steps=steps, seed=seed)
+    net, _ = load_model(restorer)
+    pur, _ = load_purifier(purifier)
+    x, y = load_eval_set(data, count, size, seed)
+    with progress_bar("sweeping t*", len(spec.t_stars) + 1, quiet(ctx)) as adv:
+        report = tune_t_star(net, pur, x, y, spec, progress=adv)
+    paths = report.write(out)
+    stdout.print(report.to_markdown(), soft_wrap=True, markup=False, highlight=False)
+    stdout.print(f"wrote {paths['json']}, {paths['markdown']} and {paths['plot']}")
+
+
+@purifier_app.command("table")
+def table_cmd(
+    ctx: typer.Context,
+    restorer: Annotated[str, typer.Option(help="Restorer: shipped name, checkpoint or run folder.")],
+    teacher: Annotated[str | None, typer.Option(help="Teacher purifier (BPDA+EOT row).")] = None,
+    student: Annotated[list[str] | None, typer.Option(help="Distilled student(s); repeat the option.")] = None,
+    finetuned: Annotated[str | None, typer.Option(help="Restorer fine-tuned on purified inputs.")] = None,
+    data: EvalDataOpt = "synth:poled",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for defence.json and defence.md.")] = Path("defence"),
+    count: CountOpt = 4,
+    size: SizeOpt = 64,
+    eps: EpsOpt = "8/255",
+    attack_steps: AttackStepsOpt = 20,
+    eot: Annotated[int, typer.Option(help="EOT noise samples per adaptive PGD step.")] = 10,
+    draws: Annotated[int, typer.Option(help="Evaluation noise draws per image.")] = 4,
+    adaptive: Annotated[bool, typer.Option(help="Run the adaptive (EOT, BPDA/exact) attacks.")] = True,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = 0,
+) -> None:
+    """Defence table: restorer, + teacher, + students, + fine-tuned; clean / non-adaptive / adaptive PGD."""
+    import torch
+
+    from udc_edge.attacks import parse_eps
+    from udc_edge.evaluation.defence import DefenceSpec, defence_table, load_eval_set
+    from udc_edge.fileio import write_text_atomic
+    from udc_edge.models.purifier import load_purifier
+    from udc_edge.models.zoo import load_model
+    from udc_edge.progress import progress_bar
+
+    if threads:
+        torch.set_num_threads(threads)
+    spec = DefenceSpec(eps=parse_eps(eps), attack_steps=attack_steps, eot=eot, draws=draws, seed=seed,
+                       adaptive=adaptive)
+    net, _ = load_model(restorer)
+    t = load_purifier(teacher)[0] if teacher else None
+    students = [load_purifier(s)[0] for s in (student or [])]
+    ft = load_model(finetuned)[0] if finetuned else None
+    x, y = load_eval_set(data, count, size, seed)
+    rows = 1 + (t is not None) + len(students) + (ft is not None)
+    with progress_bar("attacking", 2 * rows, quiet(ctx)) as adv:
+        table = defence_table(net, x, y, spec, teacher=t, students=students, finetuned=ft, progress=adv)
+    write_text_atomic(out / "defence.json", table.to_json())
+    write_text_atomic(out / "defence.md", table.to_markdown())
+    stdout.print(table.to_markdown(), soft_wrap=True, markup=False, highlight=False)
+    stdout.print(f"wrote {out / 'defence.json'} and {out / 'defence.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    train_app.command("purifier")(train_purifier_cmd)
+    app.command("distill")(distill_cmd)
+    app.command("finetune")(finetune_cmd)
+    app.add_typer(purifier_app, name="purifier")

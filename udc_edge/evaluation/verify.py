@@ -1,0 +1,269 @@
+"""``udc-edge verify``: robustness parity of a deployed engine against its PyTorch reference.
+
+On the same images: (1) output fidelity, engine vs reference; (2) clean PSNR/SSIM against
+ground truth; (3) attacks crafted white-box on the reference and transferred to the engine;
+(4) black-box attacks run against the engine itself (it is what ships) and, with the same
+budget and seed, against the reference. A check passes when the engine loses no more than
+the thresholds. Everything the engine is compared with is a ``ReferenceSet``: computed live
+with torch, or loaded from a bundle (so a Jetson verifies without PyTorch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from udc_edge.attacks import AttackSpec, parse_attack_names
+from udc_edge.data.readers import PairedDataset
+from udc_edge.errors import DataError, EngineError, UsageError
+from udc_edge.evaluation.metrics import psnr, ssim
+from udc_edge.evaluation.robustness import as_target, forward, run_one
+from udc_edge.progress import Advance, _noop
+
+
+@dataclass(frozen=True)
+class VerifySpec:
+    attacks: tuple[str, ...] = ("pgd", "simba")
+    eps: float = 8 / 255
+    steps: int = 20
+    simba_iterations: int = 200
+    max_psnr_drop: float = 0.3
+    max_ssim_drop: float = 0.01
+    min_fidelity: float = 35.0
+    limit: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_psnr_drop", "max_ssim_drop", "min_fidelity"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.limit < 1:
+            raise UsageError(f"--limit must be >= 1, got {self.limit}")
+        object.__setattr__(self, "attacks", parse_attack_names(",".join(self.attacks)) if self.attacks else ())
+
+    def attack_spec(self, name: str) -> AttackSpec:
+        return AttackSpec(name, eps=None if name == "cw" else self.eps, steps=self.steps, seed=self.seed,
+                          simba_iterations=self.simba_iterations, square_queries=self.simba_iterations)
+
+
+@dataclass
+class ReferenceSet:
+    """Inputs, ground truth and the reference's outputs: what an engine is verified against."""
+
+    names: list[str]
+    lq: list[np.ndarray]
+    gt: list[np.ndarray]
+    ref_clean: list[np.ndarray]
+    transferred: dict[str, list[np.ndarray]] = field(default_factory=dict)  # label -> x_adv per image
+    ref_transferred: dict[str, list[np.ndarray]] = field(default_factory=dict)  # label -> ref output
+    blackbox_ref: dict[str, list[dict]] = field(default_factory=dict)  # label -> {psnr, ssim} per image
+    attack_params: dict = field(default_factory=dict)  # attacks, eps, steps, simba_iterations, seed used
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """As .npy arrays (never pickled) plus an index JSON."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {"lq": self.lq, "gt": self.gt, "ref_clean": self.ref_clean}
+        arrays.update({f"adv_{_fname(k)}": v for k, v in self.transferred.items()})
+        arrays.update({f"refadv_{_fname(k)}": v for k, v in self.ref_transferred.items()})
+        for key, imgs in arrays.items():
+            np.save(folder / f"{key}.npy", np.stack(imgs).astype(np.float32), allow_pickle=False)
+        (folder / "reference.json").write_text(json.dumps(
+            {"names": self.names, "transferred": sorted(self.transferred), "blackbox_ref": self.blackbox_ref,
+             "attack_params": self.attack_params}, indent=2))
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> ReferenceSet:
+        folder = Path(folder)
+        try:
+            idx = json.loads((folder / "reference.json").read_text())
+            def arr(key: str) -> list[np.ndarray]:
+                return list(np.load(folder / f"{key}.npy", allow_pickle=False))
+            rs = cls(idx["names"], arr("lq"), arr("gt"), arr("ref_clean"), blackbox_ref=idx["blackbox_ref"],
+                     attack_params=idx.get("attack_params", {}))
+            for k in idx["transferred"]:
+                rs.transferred[k], rs.ref_transferred[k] = arr(f"adv_{_fname(k)}"), arr(f"refadv_{_fname(k)}")
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataError(f"reference set in {folder} is incomplete or corrupt: {exc}", "rebuild the bundle") from exc
+        return rs
+
+
+ATTACK_PARAMS = ("attacks", "eps", "steps", "simba_iterations", "seed")
+
+
+def _fname(label: str) -> str:
+    """A file-name-safe form of an attack label such as ``pgd@8/255``."""
+    return label.replace("/", "_").replace("@", "-")
+
+
+def make_reference_set(reference: Any, dataset: PairedDataset, spec: VerifySpec, progress: Advance = _noop) -> ReferenceSet:
+    """Run the torch reference (and craft the transferred attacks) on up to ``spec.limit`` pairs."""
+    if not dataset.has_gt:
+        raise DataError("verify needs ground truth (lq/ and gt/)", "give a paired dataset folder")
+    if len(dataset) < spec.limit and spec.limit != VerifySpec.limit:
+        raise DataError(f"the data has {len(dataset)} pairs, fewer than --limit {spec.limit}", "lower --limit")
+    ref = as_target(reference)
+    n = min(spec.limit, len(dataset))
+    rs = ReferenceSet([], [], [], [], attack_params={k: getattr(spec, k) for k in ATTACK_PARAMS})
+    for i in range(n):
+        p = dataset[i]
+        rs.names.append(p.name)
+        rs.lq.append(p.lq)
+        rs.gt.append(p.gt)
+        rs.ref_clean.append(forward(ref, p.lq))
+        for name in spec.attacks:
+            a = spec.attack_spec(name)
+            label = f"{name}@{_eps(a)}"
+            if a.is_whitebox:
+                adv = _hwc(run_one(ref, a, p.lq, p.gt).x_adv)
+                rs.transferred.setdefault(label, []).append(adv)
+                rs.ref_transferred.setdefault(label, []).append(forward(ref, adv))
+            else:
+                out = forward(ref, _hwc(run_one(ref, a, p.lq, p.gt).x_adv))
+                rs.blackbox_ref.setdefault(label, []).append({"psnr": psnr(out, p.gt), "ssim": ssim(out, p.gt)})
+        progress(1)
+    return rs
+
+
+def _eps(a: AttackSpec) -> str:
+    return "L2" if a.eps is None else f"{round(a.eps * 255, 2):g}/255"
+
+
+def _hwc(x: Any) -> np.ndarray:
+    arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    return np.ascontiguousarray(arr[0].transpose(1, 2, 0), dtype=np.float32)
+
+
+@dataclass
+class Check:
+    name: str
+    reference: float | None
+    engine: float | None
+    value: float
+    threshold: str
+    passed: bool
+
+
+@dataclass
+class VerifyReport:
+    engine: str
+    checks: list[Check]
+    images: int
+    spec: dict
+    worst: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "passed": self.passed}, indent=2)
+
+    def to_markdown(self) -> str:
+        lines = [f"# udc-edge verify: {'PASS' if self.passed else 'FAIL'}", "", (f"Engine `{self.engine}` vs its PyTorch "
+                 f"reference on {self.images} image(s)."), "", "| check | reference | engine | value | threshold | result |",
+                 "|---|---|---|---|---|---|"]
+        for c in self.checks:
+            f = lambda v: "-" if v is None else f"{v:.4f}" if abs(v) < 1.5 else f"{v:.2f}"
+            lines.append(f"| {c.name} | {f(c.reference)} | {f(c.engine)} | {f(c.value)} | {c.threshold} | "
+                         f"{'pass' if c.passed else '**FAIL**'} |")
+        if self.worst:
+            lines += ["", f"Worst image: {self.worst['name']} ({self.worst['check']}). See worst.png."]
+        return "\n".join(lines) + "\n"
+
+
+def _drop_checks(label: str, ref_out: list, eng_out: list, gts: list, spec: VerifySpec) -> list[Check]:
+    rp, ep = np.mean([psnr(o, g) for o, g in zip(ref_out, gts)]), np.mean([psnr(o, g) for o, g in zip(eng_out, gts)])
+    rs, es = np.mean([ssim(o, g) for o, g in zip(ref_out, gts)]), np.mean([ssim(o, g) for o, g in zip(eng_out, gts)])
+    return [Check(f"{label} PSNR drop (dB)", float(rp), float(ep), float(rp - ep), f"<= {spec.max_psnr_drop}",
+                  bool(rp - ep <= spec.max_psnr_drop)),
+            Check(f"{label} SSIM drop", float(rs), float(es), float(rs - es), f"<= {spec.max_ssim_drop}",
+                  bool(rs - es <= spec.max_ssim_drop))]
+
+
+def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "engine",
+                  progress: Advance = _noop) -> tuple[VerifyReport, list[np.ndarray]]:
+    """Compare ``engine`` with a reference set; returns the report and the worst image's grid row."""
+    first = engine(rs.lq[0].transpose(2, 0, 1)[None].copy())
+    if first.shape[1:] != (3, *rs.lq[0].shape[:2]):
+        raise EngineError(f"engine output shape {first.shape} does not match the reference's "
+                          f"(1, 3, {rs.lq[0].shape[0]}, {rs.lq[0].shape[1]})", "check engine and reference are the same network")
+    eng_clean = [forward(engine, x) for x in rs.lq]
+    fid = [psnr(e, r) for e, r in zip(eng_clean, rs.ref_clean)]
+    checks = [Check("output fidelity vs reference (dB)", None, None, float(np.mean(fid)), f">= {spec.min_fidelity}",
+                    bool(np.mean(fid) >= spec.min_fidelity))]
+    checks += _drop_checks("clean", rs.ref_clean, eng_clean, rs.gt, spec)
+    worst = {"drop": -np.inf}
+    for label, advs in rs.transferred.items():
+        eng_adv = [forward(engine, a) for a in advs]
+        checks += _drop_checks(f"{label} transferred", rs.ref_transferred[label], eng_adv, rs.gt, spec)
+        for i, (a, r, e) in enumerate(zip(advs, rs.ref_transferred[label], eng_adv)):
+            d = psnr(r, rs.gt[i]) - psnr(e, rs.gt[i])
+            if d > worst["drop"]:
+                worst = {"drop": d, "i": i, "check": f"{label} transferred", "row": [rs.lq[i], a, r, e, rs.gt[i]]}
+        progress(1)
+    for label, ref_rows in rs.blackbox_ref.items():
+        name_, _ = label.split("@")
+        a = spec.attack_spec(name_)
+        outs = [forward(engine, _hwc(run_one(engine, a, x, g).x_adv)) for x, g in zip(rs.lq, rs.gt)]
+        rp, rs_ = np.mean([r["psnr"] for r in ref_rows]), np.mean([r["ssim"] for r in ref_rows])
+        ep, es = np.mean([psnr(o, g) for o, g in zip(outs, rs.gt)]), np.mean([ssim(o, g) for o, g in zip(outs, rs.gt)])
+        checks += [Check(f"{label} black-box on each PSNR drop (dB)", float(rp), float(ep), float(rp - ep),
+                         f"<= {spec.max_psnr_drop}", bool(rp - ep <= spec.max_psnr_drop)),
+                   Check(f"{label} black-box on each SSIM drop", float(rs_), float(es), float(rs_ - es),
+                         f"<= {spec.max_ssim_drop}", bool(rs_ - es <= spec.max_ssim_drop))]
+        progress(1)
+    row = worst.pop("row", [])
+    if "i" in worst:
+        worst = {"name": rs.names[worst["i"]], "check": worst["check"], "psnr_drop_db": float(worst["drop"])}
+    else:
+        worst = {}
+    return VerifyReport(name, checks, len(rs.lq), asdict(spec), worst), row
+
+
+GRID_LABELS = ["degraded", "attacked", "reference output", "engine output", "ground truth"]
+
+
+def run_verify(engine_path: str | os.PathLike, report_dir: str | os.PathLike, spec: VerifySpec,
+               reference: str | None = None, data: str | os.PathLike | None = None,
+               bundle: str | os.PathLike | None = None, quiet: bool = False) -> VerifyReport:
+    """Resolve inputs (live reference + data, or a bundle), verify, write the report folder."""
+    from udc_edge.data.images import write_png
+    from udc_edge.engines import load_engine
+    from udc_edge.evaluation.figures import image_grid
+    from udc_edge.fileio import atomic_dir, write_text_atomic
+    from udc_edge.progress import progress_bar
+
+    if bundle is not None:
+        if reference or data:
+            raise UsageError("--bundle replaces --reference and --data", "give one or the other")
+        from udc_edge.evaluation.bundle import open_bundle
+
+        rs = open_bundle(bundle).reference_set()
+        # The engine must face the same attacks (budget, steps, queries, seed) as the stored reference.
+        p = rs.attack_params
+        spec = replace(spec, **{k: tuple(p[k]) if k == "attacks" else p[k] for k in ATTACK_PARAMS if k in p})
+    else:
+        if not reference or data is None:
+            raise UsageError("verify needs --reference MODEL and --data DIR (or --bundle)")
+        from udc_edge.data.readers import open_paired_dataset
+        from udc_edge.models.zoo import load_model
+
+        model, _ = load_model(reference)
+        ds = open_paired_dataset(data)
+        with progress_bar("reference + transferred attacks", min(spec.limit, len(ds)), quiet) as adv:
+            rs = make_reference_set(model, ds, spec, progress=adv)
+    eng = load_engine(engine_path)
+    with eng, progress_bar("verifying engine", len(spec.attacks), quiet) as adv:
+        rep, row = verify_engine(eng, rs, spec, name=str(engine_path), progress=adv)
+    with atomic_dir(report_dir, overwrite=True) as tmp:
+        write_text_atomic(tmp / "verify.json", rep.to_json())
+        write_text_atomic(tmp / "verify.md", rep.to_markdown())
+        if row:
+            write_png(tmp / "worst.png", image_grid([row], GRID_LABELS), bit_depth=8)
+    return rep

@@ -1,0 +1,238 @@
+"""Fine-tune a restorer on purified inputs (Song et al. 2024, step 2 of the defence).
+
+Purification removes the adversarial pattern *and* some detail; continuing to train the
+restorer on what the purifier outputs teaches it to restore that detail too. Each batch
+is split evenly over the ``mix`` components:
+
+- ``clean``: the degraded input itself (keeps the undefended restorer good);
+- ``purified``: purifier(input, noise), fresh noise per step;
+- ``adversarial``: PGD (``eps``, ``attack_steps``) crafted on the current restorer
+  (plain adversarial training);
+- ``purified-adversarial``: the same PGD input, then purified (the non-adaptive attack
+  the deployed pipeline sees).
+
+Loss: L2 + ``ssim_weight`` x (1 - SSIM) + ``fft_weight`` x FFT-L1. A VGG perceptual loss
+needs pretrained weights that cannot be downloaded here (and torchvision is not a
+dependency), so the offline default is SSIM + frequency; no ``--perceptual-weights``.
+Validation: PSNR of purifier -> restorer on fixed val images and noise (``best/`` is
+chosen by it) and of the restorer on clean inputs. The output is an ordinary restorer
+checkpoint (``OUT/best``, ``OUT/last``, ``OUT/train_log.json``); works under torchrun.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from udc_edge.attacks import AttackSpec, attack
+from udc_edge.errors import UsageError
+from udc_edge.fileio import write_json_atomic
+from udc_edge.models.padding import model_multiple
+from udc_edge.models.purifier import PurifierSampler, load_purifier
+from udc_edge.models.zoo import load_model
+from udc_edge.progress import Advance, _noop
+from udc_edge.training import distributed as D
+from udc_edge.training.losses import fft_l1
+from udc_edge.training.pairs import make_train_data
+from udc_edge.training.restorer import _prepare_out, _save, evaluate_pairs, lr_at
+
+MIX_NAMES = ("clean", "purified", "adversarial", "purified-adversarial")
+
+
+def parse_mix(text: str) -> tuple[str, ...]:
+    """``"clean,purified"`` -> ("clean", "purified"); unknown or repeated names are errors."""
+    names = tuple(p.strip() for p in str(text).split(",") if p.strip())
+    bad = [n for n in names if n not in MIX_NAMES]
+    if not names or bad or len(set(names)) != len(names):
+        raise UsageError(f"--mix {text!r} is invalid" + (f" (unknown: {', '.join(bad)})" if bad else ""),
+                         f"give distinct names from {', '.join(MIX_NAMES)}, comma separated")
+    return names
+
+
+@dataclass(frozen=True)
+class FinetuneSpec:
+    """A fine-tuning run (validated on construction)."""
+
+    restorer: str
+    purifier: str
+    out: str = "runs/restorer-ft"
+    data: str = "synth:poled"
+    mix: tuple[str, ...] = ("clean", "purified")
+    steps: int = 500
+    batch: int = 8
+    patch: int = 64
+    lr: float = 2e-4
+    warmup: int = 20
+    eps: float = 8 / 255
+    attack_steps: int = 5
+    ssim_weight: float = 0.2
+    fft_weight: float = 0.05
+    val_every: int = 100
+    val_count: int = 8
+    seed: int = 0
+    overwrite: bool = False
+    threads: int = 0
+    pool: int = 192
+
+    def __post_init__(self) -> None:
+        mix = self.mix if isinstance(self.mix, str) else ",".join(self.mix)
+        object.__setattr__(self, "mix", parse_mix(mix))
+        for name in ("steps", "batch", "patch", "val_every", "val_count", "pool", "warmup", "attack_steps"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.batch < len(self.mix):
+            raise UsageError(f"--batch {self.batch} is smaller than the {len(self.mix)} --mix components",
+                             f"use --batch >= {len(self.mix)}")
+        if not self.lr > 0 or not 0 < self.eps <= 1:
+            raise UsageError(f"--lr must be > 0 and --eps in (0, 1]; got {self.lr}, {self.eps}")
+        if self.ssim_weight < 0 or self.fft_weight < 0:
+            raise UsageError("--ssim-weight and --fft-weight must be >= 0")
+
+
+def ssim_torch(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Differentiable mean SSIM (Gaussian window, data range 1), per channel."""
+    c = pred.shape[1]
+    ax = torch.arange(window, dtype=pred.dtype) - (window - 1) / 2
+    g = torch.exp(-(ax**2) / (2 * sigma**2))
+    g = (g / g.sum())
+    kernel = (g[:, None] * g[None, :]).expand(c, 1, window, window).contiguous()
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, kernel, groups=c)
+
+    c1, c2 = 0.01**2, 0.03**2
+    mu_x, mu_y = blur(pred), blur(target)
+    sxx = blur(pred * pred) - mu_x**2
+    syy = blur(target * target) - mu_y**2
+    sxy = blur(pred * target) - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return s.mean()
+
+
+def finetune_loss(pred: torch.Tensor, target: torch.Tensor, ssim_weight: float, fft_weight: float) -> torch.Tensor:
+    loss = F.mse_loss(pred, target)
+    if ssim_weight > 0:
+        loss = loss + ssim_weight * (1 - ssim_torch(pred, target))
+    if fft_weight > 0:
+        loss = loss + fft_weight * fft_l1(pred, target)
+    return loss
+
+
+class FixedNoisePipeline(nn.Module):
+    """purifier -> restorer with noise drawn from ``seed`` on every call (for validation)."""
+
+    def __init__(self, sampler: PurifierSampler, restorer: nn.Module, seed: int = 0):
+        super().__init__()
+        self.sampler, self.restorer, self.seed = sampler, restorer, seed
+        m_r, m_p = model_multiple(restorer), sampler.multiple
+        self.multiple = m_r * m_p // math.gcd(m_r, m_p)
+        self.in_channels = 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(self.seed))
+        return self.restorer(self.sampler(x, noise))
+
+
+def _inputs(component: str, lq: torch.Tensor, gt: torch.Tensor, restorer: nn.Module, sampler: PurifierSampler,
+            spec: FinetuneSpec, seed: int) -> torch.Tensor:
+    """The restorer's training input for one mix component."""
+    gen = torch.Generator().manual_seed(seed)
+    if component == "clean":
+        return lq
+    x = lq
+    if component in ("adversarial", "purified-adversarial"):
+        x = attack(restorer, lq, gt, AttackSpec("pgd", eps=spec.eps, steps=spec.attack_steps,
+                                                seed=seed % 2**31)).x_adv
+    if component in ("purified", "purified-adversarial"):
+        with torch.no_grad():
+            x = sampler(x, torch.randn(x.shape, generator=gen))
+    return x.detach()
+
+
+@dataclass
+class FinetuneReport:
+    out: str
+    steps: int
+    seconds: float
+    before: dict[str, float]
+    best: dict[str, Any]
+    history: list[dict]
+
+    def summary(self) -> str:
+        b, a = self.before, self.best
+        return (f"fine-tuned {self.steps} steps in {self.seconds:.0f} s: purified->restored PSNR "
+                f"{b['psnr']:.2f} -> {a['psnr']:.2f} dB, clean-input PSNR {b['clean_psnr']:.2f} -> "
+                f"{a['clean_psnr']:.2f} dB; restorer in {self.out}/best")
+
+
+def _validate(restorer: nn.Module, sampler: PurifierSampler, val: list, seed: int) -> dict[str, float]:
+    clean = evaluate_pairs(restorer, val)
+    pur = evaluate_pairs(FixedNoisePipeline(sampler, restorer, seed), val)
+    return {"psnr": pur["psnr"], "ssim": pur["ssim"], "clean_psnr": clean["psnr"], "clean_ssim": clean["ssim"],
+            "input_psnr": clean["input_psnr"]}
+
+
+def finetune_restorer(spec: FinetuneSpec, progress: Advance = _noop, setup_progress: Advance = _noop
+                      ) -> FinetuneReport:
+    """Continue training ``spec.restorer`` on the ``spec.mix`` inputs; returns the report."""
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    info = D.init_distributed("cpu")
+    out = _prepare_out(SimpleNamespace(out=spec.out, resume=False, overwrite=spec.overwrite), info)  # type: ignore[arg-type]
+    restorer, rdesc = load_model(spec.restorer)
+    purifier, pdesc = load_purifier(spec.purifier)
+    sampler = purifier.sampler().eval()
+    for p in purifier.parameters():
+        p.requires_grad_(False)
+    need = FixedNoisePipeline(sampler, restorer).multiple
+    if spec.patch % need:
+        raise UsageError(f"--patch {spec.patch} is not a multiple of {need} (restorer and purifier sizes)",
+                         f"use --patch {-(-spec.patch // need) * need}")
+    config = {"arch": rdesc["arch"], "kwargs": rdesc["kwargs"]}
+    data = make_train_data(spec.data, spec.patch, spec.seed, spec.val_count, pool=spec.pool, progress=setup_progress)
+    opt = torch.optim.AdamW(restorer.parameters(), lr=spec.lr, weight_decay=1e-4, betas=(0.9, 0.99))
+    before = _validate(restorer, sampler, data.val, spec.seed) if info.is_main else {}
+    history: list[dict] = [{"step": 0, **before}]
+    best: dict[str, Any] = {"psnr": -1.0}
+    ddp = D.wrap_model(restorer, info)
+    t0 = time.perf_counter()
+    for step in range(spec.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, spec)  # type: ignore[arg-type]
+        rng = np.random.default_rng([spec.seed, step, info.rank])
+        lq, gt = data.sampler.batch(rng, spec.batch)
+        chunks = np.array_split(np.arange(spec.batch), len(spec.mix))
+        xs = [_inputs(c, lq[idx], gt[idx], restorer, sampler, spec, int(rng.integers(2**62)))
+              for c, idx in zip(spec.mix, chunks)]
+        restorer.train()
+        loss = finetune_loss(ddp(torch.cat(xs)), gt, spec.ssim_weight, spec.fft_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(restorer.parameters(), 1.0)
+        opt.step()
+        progress(1, status=f"loss {loss.item():.4f}")
+        if info.is_main and ((step + 1) % spec.val_every == 0 or step + 1 == spec.steps):
+            m = _validate(restorer, sampler, data.val, spec.seed)
+            m.update(step=step + 1, loss=float(loss.item()), seconds=time.perf_counter() - t0)
+            history.append(m)
+            progress(0, status=f"val purified {m['psnr']:.2f} dB, clean {m['clean_psnr']:.2f} dB")
+            training = {"spec": asdict(spec), "data": data.describe(), "step": step + 1,
+                        "finetuned_from": rdesc.get("name", rdesc.get("path", spec.restorer)),
+                        "purifier": pdesc.get("name", pdesc.get("path", spec.purifier)),
+                        "purifier_config": purifier.config()}
+            best = _save(out, restorer, opt, config, m, best, history, training)
+    report = FinetuneReport(out=str(out), steps=spec.steps, seconds=time.perf_counter() - t0, before=before,
+                            best=best, history=history)
+    if info.is_main:
+        write_json_atomic(out / "train_log.json", {"spec": asdict(spec), "data": data.describe(), **asdict(report),
+                                                   "torch": torch.__version__, "threads": torch.get_num_threads()})
+    D.finish(info)
+    return report

@@ -1,0 +1,220 @@
+"""Train the diffusion purifier: DDPM epsilon prediction on the restorer's input domain.
+
+Images are the degraded side (``lq``) of the training pairs (synthetic ``synth:poled`` or
+a paired folder), or the clean side with ``domain="gt"``. Each step draws a batch, a
+timestep t uniformly below ``t_max`` (purification only ever starts at t* <= 0.15, so the
+network's capacity goes to the noise levels it will see) and noise n, and minimises
+||eps(sqrt(a_t) x + sqrt(1 - a_t) n, t) - n||^2. Validation is the same loss on fixed
+images, timesteps and noise (deterministic), so ``best/`` is the lowest validation loss.
+
+Output folder (like the restorer trainer)::
+
+    OUT/best/  OUT/last/        purifier checkpoints (model.safetensors + config.json)
+    OUT/state.safetensors       optimizer state, step, history (for --resume)
+    OUT/train_log.json          spec, data, history, timings, DDP weight digests
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from udc_edge.errors import UsageError
+from udc_edge.fileio import write_json_atomic
+from udc_edge.models.checkpoint import load_weights
+from udc_edge.models.purifier import (
+    DOMAINS,
+    TRAIN_TIMESTEPS,
+    Purifier,
+    check_steps,
+    check_t_star,
+    save_purifier,
+    to_model,
+    unet_config,
+)
+from udc_edge.progress import Advance, _noop
+from udc_edge.training import distributed as D
+from udc_edge.training.pairs import make_train_data
+from udc_edge.training.restorer import _prepare_out, lr_at
+from udc_edge.training.state import load_state, save_state
+
+
+@dataclass(frozen=True)
+class PurifierTrainSpec:
+    """A purifier training run (validated on construction)."""
+
+    data: str = "synth:poled"
+    out: str = "runs/purifier"
+    domain: str = "lq"
+    unet: str = "purifier-s"
+    unet_kwargs: dict = field(default_factory=dict)
+    steps: int = 4000
+    batch: int = 8
+    patch: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 100
+    t_max: float = 0.2
+    t_star: float = 0.1
+    sample_steps: int = 50
+    val_every: int = 500
+    val_count: int = 8
+    seed: int = 0
+    resume: bool = False
+    overwrite: bool = False
+    threads: int = 0
+    pool: int = 192
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "patch", "val_every", "val_count", "pool", "warmup"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UsageError(f"--lr must be > 0, got {self.lr}")
+        if self.domain not in DOMAINS:
+            raise UsageError(f"--domain must be lq (degraded inputs) or gt (clean), got {self.domain!r}")
+        check_t_star(self.t_star)
+        if not 0.0 < self.t_max <= 1.0:
+            raise UsageError(f"--t-max must be in (0, 1], got {self.t_max}", "0.2 covers DiffPure's t* range")
+        if self.t_star > self.t_max:
+            raise UsageError(f"--t-star {self.t_star} is above --t-max {self.t_max}",
+                             "the purifier cannot start from a noise level it never saw")
+        check_steps(self.sample_steps, "--sample-steps")
+        if self.resume and self.overwrite:
+            raise UsageError("--resume and --overwrite contradict each other", "pick one")
+
+    def purifier_kwargs(self) -> dict[str, Any]:
+        cfg = unet_config(self.unet)
+        cfg.update(self.unet_kwargs)
+        return {"unet": cfg, "t_star": self.t_star, "steps": self.sample_steps, "resolution": self.patch,
+                "domain": self.domain, "role": "teacher", "t_max": self.t_max}
+
+
+@dataclass
+class PurifierTrainReport:
+    out: str
+    steps: int
+    seconds: float
+    best_val_loss: float
+    history: list[dict]
+    ranks: int = 1
+
+    def summary(self) -> str:
+        return (f"trained {self.steps} steps in {self.seconds:.0f} s: best validation denoising loss "
+                f"{self.best_val_loss:.5f}; purifier in {self.out}/best")
+
+
+def domain_batch(pair: tuple[torch.Tensor, torch.Tensor], domain: str) -> torch.Tensor:
+    """The side of a (lq, gt) batch the purifier models."""
+    return pair[0] if domain == "lq" else pair[1]
+
+
+def denoising_loss(purifier: Purifier, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                   unet: torch.nn.Module | None = None) -> torch.Tensor:
+    """Epsilon-prediction MSE at timesteps ``t`` (one per image) with the given noise."""
+    a = purifier.alphas_cumprod[t].view(-1, 1, 1, 1)
+    z = a.sqrt() * to_model(x) + (1 - a).sqrt() * noise
+    net = unet if unet is not None else purifier.unet
+    return F.mse_loss(net(z, t, return_dict=False)[0], noise)
+
+
+class _ValSet:
+    """Fixed validation images (center crops), timesteps and noise: a deterministic loss."""
+
+    def __init__(self, images: list[np.ndarray], patch: int, t_top: int, seed: int):
+        crops = []
+        for img in images:
+            h, w = img.shape[:2]
+            y, x = (h - patch) // 2, (w - patch) // 2
+            crops.append(img[y : y + patch, x : x + patch].transpose(2, 0, 1))
+        self.x = torch.from_numpy(np.ascontiguousarray(np.stack(crops)))
+        g = torch.Generator().manual_seed(seed + 31)
+        reps = 4  # four noise levels per image, spread over the trained range
+        self.x = self.x.repeat(reps, 1, 1, 1)
+        self.t = torch.linspace(0, t_top - 1, reps * len(crops)).round().long()
+        self.noise = torch.randn(self.x.shape, generator=g)
+
+    @torch.no_grad()
+    def loss(self, purifier: Purifier) -> float:
+        purifier.eval()
+        losses = [denoising_loss(purifier, self.x[i : i + 8], self.t[i : i + 8], self.noise[i : i + 8]).item()
+                  * len(self.x[i : i + 8]) for i in range(0, len(self.x), 8)]
+        return float(sum(losses) / len(self.x))
+
+
+def _save(out: Path, purifier: Purifier, opt: torch.optim.Optimizer, m: dict, best: dict,
+          history: list[dict], training: dict) -> dict:
+    extra = {"training": training, "metrics": m}
+    if m["val_loss"] < best["val_loss"]:
+        best = m
+        save_purifier(out / "best", purifier, extra, overwrite=True)
+    save_purifier(out / "last", purifier, extra, overwrite=True)
+    save_state(out / "state.safetensors", {"optimizer": opt.state_dict(), "step": training["step"],
+                                           "history": json.dumps(history), "best": json.dumps(best)})
+    return best
+
+
+def train_purifier(spec: PurifierTrainSpec, progress: Advance = _noop, setup_progress: Advance = _noop
+                   ) -> PurifierTrainReport:
+    """Run the purifier training described by ``spec`` (single process or torchrun DDP)."""
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    info = D.init_distributed("cpu")
+    out = _prepare_out(spec, info)  # type: ignore[arg-type]  # same fields as TrainSpec
+    torch.manual_seed(spec.seed)
+    purifier = Purifier(**spec.purifier_kwargs())
+    data = make_train_data(spec.data, spec.patch, spec.seed, spec.val_count, pool=spec.pool,
+                           progress=setup_progress)
+    t_top = max(1, round(spec.t_max * TRAIN_TIMESTEPS))
+    val = _ValSet([p[0] if spec.domain == "lq" else p[1] for p in data.val], spec.patch, t_top, spec.seed)
+    opt = torch.optim.AdamW(purifier.unet.parameters(), lr=spec.lr, weight_decay=spec.weight_decay,
+                            betas=(0.9, 0.99))
+    start, history, best = 0, [], {"val_loss": float("inf")}
+    if spec.resume:
+        load_weights(purifier, out / "last" / "model.safetensors")
+        st = load_state(out / "state.safetensors")
+        opt.load_state_dict(st["optimizer"])
+        start, history, best = int(st["step"]), json.loads(st["history"]), json.loads(st["best"])
+    unet = D.wrap_model(purifier.unet, info)
+    t0 = time.perf_counter()
+    elapsed_before = float(history[-1]["seconds"]) if history else 0.0
+    for step in range(start, spec.steps):
+        purifier.train()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, spec)  # type: ignore[arg-type]  # duck-typed: lr, warmup, steps
+        rng = np.random.default_rng([spec.seed, step, info.rank])
+        x = domain_batch(data.sampler.batch(rng, spec.batch), spec.domain)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        t = torch.randint(0, t_top, (spec.batch,), generator=gen)
+        noise = torch.randn(x.shape, generator=gen)
+        loss = denoising_loss(purifier, x, t, noise, unet)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(purifier.unet.parameters(), 1.0)
+        opt.step()
+        progress(1, status=f"loss {loss.item():.4f}")
+        if info.is_main and ((step + 1) % spec.val_every == 0 or step + 1 == spec.steps):
+            m = {"val_loss": val.loss(purifier), "step": step + 1, "loss": float(loss.item()),
+                 "seconds": elapsed_before + time.perf_counter() - t0}
+            history.append(m)
+            progress(0, status=f"val loss {m['val_loss']:.4f}")
+            best = _save(out, purifier, opt, m, best, history,
+                         {"spec": asdict(spec), "data": data.describe(), "step": step + 1})
+    digests = D.gather_strings(D.weights_digest(purifier), info)
+    report = PurifierTrainReport(out=str(out), steps=spec.steps,
+                                 seconds=elapsed_before + time.perf_counter() - t0,
+                                 best_val_loss=float(best["val_loss"]), history=history, ranks=info.world_size)
+    if info.is_main:
+        write_json_atomic(out / "train_log.json", {
+            "spec": asdict(spec), "data": data.describe(), **asdict(report), "weights_digests": digests,
+            "ranks_identical": len(set(digests)) == 1, "torch": torch.__version__,
+            "threads": torch.get_num_threads()})
+    D.finish(info)
+    return report
