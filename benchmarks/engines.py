@@ -75,7 +75,7 @@ def main() -> None:
         "model": a.model, "params": count_params(model), "macs": count_macs(model, a.size, a.size),
         "shape": [1, 3, a.size, a.size], "rounds": rep.spec["iters"], "threads": a.threads or "default",
         "host": {"machine": platform.machine(), "processor": platform.processor(),
-                 "matmul_peak_gflops": round(rep.host["matmul_peak_gflops"], 1)},
+                 "conv_peak_gflops": round(rep.host["conv_peak_gflops"], 1)},
         "p50_ms": {k: round(v, 2) for k, v in p50.items()},
         "gflops": {r.backend + "-" + r.precision: round(r.gflops or 0, 2) for r in rep.rows},
         "speedup_vs_torch": {"ort_fp32": round(torch_row.latency_ms["p50"] / fp32_row.latency_ms["p50"], 3),

@@ -33,14 +33,6 @@ SMALL = {  # budgets small enough for a fast test, per attack
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny nets gain nothing from threads, and a busy 2-core CI box makes them spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class TinyRestorer(nn.Module):
     """A 443-parameter residual conv net standing in for a restorer (fixed weights)."""

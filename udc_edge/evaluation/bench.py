@@ -2,7 +2,7 @@
 
 Rounds are interleaved (each round calls every engine once, in turn) so machine noise
 hits all of them alike. Per engine: latency statistics, throughput, memory, achieved
-GFLOP/s from the model's counted MACs and its fraction of a measured FP32 matmul peak,
+GFLOP/s from the model's counted MACs and its fraction of a measured FP32 convolution peak,
 CUDA-event compute time apart from copies on GPU, and power/energy on Jetson. The
 harness's own per-call overhead is measured with a null engine and reported.
 """
@@ -18,7 +18,7 @@ import numpy as np
 
 from udc_edge.engines import Engine, EngineInfo, is_engine_path, load_engine
 from udc_edge.errors import UdcEdgeError, UsageError
-from udc_edge.evaluation.hostinfo import PowerMonitor, matmul_peak_gflops, nvpmodel_mode, rss_mb
+from udc_edge.evaluation.hostinfo import PowerMonitor, conv_peak_gflops, nvpmodel_mode, rss_mb
 from udc_edge.progress import Advance, _noop
 
 
@@ -94,8 +94,8 @@ class BenchReport:
             else:
                 lines.append(f"| {r.name} | {r.backend} | {r.precision} | - | - | - | - | - | - | - | - | - | {status} |")
         lines += ["", (f"Harness overhead: {self.overhead_us:.1f} us per call "
-                  f"({self.overhead_us / 100:.3f} % of a 10 ms engine call). Matmul peak: "
-                  f"{self.host.get('matmul_peak_gflops', 0):.1f} GFLOP/s. Absolute times on shared CPUs are noise; "
+                  f"({self.overhead_us / 100:.3f} % of a 10 ms engine call). Conv peak: "
+                  f"{self.host.get('conv_peak_gflops', 0):.1f} GFLOP/s. Absolute times on shared CPUs are noise; "
                   "compare the ratios between rows.")]
         for r in self.rows:
             if r.top_layers:
@@ -187,7 +187,7 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
         except UdcEdgeError as exc:
             row.status = f"error: {exc.message}"
         rows.append(row)
-    peak = matmul_peak_gflops(spec.threads)
+    peak = conv_peak_gflops(spec.threads)
     deadline = t0 + spec.duration if spec.duration else None
     rounds = 0
     with PowerMonitor() as power:
@@ -212,7 +212,7 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
             row.top_layers = [{"layer": r[0], "op": r[1] if len(r) > 2 else "", "ms": r[-1], "share": r[-1] / total}
                               for r in layers[:10]]
         eng.deactivate()
-    host = {"matmul_peak_gflops": peak, "threads": spec.threads, "nvpmodel": nvpmodel_mode()}
+    host = {"conv_peak_gflops": peak, "threads": spec.threads, "nvpmodel": nvpmodel_mode()}
     spec_d = {**asdict(spec), "shape": list(spec.shape), "iters": rounds}
     return BenchReport(spec=spec_d, rows=rows, host=host, overhead_us=measure_overhead(x),
                        seconds=time.perf_counter() - t0)

@@ -1,4 +1,4 @@
-"""Host facts for latency reports: memory in use, a measured FP32 matmul peak, Jetson power.
+"""Host facts for latency reports: memory in use, a measured FP32 convolution peak, Jetson power.
 
 Jetson power comes from ``tegrastats`` (its ``VDD_IN``/``POM_5V_IN`` rails, mW); where the
 tool is absent the readings are simply not reported. ``nvpmodel -q`` gives the power mode.
@@ -29,24 +29,28 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def matmul_peak_gflops(threads: int = 0, n: int = 1024, repeats: int = 5) -> float:
-    """Achieved FP32 GFLOP/s of a large torch matmul: a measured stand-in for the CPU's peak."""
+def conv_peak_gflops(threads: int = 0, repeats: int = 5) -> float:
+    """Achieved FP32 GFLOP/s of a large 3x3 convolution in torch (oneDNN): a measured stand-in
+    for the CPU's peak on the work restorers do. (A BLAS matmul is a poor probe here: an
+    OPENBLAS_CORETYPE override can pin it to older kernels than the convolutions use.)"""
     import torch
 
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        a, b = torch.rand(n, n), torch.rand(n, n)
-        torch.mm(a, b)
-        best = float("inf")
-        for _ in range(repeats):
-            t = time.perf_counter()
-            torch.mm(a, b)
-            best = min(best, time.perf_counter() - t)
+        x, w = torch.rand(1, 64, 128, 128), torch.rand(64, 64, 3, 3)
+        flops = 2 * 64 * 64 * 9 * 128 * 128
+        with torch.inference_mode():
+            torch.nn.functional.conv2d(x, w, padding=1)
+            best = float("inf")
+            for _ in range(repeats):
+                t = time.perf_counter()
+                torch.nn.functional.conv2d(x, w, padding=1)
+                best = min(best, time.perf_counter() - t)
     finally:
         torch.set_num_threads(old)
-    return 2 * n**3 / best / 1e9
+    return flops / best / 1e9
 
 
 _RAIL = re.compile(r"\b(VDD_IN|POM_5V_IN|VIN_SYS_5V0)\s+(\d+)m?W?/(\d+)m?W?")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 from torch import nn
 
 from udc_edge.fileio import write_text_atomic
@@ -84,7 +83,3 @@ a few hundredths of a dB).
 """
     write_text_atomic(out / "CARD.md", card)
     return out
-
-
-def mean_gain(metrics: dict) -> float:
-    return float(np.round(metrics["psnr"] - metrics["input_psnr"], 3))
