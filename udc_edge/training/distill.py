@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -47,7 +46,7 @@ from udc_edge.progress import Advance, _noop
 from udc_edge.training import distributed as D
 from udc_edge.training.pairs import make_train_data
 from udc_edge.training.purifier import domain_batch
-from udc_edge.training.restorer import _prepare_out, lr_at
+from udc_edge.training.restorer import lr_at, prepare_out_dir
 
 METHOD = "direct trajectory matching (knowledge distillation of the DDIM sampler, Luhman & Luhman 2021)"
 
@@ -165,7 +164,7 @@ def distill(spec: DistillSpec, progress: Advance = _noop, setup_progress: Advanc
     if spec.threads:
         torch.set_num_threads(spec.threads)
     info = D.init_distributed("cpu")
-    out = _prepare_out(SimpleNamespace(out=spec.out, resume=False, overwrite=spec.overwrite), info)  # type: ignore[arg-type]
+    out = prepare_out_dir(spec.out, False, spec.overwrite, info)
     teacher, desc = load_purifier(spec.teacher)
     if teacher.role != "teacher":
         raise UsageError(f"{spec.teacher} is already a distilled student", "distil from the N-step teacher")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -42,7 +41,7 @@ from udc_edge.progress import Advance, _noop
 from udc_edge.training import distributed as D
 from udc_edge.training.losses import fft_l1
 from udc_edge.training.pairs import make_train_data
-from udc_edge.training.restorer import _prepare_out, _save, evaluate_pairs, lr_at
+from udc_edge.training.restorer import evaluate_pairs, lr_at, prepare_out_dir, save_run
 
 MIX_NAMES = ("clean", "purified", "adversarial", "purified-adversarial")
 
@@ -186,7 +185,7 @@ def finetune_restorer(spec: FinetuneSpec, progress: Advance = _noop, setup_progr
     if spec.threads:
         torch.set_num_threads(spec.threads)
     info = D.init_distributed("cpu")
-    out = _prepare_out(SimpleNamespace(out=spec.out, resume=False, overwrite=spec.overwrite), info)  # type: ignore[arg-type]
+    out = prepare_out_dir(spec.out, False, spec.overwrite, info)
     restorer, rdesc = load_model(spec.restorer)
     purifier, pdesc = load_purifier(spec.purifier)
     sampler = purifier.sampler().eval()
@@ -228,7 +227,7 @@ def finetune_restorer(spec: FinetuneSpec, progress: Advance = _noop, setup_progr
                         "finetuned_from": rdesc.get("name", rdesc.get("path", spec.restorer)),
                         "purifier": pdesc.get("name", pdesc.get("path", spec.purifier)),
                         "purifier_config": purifier.config()}
-            best = _save(out, restorer, opt, config, m, best, history, training)
+            best = save_run(out, restorer, opt, config, m, best, history, training)
     report = FinetuneReport(out=str(out), steps=spec.steps, seconds=time.perf_counter() - t0, before=before,
                             best=best, history=history)
     if info.is_main:

@@ -42,7 +42,7 @@ from udc_edge.models.purifier import (
 from udc_edge.progress import Advance, _noop
 from udc_edge.training import distributed as D
 from udc_edge.training.pairs import make_train_data
-from udc_edge.training.restorer import _prepare_out, lr_at
+from udc_edge.training.restorer import lr_at, prepare_out_dir
 from udc_edge.training.state import load_state, save_state
 
 
@@ -167,7 +167,7 @@ def train_purifier(spec: PurifierTrainSpec, progress: Advance = _noop, setup_pro
     if spec.threads:
         torch.set_num_threads(spec.threads)
     info = D.init_distributed("cpu")
-    out = _prepare_out(spec, info)  # type: ignore[arg-type]  # same fields as TrainSpec
+    out = prepare_out_dir(spec.out, spec.resume, spec.overwrite, info)
     torch.manual_seed(spec.seed)
     purifier = Purifier(**spec.purifier_kwargs())
     data = make_train_data(spec.data, spec.patch, spec.seed, spec.val_count, pool=spec.pool,

@@ -123,14 +123,15 @@ def evaluate_pairs(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndar
             "input_psnr": float(np.mean(in_p)), "input_ssim": float(np.mean(in_s))}
 
 
-def _prepare_out(spec: TrainSpec, info: D.DistInfo) -> Path:
-    out = Path(spec.out)
-    if info.is_main and not spec.resume and out.exists() and any(out.iterdir()) and not spec.overwrite:
+def prepare_out_dir(out: str | Path, resume: bool, overwrite: bool, info: D.DistInfo) -> Path:
+    """A run folder: refused when it holds files, unless resuming or overwriting (rank 0 checks)."""
+    out = Path(out)
+    if info.is_main and not resume and out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputError(f"output folder {out} exists and is not empty", "pass --resume to continue or --overwrite")
     return out
 
 
-def _save(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, config: dict, m: dict,
+def save_run(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, config: dict, m: dict,
           best: dict, history: list[dict], training: dict) -> dict:
     """Write last/ (and best/ when ``m`` beats ``best``) plus the resumable state."""
     extra = {"training": training, "metrics": m}
@@ -148,7 +149,7 @@ def train_restorer(spec: TrainSpec, progress: Advance = _noop, setup_progress: A
     if spec.threads:
         torch.set_num_threads(spec.threads)
     info = D.init_distributed("cpu")
-    out = _prepare_out(spec, info)
+    out = prepare_out_dir(spec.out, spec.resume, spec.overwrite, info)
     torch.manual_seed(spec.seed)  # identical initial weights on every rank
     if spec.arch.endswith(".safetensors") or Path(spec.arch).is_dir():
         model, config = load_checkpoint(spec.arch)  # fine-tune from a checkpoint
@@ -186,7 +187,7 @@ def train_restorer(spec: TrainSpec, progress: Advance = _noop, setup_progress: A
             m.update(step=step + 1, loss=float(loss.item()), seconds=elapsed_before + time.perf_counter() - t0)
             history.append(m)
             progress(0, status=f"val {m['psnr']:.2f} dB (input {m['input_psnr']:.2f})")
-            best = _save(out, model, opt, config, m, best, history,
+            best = save_run(out, model, opt, config, m, best, history,
                          {"spec": asdict(spec), "data": data.describe(), "step": step + 1})
     digests = D.gather_strings(D.weights_digest(model), info)
     report = TrainReport(
