@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from udc_edge import __version__
-from udc_edge.commands import attack, data, demo, deploy, models, purifier, train, workflow
+from udc_edge.commands import attack, data, demo, deploy, doctor, models, purifier, train, workflow
 from udc_edge.commands.common import err, stdout
 from udc_edge.errors import UdcEdgeError
 
@@ -71,7 +71,7 @@ def main(
         torch.set_num_threads(threads)
 
 
-for _module in (data, train, purifier, models, deploy, workflow, attack, demo):
+for _module in (data, train, purifier, models, deploy, doctor, workflow, attack, demo):
     _module.register(app)
 
 

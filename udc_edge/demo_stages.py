@@ -94,7 +94,7 @@ def restore(ctx: Context) -> Stage:
 def attack(ctx: Context) -> Stage:
     from udc_edge.attacks import AttackSpec
     from udc_edge.attacks import attack as run_attack
-    from udc_edge.evaluation.robustness import Padded
+    from udc_edge.models.padding import Padded
 
     target = Padded(ctx.data["restorer"]).eval()
     spec = AttackSpec("pgd", eps=8 / 255, steps=10 if ctx.quick else 20, seed=0)

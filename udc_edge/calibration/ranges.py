@@ -71,11 +71,31 @@ def compute_ranges(onnx_path: str | os.PathLike, calib: np.ndarray, method: str 
             contextlib.redirect_stdout(io.StringIO()):  # no temp files in the cwd, no chatter
         cal = create_calibrator(Path(onnx_path), list(op_types), augmented_model_path=str(Path(tmp) / "aug.onnx"),
                                 calibrate_method=cm, extra_options=extra)
+        _apply_recorded_session_options(cal, onnx_path)
         cal.collect_data(Reader())
         data = cal.compute_data()
         del cal
     return {name: [float(np.asarray(td.range_value[0]).item()), float(np.asarray(td.range_value[1]).item())]
             for name, td in data.items()}
+
+
+def _apply_recorded_session_options(cal, onnx_path: str | os.PathLike) -> None:
+    """Recreate the calibrator's session with the ONNX Runtime options export recorded
+    (metadata ``udc_edge.session_options``), e.g. buffer reuse off for inverse-DFT graphs."""
+    import onnx
+    import onnxruntime as ort
+
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    opts = json.loads(meta.get("udc_edge.session_options", "{}") or "{}")
+    if not opts:
+        return
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    for key, value in opts.items():
+        if key != "graph_optimization_level":  # the calibrator runs unoptimised anyway
+            setattr(so, key, value)
+    cal.infer_session = ort.InferenceSession(cal.augmented_model_path, sess_options=so,
+                                             providers=cal.execution_providers)
 
 
 def cached_ranges(onnx_path: str | os.PathLike, calib: CalibrationSet, method: str, symmetric: bool,

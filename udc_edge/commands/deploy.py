@@ -11,36 +11,78 @@ from udc_edge.commands.common import (
     ArchKwargsOpt,
     ArchOpt,
     WeightsOpt,
+    json_opt,
     load_model_opts,
     quiet,
     stdout,
 )
+from udc_edge.commands.doctor import ExtraInputOpt, OutputIndexOpt, StubModuleOpt
 
 
 def export_cmd(
-    model: Annotated[str, typer.Argument(help="Shipped name, checkpoint folder, .safetensors, or '-' with --arch.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .onnx file.")],
+    model: Annotated[str | None, typer.Argument(help="Shipped name, checkpoint folder, .safetensors, package.module:Class "
+                                                     "(with --weights), or '-' with --arch. Omit with --purifier alone.")] = None,
+    purifier: Annotated[str | None, typer.Option(help="Distilled purifier (e.g. purifier-poled-k1): exported alone, or "
+                                                      "with MODEL as one purifier + restorer graph; inputs (input, noise).")] = None,
     height: Annotated[int, typer.Option(help="Example input height (rounded up to the network's multiple).")] = 256,
     width: Annotated[int, typer.Option(help="Example input width.")] = 256,
-    dynamic: Annotated[bool, typer.Option("--dynamic/--fixed-shape", help="Dynamic batch/H/W, or a fixed shape.")] = True,
+    dynamic: Annotated[bool, typer.Option("--dynamic/--fixed-shape", help="Dynamic batch/H/W, or a fixed shape "
+                                          "(for models that bake their input size into the graph).")] = True,
     opset: Annotated[int, typer.Option(help="ONNX opset (dynamo needs >= 18).")] = 17,
     exporter: Annotated[str, typer.Option(help="auto (TorchScript, then dynamo), torchscript or dynamo.")] = "auto",
     tolerance: Annotated[float, typer.Option(help="Fail above this max abs error vs torch.")] = 1e-3,
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = "",
     weights: WeightsOpt = None,
+    output_index: OutputIndexOpt = None,
+    extra_input: ExtraInputOpt = None,
+    stub_module: StubModuleOpt = None,
 ) -> None:
     """Export a restorer to ONNX, check it, and prove ONNX Runtime matches torch."""
+    from udc_edge.errors import ModelError, UsageError
+    from udc_edge.export.byo import ExtraInput, load_byo
     from udc_edge.export.onnx_export import ExportSpec, export_onnx
     from udc_edge.fileio import write_json_atomic
 
+    if model is None and purifier is None:
+        raise UsageError("give the MODEL to export, or --purifier P_k")
+    if purifier is not None and (output_index is not None or extra_input):
+        raise UsageError("--output-index/--extra-input do not apply to purifier graphs")
+    model = model or ""
+    byo_arch = arch if arch and ":" in arch else (model if ":" in model and not arch else None)
     spec = ExportSpec(height=height, width=width, dynamic=dynamic, opset=opset, exporter=exporter,
-                      max_abs_err=tolerance)
-    net, desc = load_model_opts(model, arch, arch_kwargs, weights)
+                      max_abs_err=tolerance, output_index=output_index, cpu_patch=byo_arch is not None,
+                      extra_inputs=tuple(ExtraInput.parse(t) for t in extra_input or ()))
+    load = None
+    if byo_arch:
+        if weights is None:
+            raise ModelError(f"{byo_arch} given without --weights",
+                             "give the weights file to load into it (udc-edge doctor checks a model without)")
+        net, load = load_byo(byo_arch, json_opt(arch_kwargs, "--arch-kwargs"), str(weights), tuple(stub_module or ()))
+        desc = {"arch": byo_arch}
+    elif model or arch:
+        if stub_module:
+            raise UsageError("--stub-module applies to package.module:Class models only")
+        net, desc = load_model_opts(model, arch, arch_kwargs, weights)
+    else:
+        net, desc = None, {"name": purifier}
+    if purifier is not None:
+        from dataclasses import replace
+
+        from udc_edge.export.pipeline import purifier_module
+
+        net = purifier_module(purifier, net)
+        spec = replace(spec, input_names=("input", "noise"))
+        desc = {"name": f"{purifier}+{desc.get('name') or desc.get('path') or desc.get('arch')}" if model else purifier}
     meta = {"udc_edge.model": str(desc.get("name") or desc.get("path") or desc.get("arch"))}
     report = export_onnx(net, out, spec, metadata=meta)
-    write_json_atomic(out.with_name(out.name + ".export.json"), report.to_dict())
-    stdout.print(report.summary())
+    doc = report.to_dict() | ({"load": load.to_dict()} if load else {})
+    write_json_atomic(out.with_name(out.name + ".export.json"), doc)
+    stdout.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
+    for c in (load.cuda_calls if load else []) + report.cuda_calls:
+        stdout.print(f"warning: hard-coded .cuda() patched out at {c['where']}: {c['code']}", markup=False,
+                     highlight=False, soft_wrap=True)
 
 
 def build_cmd(

@@ -89,9 +89,23 @@ def inspect_onnx(path: str | os.PathLike) -> tuple[onnx.ModelProto, int, list[st
     return model, int(meta.get("udc_edge.multiple", "1")), [i.name for i in inputs]
 
 
-def _runner(threads: int):
+def recorded_session_options(path: str | os.PathLike) -> dict:
+    """ONNX Runtime session options export found the graph needs (metadata
+    ``udc_edge.session_options``, JSON), or {}."""
+    import json
+
+    raw = onnx_metadata(path).get("udc_edge.session_options")
+    try:
+        opts = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as exc:
+        raise EngineError(f"{path}: metadata udc_edge.session_options is not JSON ({exc})",
+                          "re-export the model with udc-edge export") from exc
+    return opts if isinstance(opts, dict) else {}
+
+
+def _runner(threads: int, options: dict | None = None):
     def run(model_bytes: bytes, images: np.ndarray, names: tuple[str, ...] = ("input",)) -> np.ndarray:
-        sess = make_session(model_bytes, threads=threads)
+        sess = make_session(model_bytes, threads=threads, options=options)
         feeds = [i.name for i in sess.get_inputs()]
         rng = np.random.default_rng(0)
         outs = []
@@ -103,8 +117,8 @@ def _runner(threads: int):
     return run
 
 
-def _median_ms(model_bytes: bytes, x: np.ndarray, threads: int, runs: int = 5) -> float:
-    sess = make_session(model_bytes, threads=threads)
+def _median_ms(model_bytes: bytes, x: np.ndarray, threads: int, runs: int = 5, options: dict | None = None) -> float:
+    sess = make_session(model_bytes, threads=threads, options=options)
     feed = {i.name: x for i in sess.get_inputs()}
     sess.run(None, feed)
     times = []
@@ -115,12 +129,12 @@ def _median_ms(model_bytes: bytes, x: np.ndarray, threads: int, runs: int = 5) -
     return float(np.median(times)) * 1e3
 
 
-def _speedup(fp32: bytes, int8: bytes, x: np.ndarray, threads: int) -> float:
+def _speedup(fp32: bytes, int8: bytes, x: np.ndarray, threads: int, options: dict | None = None) -> float:
     """FP32 time / INT8 time, measured interleaved on the same image."""
     a, b = [], []
     for _ in range(2):
-        a.append(_median_ms(fp32, x, threads, 3))
-        b.append(_median_ms(int8, x, threads, 3))
+        a.append(_median_ms(fp32, x, threads, 3, options))
+        b.append(_median_ms(int8, x, threads, 3, options))
     return float(np.median(a) / np.median(b))
 
 
@@ -134,14 +148,18 @@ def _int8(onnx_path: Path, spec: BuildSpec, out: Path, progress: Advance) -> tup
     if is_qdq(model):  # e.g. a bundle's qdq-*.onnx: quantised already, calibration travelled with it
         return onnx_path.read_bytes(), {"calibration": {"source": "pre-quantised Q/DQ model", "target": spec.quant_target},
                                         "fidelity_met": True, "excluded": [], "prequantised": True}
-    calib = load_calibration_set(spec.calib, spec.calib_count, spec.calib_size)
+    hw = [d.dim_value if d.HasField("dim_value") else 0 for d in model.graph.input[0].type.tensor_type.shape.dim][2:]
+    calib = load_calibration_set(spec.calib, spec.calib_count, max(hw) if all(hw) else spec.calib_size)
+    if all(hw):  # a --fixed-shape graph: calibrate at its own H x W
+        calib = type(calib)(np.ascontiguousarray(calib.images[:, :, : hw[0], : hw[1]]), calib.source)
     cal_imgs, held = calib.split(holdout=4)
     progress(0, status=f"calibrating ({spec.calib_method}, {len(cal_imgs)} images)")
     cache = spec.calib_cache or str(out.with_name(out.name + ".calib.json"))
     sub = type(calib)(cal_imgs, calib.source)
     ranges, cinfo = cached_ranges(onnx_path, sub, spec.calib_method, symmetric=spec.quant_target == "tensorrt",
                                   cache=cache, input_names=tuple(names))
-    run = _runner(spec.threads)
+    opts = recorded_session_options(onnx_path)
+    run = _runner(spec.threads, opts)
     fp32 = onnx_path.read_bytes()
     ref = run(fp32, held)
     progress(0, status="quantising")
@@ -157,7 +175,7 @@ def _int8(onnx_path: Path, spec: BuildSpec, out: Path, progress: Advance) -> tup
                             "held_out": len(held), "cache": cinfo, "target": spec.quant_target},
             "fidelity_db": fid, "fidelity_met": met, "excluded": excluded}
     if spec.backend == "ort":
-        info["speedup"] = _speedup(fp32, model, held[:1], spec.threads)
+        info["speedup"] = _speedup(fp32, model, held[:1], spec.threads, opts)
     return model, info
 
 
@@ -194,7 +212,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
         source_onnx_sha256=sha256_file(onnx_path),
         shape_profile=spec.profile.to_dict() if spec.profile else None, multiple=multiple, inputs=names,
         calibration=info.get("calibration"), excluded_layers=info.get("excluded", []),
-        device=host_device(), build_seconds=time.perf_counter() - t0,
+        session_options=recorded_session_options(onnx_path), device=host_device(), build_seconds=time.perf_counter() - t0,
         build_options={"target": spec.quant_target if built == Precision.INT8 else None,
                        "calib_method": spec.calib_method if info else None, "min_fidelity": spec.min_fidelity,
                        "auto_exclude": spec.auto_exclude,

@@ -47,6 +47,8 @@ def session_options(threads: int = 0, options: dict[str, Any] | None = None):
     for key, value in (options or {}).items():
         if not hasattr(so, key):
             raise EngineError(f"unknown ONNX Runtime session option {key!r} in the manifest")
+        if key == "graph_optimization_level" and isinstance(value, str):  # JSON-recorded enum name
+            value = getattr(ort.GraphOptimizationLevel, value)
         setattr(so, key, value)
     return so
 

@@ -31,7 +31,7 @@ from torch import nn
 from udc_edge.attacks import AttackSpec, attack
 from udc_edge.errors import DataError, UsageError
 from udc_edge.evaluation.metrics import psnr, ssim
-from udc_edge.models.padding import run_padded
+from udc_edge.models.padding import Padded, run_padded
 from udc_edge.models.purifier import Purifier, PurifierSampler, check_pair
 from udc_edge.progress import Advance, _noop
 
@@ -74,17 +74,6 @@ def load_eval_set(data: str, count: int = 8, size: int = 64, seed: int = 0) -> t
         return torch.from_numpy(np.ascontiguousarray(np.stack([p[k] for p in pairs]).transpose(0, 3, 1, 2)))
 
     return batch(0).float(), batch(1).float()
-
-
-class Padded(nn.Module):
-    """A restorer that accepts any H, W (pad, run, crop), so attacks can call it directly."""
-
-    def __init__(self, restorer: nn.Module):
-        super().__init__()
-        self.restorer = restorer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return run_padded(self.restorer, x)
 
 
 class DefendedPipeline(nn.Module):

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from udc_edge.attacks import AttackSpec, QueryTarget, attack, is_torch_target, transfer_attack
 from udc_edge.attacks.io import encode_adversarial, write_adversarial
@@ -29,22 +28,11 @@ from udc_edge.data.readers import PairedDataset
 from udc_edge.errors import BackendUnavailableError, DataError, InputError, OutputError, UsageError
 from udc_edge.evaluation.metrics import psnr, ssim
 from udc_edge.fileio import atomic_dir, write_json_atomic, write_text_atomic
-from udc_edge.models.padding import run_padded
+from udc_edge.models.padding import Padded
 from udc_edge.progress import Advance, _noop
 
 GRID_COLUMNS = ("degraded", "attacked", "perturbation x10", "output clean", "output attacked", "ground truth")
 NON_ADAPTIVE = "non-adaptive: the attacks see the target as given (no purifier-aware gradients, no EOT)"
-
-
-class Padded(nn.Module):
-    """A restorer that accepts any H, W (pads to its multiple, crops back); gradients flow."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return run_padded(self.model, x)
 
 
 def as_target(model: Any) -> Any:

@@ -82,3 +82,15 @@ def run_padded(model: nn.Module, x: torch.Tensor, mode: str = "reflect") -> torc
     check_channels(model, x)
     xp, size = pad_to_multiple(x, model_multiple(model), mode)
     return crop(model(xp), size)
+
+
+class Padded(nn.Module):
+    """A restorer that accepts any H, W (pads to its multiple, crops back); gradients flow,
+    so attacks can call it directly."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run_padded(self.model, x)
