@@ -246,7 +246,7 @@ def _profile(graph: bytes, x: np.ndarray, threads: int, opts: dict, runs: int) -
 
 def ops_and_speed(report: DoctorReport, net: nn.Module, graph: bytes, spec: DoctorSpec) -> None:
     """Parity, ONNX Runtime vs eager speed (side by side) and the slow or unsupported ops."""
-    from udc_edge.data.onnx_ops import SLOW_OPS, tensorrt_support
+    from udc_edge.engines.tensorrt_ops import SLOW_OPS, tensorrt_support
     from udc_edge.engines.ort import make_session
     from udc_edge.export.onnx_export import example_inputs
 
@@ -291,7 +291,7 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
     from udc_edge.calibration.dataset import load_calibration_set
     from udc_edge.calibration.qdq import QUANT_OPS, fidelity, quantize_bytes
     from udc_edge.calibration.ranges import compute_ranges
-    from udc_edge.data.onnx_ops import SLOW_OPS
+    from udc_edge.engines.tensorrt_ops import SLOW_OPS
     from udc_edge.engines.ort import make_session
 
     h, w = report.ort["size"]
@@ -348,7 +348,7 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
 
 def tensorrt(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
     """Each op type of the chosen graph against the ONNX-TensorRT support table."""
-    from udc_edge.data.onnx_ops import tensorrt_support
+    from udc_edge.engines.tensorrt_ops import tensorrt_support
 
     counts = Counter(n.op_type for n in onnx.load_from_string(graph).graph.node)
     for op, count in sorted(counts.items()):
