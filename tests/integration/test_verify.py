@@ -63,3 +63,21 @@ def test_bad_thresholds_and_inputs(tiny_restorer_dir, data, tmp_path):
     res = runner.invoke(app, ["verify", "--reference", str(tiny_restorer_dir), "--engine", str(data / "fp32.onnx"),
                               "--data", str(data / "ds"), "--report", str(tmp_path / "r"), "--attacks", "pdg"])
     assert res.exit_code == 2 and "pgd" in res.output
+
+
+def test_defended_pipeline_engine_verifies_against_purifier_plus_restorer(tiny_restorer_dir, data, tmp_path):
+    """--purifier: same fixed noise on both sides; white-box attacks adaptive (EOT through the purifier)."""
+    res = runner.invoke(app, ["-q", "export", str(tiny_restorer_dir), "--purifier", "purifier-poled-k1",
+                              "--out", str(tmp_path / "pipe.onnx"), "--height", "48", "--width", "48"])
+    assert res.exit_code == 0, res.output
+    build_engine(tmp_path / "pipe.onnx", tmp_path / "pipe32.onnx", BuildSpec())
+    args = ["-q", "verify", "--reference", str(tiny_restorer_dir), "--engine", str(tmp_path / "pipe32.onnx"),
+            "--data", str(data / "ds"), "--report", str(tmp_path / "r"), *FAST]
+    res = runner.invoke(app, [*args, "--purifier", "purifier-poled-k1", "--eot", "2"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "r" / "verify.json").read_text())
+    assert rep["passed"] and any("adaptive+EOT2" in c["name"] for c in rep["checks"])
+    fid = next(c for c in rep["checks"] if c["name"].startswith("output fidelity"))
+    assert fid["value"] > 60  # same noise on both sides: the FP32 graph reproduces torch
+    res = runner.invoke(app, args)  # a two-input engine without --purifier
+    assert res.exit_code == 2 and "--purifier" in res.output

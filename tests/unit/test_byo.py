@@ -13,8 +13,8 @@ import onnx
 import pytest
 import torch
 
-from udc_edge.engines.tensorrt_ops import tensorrt_support
 from udc_edge.engines.ort import make_session, session_options
+from udc_edge.engines.tensorrt_ops import tensorrt_support
 from udc_edge.errors import ExportError, InputError, ModelError, UsageError
 from udc_edge.export import byo
 from udc_edge.export.byo import ExtraInput, select_output

@@ -71,6 +71,9 @@ def verify_cmd(
     min_fidelity: Annotated[float, typer.Option(help="Smallest allowed PSNR (dB) of engine output vs reference output.")] = 35.0,
     limit: Annotated[int, typer.Option(help="Images to use.")] = 8,
     seed: Annotated[int, typer.Option(help="Attack seed.")] = 0,
+    purifier: Annotated[str | None, typer.Option(help="Verify the defended pipeline: reference = purifier + "
+                                                      "restorer, engine = export MODEL --purifier P_k graph.")] = None,
+    eot: Annotated[int, typer.Option(help="Noise draws for the adaptive EOT attack with --purifier.")] = 10,
 ) -> None:
     """Robustness parity: is the engine as accurate and as robust as its PyTorch reference? Exit 1 if not."""
     from udc_edge.attacks import parse_eps
@@ -79,7 +82,8 @@ def verify_cmd(
     spec = VerifySpec(attacks=tuple(a for a in attacks.split(",") if a), eps=parse_eps(eps), steps=steps,
                       simba_iterations=simba_iterations, max_psnr_drop=max_psnr_drop, max_ssim_drop=max_ssim_drop,
                       min_fidelity=min_fidelity, limit=limit, seed=seed)
-    rep = run_verify(engine, report, spec, reference=reference, data=data, bundle=bundle, quiet=quiet(ctx))
+    rep = run_verify(engine, report, spec, reference=reference, data=data, bundle=bundle, quiet=quiet(ctx),
+                     purifier=purifier, eot=eot)
     _print_verify(rep)
     if not rep.passed:
         raise typer.Exit(1)

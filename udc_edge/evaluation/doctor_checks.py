@@ -246,8 +246,8 @@ def _profile(graph: bytes, x: np.ndarray, threads: int, opts: dict, runs: int) -
 
 def ops_and_speed(report: DoctorReport, net: nn.Module, graph: bytes, spec: DoctorSpec) -> None:
     """Parity, ONNX Runtime vs eager speed (side by side) and the slow or unsupported ops."""
-    from udc_edge.engines.tensorrt_ops import SLOW_OPS, tensorrt_support
     from udc_edge.engines.ort import make_session
+    from udc_edge.engines.tensorrt_ops import SLOW_OPS, tensorrt_support
     from udc_edge.export.onnx_export import example_inputs
 
     proto = onnx.load_from_string(graph)
@@ -291,8 +291,8 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
     from udc_edge.calibration.dataset import load_calibration_set
     from udc_edge.calibration.qdq import QUANT_OPS, fidelity, quantize_bytes
     from udc_edge.calibration.ranges import compute_ranges
-    from udc_edge.engines.tensorrt_ops import SLOW_OPS
     from udc_edge.engines.ort import make_session
+    from udc_edge.engines.tensorrt_ops import SLOW_OPS
 
     h, w = report.ort["size"]
     opts, threads = report.chosen["session_options"], _threads(spec)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from udc_edge.attacks import AttackSpec, parse_attack_names
 from udc_edge.data.readers import PairedDataset
@@ -93,6 +94,43 @@ class ReferenceSet:
         return rs
 
 
+class FixedNoise:
+    """Single-input views of a two-input (image, noise) pipeline with the SAME noise for the
+    torch reference and the engine: noise is drawn from ``seed`` at the padded size, and the
+    image is padded (reflect, bottom/right) as ``run_padded`` and the engine would."""
+
+    def __init__(self, seed: int, multiple: int):
+        self.seed, self.multiple = seed, multiple
+
+    def noise(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(shape, generator=torch.Generator().manual_seed(self.seed))
+
+    def module(self, pipeline: torch.nn.Module) -> torch.nn.Module:
+        view = self
+
+        class _Fixed(torch.nn.Module):
+            multiple = view.multiple
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.pipeline = pipeline
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.pipeline(x, view.noise(tuple(x.shape)))
+
+        return _Fixed().eval()
+
+    def engine(self, engine: Any) -> Any:
+        from udc_edge.engines.base import _pad_array
+
+        def call(x: np.ndarray) -> np.ndarray:
+            h, w = x.shape[2:]
+            xp = _pad_array(np.ascontiguousarray(x, dtype=np.float32), self.multiple)
+            return engine(xp, self.noise(xp.shape).numpy())[:, :, :h, :w]
+
+        return call
+
+
 ATTACK_PARAMS = ("attacks", "eps", "steps", "simba_iterations", "seed")
 
 
@@ -101,13 +139,18 @@ def _fname(label: str) -> str:
     return label.replace("/", "_").replace("@", "-")
 
 
-def make_reference_set(reference: Any, dataset: PairedDataset, spec: VerifySpec, progress: Advance = _noop) -> ReferenceSet:
-    """Run the torch reference (and craft the transferred attacks) on up to ``spec.limit`` pairs."""
+def make_reference_set(reference: Any, dataset: PairedDataset, spec: VerifySpec, progress: Advance = _noop,
+                       craft_on: Any = None, craft_label: str = "") -> ReferenceSet:
+    """Run the torch reference (and craft the transferred attacks) on up to ``spec.limit`` pairs.
+
+    White-box attacks are crafted on ``craft_on`` when given (e.g. an EOT-averaged defended
+    pipeline: the adaptive attack), else on the reference itself."""
     if not dataset.has_gt:
         raise DataError("verify needs ground truth (lq/ and gt/)", "give a paired dataset folder")
     if len(dataset) < spec.limit and spec.limit != VerifySpec.limit:
         raise DataError(f"the data has {len(dataset)} pairs, fewer than --limit {spec.limit}", "lower --limit")
     ref = as_target(reference)
+    crafter = as_target(craft_on) if craft_on is not None else ref
     n = min(spec.limit, len(dataset))
     rs = ReferenceSet([], [], [], [], attack_params={k: getattr(spec, k) for k in ATTACK_PARAMS})
     for i in range(n):
@@ -120,7 +163,8 @@ def make_reference_set(reference: Any, dataset: PairedDataset, spec: VerifySpec,
             a = spec.attack_spec(name)
             label = f"{name}@{_eps(a)}"
             if a.is_whitebox:
-                adv = _hwc(run_one(ref, a, p.lq, p.gt).x_adv)
+                label += craft_label
+                adv = _hwc(run_one(crafter, a, p.lq, p.gt).x_adv)
                 rs.transferred.setdefault(label, []).append(adv)
                 rs.ref_transferred.setdefault(label, []).append(forward(ref, adv))
             else:
@@ -208,7 +252,7 @@ def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "
                 worst = {"drop": d, "i": i, "check": f"{label} transferred", "row": [rs.lq[i], a, r, e, rs.gt[i]]}
         progress(1)
     for label, ref_rows in rs.blackbox_ref.items():
-        name_, _ = label.split("@")
+        name_ = label.split("@")[0]
         a = spec.attack_spec(name_)
         outs = [forward(engine, _hwc(run_one(engine, a, x, g).x_adv)) for x, g in zip(rs.lq, rs.gt)]
         rp, rs_ = np.mean([r["psnr"] for r in ref_rows]), np.mean([r["ssim"] for r in ref_rows])
@@ -231,15 +275,24 @@ GRID_LABELS = ["degraded", "attacked", "reference output", "engine output", "gro
 
 def run_verify(engine_path: str | os.PathLike, report_dir: str | os.PathLike, spec: VerifySpec,
                reference: str | None = None, data: str | os.PathLike | None = None,
-               bundle: str | os.PathLike | None = None, quiet: bool = False) -> VerifyReport:
-    """Resolve inputs (live reference + data, or a bundle), verify, write the report folder."""
+               bundle: str | os.PathLike | None = None, quiet: bool = False, purifier: str | None = None,
+               eot: int = 10) -> VerifyReport:
+    """Resolve inputs (live reference + data, or a bundle), verify, write the report folder.
+
+    With ``purifier``, the reference is purifier + restorer and the engine a pipeline graph
+    with inputs (input, noise) (``udc-edge export MODEL --purifier P_k``): both see the same
+    fixed noise, and white-box attacks are adaptive: crafted with exact gradients through
+    the k-step purifier, averaged over ``eot`` noise draws (EOT)."""
     from udc_edge.data.images import write_png
     from udc_edge.engines import load_engine
     from udc_edge.evaluation.figures import image_grid
     from udc_edge.fileio import atomic_dir, write_text_atomic
     from udc_edge.progress import progress_bar
 
+    fixed = None
     if bundle is not None:
+        if purifier:
+            raise UsageError("--purifier is not supported with --bundle yet", "verify the defended pipeline live")
         if reference or data:
             raise UsageError("--bundle replaces --reference and --data", "give one or the other")
         from udc_edge.evaluation.bundle import open_bundle
@@ -256,11 +309,26 @@ def run_verify(engine_path: str | os.PathLike, report_dir: str | os.PathLike, sp
 
         model, _ = load_model(reference)
         ds = open_paired_dataset(data)
+        craft, label = None, ""
+        if purifier:
+            from udc_edge.evaluation.defence import EOT, DefendedPipeline
+            from udc_edge.export.pipeline import PurifiedRestorer
+            from udc_edge.models.purifier import load_purifier
+
+            sampler = load_purifier(purifier)[0].sampler()
+            pipe = PurifiedRestorer(sampler, model).eval()
+            fixed = FixedNoise(spec.seed, pipe.multiple)
+            model = fixed.module(pipe)
+            craft, label = EOT(DefendedPipeline(pipe.restorer, sampler), samples=eot, seed=spec.seed), f" adaptive+EOT{eot}"
         with progress_bar("reference + transferred attacks", min(spec.limit, len(ds)), quiet) as adv:
-            rs = make_reference_set(model, ds, spec, progress=adv)
+            rs = make_reference_set(model, ds, spec, progress=adv, craft_on=craft, craft_label=label)
     eng = load_engine(engine_path)
+    if fixed is None and eng.activate().num_inputs != 1:
+        raise UsageError(f"engine {engine_path} takes {eng.num_inputs} inputs (a purifier pipeline)",
+                         "give --purifier P_k so both sides see the same noise")
     with eng, progress_bar("verifying engine", len(spec.attacks), quiet) as adv:
-        rep, row = verify_engine(eng, rs, spec, name=str(engine_path), progress=adv)
+        target = fixed.engine(eng) if fixed is not None else eng
+        rep, row = verify_engine(target, rs, spec, name=str(engine_path), progress=adv)
     with atomic_dir(report_dir, overwrite=True) as tmp:
         write_text_atomic(tmp / "verify.json", rep.to_json())
         write_text_atomic(tmp / "verify.md", rep.to_markdown())
