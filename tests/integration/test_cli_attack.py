@@ -20,13 +20,6 @@ runner = CliRunner()
 FAST = ["--steps", "3", "--simba-iterations", "15", "--square-queries", "10"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

@@ -39,13 +39,6 @@ MIN_DROP = {"fitted": 3.0, SHIPPED: 5.0}
 CW_BUDGET = {"fitted": (5, 50, 2), SHIPPED: (9, 100, 1)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def poled(tmp_path_factory):

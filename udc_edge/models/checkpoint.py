@@ -224,10 +224,8 @@ def _torch_load(path: Path) -> Any:
         raise ModelError(
             f"refusing to load {path}: torch.load(weights_only=True) cannot read it ({reason}); "
             "udc-edge will not unpickle arbitrary objects from a file",
-            'if you trust the file, convert it to safetensors: python -c "import torch; '
-            "from safetensors.torch import save_file; "
-            f"sd = torch.load('{path}', weights_only=False); "
-            "save_file(sd.get('state_dict', sd), 'weights.safetensors')\"",
+            "if you trust the file, load it in your own code and save its state dict with "
+            "safetensors.torch.save_file(state_dict, 'weights.safetensors'), then pass that file",
         ) from exc
     except Exception as exc:  # not a torch file at all, truncated zip, ...
         raise ModelError(
