@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from udc_edge.data.images import to_hwc, to_nchw
 from udc_edge.evaluation.metrics import psnr, ssim
 
 
@@ -43,14 +44,6 @@ def _mean(vals: list[float]) -> float:
     return round(float(np.mean(vals)), 3)
 
 
-def _chw(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))[None])
-
-
-def _hwc(t: torch.Tensor) -> np.ndarray:
-    return t.detach()[0].clamp(0, 1).numpy().transpose(1, 2, 0)
-
-
 def synthesise(ctx: Context) -> Stage:
     from udc_edge.data.readers import open_paired_dataset
     from udc_edge.data.synth import SynthSpec, write_synthetic_dataset
@@ -78,7 +71,7 @@ def restore(ctx: Context) -> Stage:
     outs, p_in, p_out, s_in, s_out = [], [], [], [], []
     with torch.no_grad():
         for lq, gt in ctx.data["pairs"]:
-            y = _hwc(run_padded(model, _chw(lq)))
+            y = to_hwc(run_padded(model, to_nchw(lq)))
             outs.append(y)
             p_in.append(psnr(lq, gt))
             p_out.append(psnr(y, gt))
@@ -100,11 +93,11 @@ def attack(ctx: Context) -> Stage:
     spec = AttackSpec("pgd", eps=8 / 255, steps=10 if ctx.quick else 20, seed=0)
     advs, outs, p = [], [], []
     for lq, gt in ctx.data["pairs"]:
-        res = run_attack(target, _chw(lq), _chw(gt), spec)
+        res = run_attack(target, to_nchw(lq), to_nchw(gt), spec)
         x_adv = res.x_adv
         with torch.no_grad():
-            y = _hwc(target(x_adv))
-        advs.append(_hwc(x_adv))
+            y = to_hwc(target(x_adv))
+        advs.append(to_hwc(x_adv))
         outs.append(y)
         p.append(psnr(y, gt))
     ctx.data["adv"], ctx.data["restored_adv"] = advs, outs
@@ -131,8 +124,8 @@ def purify(ctx: Context) -> Stage:
     with torch.no_grad():
         for (lq, gt), adv in zip(ctx.data["pairs"], ctx.data["adv"]):
             for key, x in (("clean", lq), ("attacked", adv)):
-                xt = _chw(x)
-                y = _hwc(run_padded(ctx.data["restorer"], pur(xt, torch.randn(xt.shape, generator=gen))))
+                xt = to_nchw(x)
+                y = to_hwc(run_padded(ctx.data["restorer"], pur(xt, torch.randn(xt.shape, generator=gen))))
                 rows[key].append(psnr(y, gt))
                 if key == "attacked":
                     outs.append(y)

@@ -10,6 +10,7 @@ import typer
 
 from udc_edge.commands.common import json_opt, quiet, stdout
 from udc_edge.commands.train import train_app
+from udc_edge.training.distributed import is_main_process
 
 purifier_app = typer.Typer(help="Diffusion purifier: pick t* (tune), evaluate the defence (table).",
                            no_args_is_help=True)
@@ -20,12 +21,6 @@ ThreadsOpt = Annotated[int, typer.Option(help="torch threads per process (0: def
 PoolOpt = Annotated[int, typer.Option(help="Clean crops kept in memory for synth: data.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace a non-empty OUT.")]
 PurifierArg = Annotated[str, typer.Argument(help="Purifier: shipped name (purifier-poled), checkpoint or run folder.")]
-
-
-def _main_rank() -> bool:
-    from udc_edge.training.restorer import main_rank
-
-    return main_rank()
 
 
 def train_purifier_cmd(
@@ -59,10 +54,10 @@ def train_purifier_cmd(
                              patch=patch, lr=lr, t_max=t_max, t_star=t_star, sample_steps=sample_steps,
                              val_every=val_every, val_count=val_count, seed=seed, threads=threads, pool=pool,
                              resume=resume, overwrite=overwrite)
-    silent = quiet(ctx) or not _main_rank()
+    silent = quiet(ctx) or not is_main_process()
     with progress_bar("preparing data", None, silent) as setup, progress_bar("training", steps, silent) as adv:
         report = train_purifier(spec, progress=adv, setup_progress=setup)
-    if _main_rank():
+    if is_main_process():
         stdout.print(report.summary())
 
 
@@ -92,10 +87,10 @@ def distill_cmd(
     spec = DistillSpec(teacher=teacher, out=str(out), k=steps, teacher_steps=teacher_steps, train_steps=train_steps,
                        data=data, batch=batch, patch=patch, lr=lr, targets=targets, val_every=val_every,
                        val_count=val_count, seed=seed, threads=threads, pool=pool, overwrite=overwrite)
-    silent = quiet(ctx) or not _main_rank()
+    silent = quiet(ctx) or not is_main_process()
     with progress_bar("preparing data", None, silent) as setup, progress_bar("distilling", train_steps, silent) as adv:
         report = distill(spec, progress=adv, setup_progress=setup)
-    if _main_rank():
+    if is_main_process():
         stdout.print(report.summary())
 
 
@@ -130,10 +125,10 @@ def finetune_cmd(
                         steps=steps, batch=batch, patch=patch, lr=lr, eps=parse_eps(eps), attack_steps=attack_steps,
                         ssim_weight=ssim_weight, fft_weight=fft_weight, val_every=val_every, val_count=val_count,
                         seed=seed, threads=threads, pool=pool, overwrite=overwrite)
-    silent = quiet(ctx) or not _main_rank()
+    silent = quiet(ctx) or not is_main_process()
     with progress_bar("preparing data", None, silent) as setup, progress_bar("fine-tuning", steps, silent) as adv:
         report = finetune_restorer(spec, progress=adv, setup_progress=setup)
-    if _main_rank():
+    if is_main_process():
         stdout.print(report.summary())
 
 

@@ -35,16 +35,17 @@ def train_restorer_cmd(
 ) -> None:
     """Train a restorer (single process, or DDP under torchrun --nproc_per_node N)."""
     from udc_edge.progress import progress_bar
-    from udc_edge.training.restorer import TrainSpec, main_rank, train_restorer
+    from udc_edge.training.distributed import is_main_process
+    from udc_edge.training.restorer import TrainSpec, train_restorer
 
     spec = TrainSpec(arch=arch, data=data, out=str(out), steps=steps, batch=batch, patch=patch, lr=lr,
                      pixel_loss=loss, fft_weight=fft_weight, val_every=val_every, val_count=val_count, seed=seed,
                      arch_kwargs=json_opt(arch_kwargs, "--arch-kwargs"), threads=threads, pool=pool, resume=resume,
                      overwrite=overwrite)
-    silent = quiet(ctx) or not main_rank()
+    silent = quiet(ctx) or not is_main_process()
     with progress_bar("preparing data", None, silent) as setup, progress_bar("training", steps, silent) as adv:
         report = train_restorer(spec, progress=adv, setup_progress=setup)
-    if main_rank():
+    if is_main_process():
         stdout.print(report.summary())
 
 

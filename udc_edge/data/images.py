@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import png
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from udc_edge.errors import InputError
@@ -140,3 +141,14 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files in a folder (not recursive), sorted by name."""
     folder = Path(folder)
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def to_nchw(img: np.ndarray) -> torch.Tensor:
+    """One HxWx3 image as a 1x3xHxW float32 tensor (the layout networks take)."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(img, dtype=np.float32).transpose(2, 0, 1))[None])
+
+
+def to_hwc(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The first image of an NCHW tensor or array as HxWx3 float32 numpy."""
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return np.ascontiguousarray(arr[0].transpose(1, 2, 0), dtype=np.float32)

@@ -22,11 +22,12 @@ class TorchEngine(Engine):
         self._n = n_inputs
 
     def _activate(self) -> None:
+        self._old_threads = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
 
     def _deactivate(self) -> None:
-        pass
+        torch.set_num_threads(self._old_threads)
 
     def info(self) -> EngineInfo:
         names = ["input", "noise"][: self._n]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from udc_edge.data.images import list_images, read_image, write_png
+from udc_edge.data.images import list_images, read_image, to_hwc, to_nchw, write_png
 from udc_edge.errors import DataError, InputError
 from udc_edge.evaluation.metrics import psnr, ssim
 from udc_edge.models.padding import run_padded
@@ -63,11 +63,11 @@ def restore_array(model: nn.Module, img: np.ndarray, tile: int = 0, overlap: int
     """Restore one HxWx3 float image (padding to the model's multiple, tiling if asked)."""
     if not np.isfinite(img).all():
         raise InputError("input image contains NaN or Inf", "fix the file")
-    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))[None])
+    x = to_nchw(img)
     with torch.no_grad():
         fn = lambda t: run_padded(model, t)
         y = run_tiled(fn, x, tile, overlap) if tile else fn(x)
-    return y.clamp(0, 1)[0].numpy().transpose(1, 2, 0)
+    return to_hwc(y.clamp(0, 1))
 
 
 def restore_files(model: nn.Module, inputs: list[str | os.PathLike], out_dir: str | os.PathLike,

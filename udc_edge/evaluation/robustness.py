@@ -24,6 +24,7 @@ import torch
 
 from udc_edge.attacks import AttackSpec, QueryTarget, attack, is_torch_target, transfer_attack
 from udc_edge.attacks.io import encode_adversarial, write_adversarial
+from udc_edge.data.images import to_hwc, to_nchw
 from udc_edge.data.readers import PairedDataset
 from udc_edge.errors import BackendUnavailableError, DataError, InputError, OutputError, UsageError
 from udc_edge.evaluation.metrics import psnr, ssim
@@ -120,27 +121,18 @@ def check_data(dataset: PairedDataset, objective: str, limit: int | None) -> int
     return len(dataset) if limit is None else min(limit, len(dataset))
 
 
-def _chw(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))[None])
-
-
-def _hwc(t: torch.Tensor | np.ndarray) -> np.ndarray:
-    arr = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
-    return np.ascontiguousarray(arr[0].transpose(1, 2, 0), dtype=np.float32)
-
-
 def forward(target: Any, img: np.ndarray) -> np.ndarray:
     """The target's output for one HxWx3 image, clipped to [0, 1] (not counted as a query)."""
-    return np.clip(_hwc(QueryTarget(target, 1).peek(_chw(img))), 0.0, 1.0)
+    return np.clip(to_hwc(QueryTarget(target, 1).peek(to_nchw(img))), 0.0, 1.0)
 
 
 def run_one(target: Any, spec: AttackSpec, lq: np.ndarray, gt: np.ndarray | None,
             surrogate: Any = None):
     """Attack one image; white-box attacks are crafted on ``surrogate`` when one is given."""
-    y = _chw(gt) if spec.objective == "gt" else None
+    y = to_nchw(gt) if spec.objective == "gt" else None
     if surrogate is not None and spec.is_whitebox:
-        return transfer_attack(surrogate, target, _chw(lq), y, spec)
-    return attack(target, _chw(lq), y, spec)
+        return transfer_attack(surrogate, target, to_nchw(lq), y, spec)
+    return attack(target, to_nchw(lq), y, spec)
 
 
 @dataclass
@@ -266,7 +258,7 @@ def evaluate_robustness(target: Any, dataset: PairedDataset, specs: list[AttackS
         entry: dict[str, Any] = {"name": pair.name, "clean": {"psnr": psnr(out, ref), "ssim": ssim(out, ref)}}
         for key, spec in zip(keys, specs):
             res = run_one(target, dataclasses.replace(spec, seed=spec.seed + i), pair.lq, pair.gt, surrogate)
-            adv = _hwc(res.x_adv)
+            adv = to_hwc(res.x_adv)
             out_adv = forward(target, adv)
             entry[key] = {"psnr": psnr(out_adv, ref), "ssim": ssim(out_adv, ref),
                           "queries": int(res.queries[0]), "linf": float(res.linf[0]), "l2": float(res.l2[0]),
@@ -371,7 +363,7 @@ def craft_dataset(target: Any, dataset: PairedDataset, spec: AttackSpec, out: st
         for i in range(n):
             pair = dataset[i]
             res = run_one(target, dataclasses.replace(spec, seed=spec.seed + i), pair.lq, pair.gt, surrogate)
-            payload, stored = encode_adversarial(_hwc(res.x_adv), pair.lq, spec.eps, fmt)
+            payload, stored = encode_adversarial(to_hwc(res.x_adv), pair.lq, spec.eps, fmt)
             write_adversarial(tmp / "adv" / f"{pair.name}{suffix}", payload)
             out_clean, out_adv = forward(target, pair.lq), forward(target, stored)
             ref = pair.gt if pair.gt is not None else out_clean

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from udc_edge.attacks import AttackSpec, parse_attack_names
+from udc_edge.data.images import to_hwc
 from udc_edge.data.readers import PairedDataset
 from udc_edge.errors import DataError, EngineError, UsageError
 from udc_edge.evaluation.metrics import psnr, ssim
@@ -164,11 +165,11 @@ def make_reference_set(reference: Any, dataset: PairedDataset, spec: VerifySpec,
             label = f"{name}@{_eps(a)}"
             if a.is_whitebox:
                 label += craft_label
-                adv = _hwc(run_one(crafter, a, p.lq, p.gt).x_adv)
+                adv = to_hwc(run_one(crafter, a, p.lq, p.gt).x_adv)
                 rs.transferred.setdefault(label, []).append(adv)
                 rs.ref_transferred.setdefault(label, []).append(forward(ref, adv))
             else:
-                out = forward(ref, _hwc(run_one(ref, a, p.lq, p.gt).x_adv))
+                out = forward(ref, to_hwc(run_one(ref, a, p.lq, p.gt).x_adv))
                 rs.blackbox_ref.setdefault(label, []).append({"psnr": psnr(out, p.gt), "ssim": ssim(out, p.gt)})
         progress(1)
     return rs
@@ -176,11 +177,6 @@ def make_reference_set(reference: Any, dataset: PairedDataset, spec: VerifySpec,
 
 def _eps(a: AttackSpec) -> str:
     return "L2" if a.eps is None else f"{round(a.eps * 255, 2):g}/255"
-
-
-def _hwc(x: Any) -> np.ndarray:
-    arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-    return np.ascontiguousarray(arr[0].transpose(1, 2, 0), dtype=np.float32)
 
 
 @dataclass
@@ -254,7 +250,7 @@ def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "
     for label, ref_rows in rs.blackbox_ref.items():
         name_ = label.split("@")[0]
         a = spec.attack_spec(name_)
-        outs = [forward(engine, _hwc(run_one(engine, a, x, g).x_adv)) for x, g in zip(rs.lq, rs.gt)]
+        outs = [forward(engine, to_hwc(run_one(engine, a, x, g).x_adv)) for x, g in zip(rs.lq, rs.gt)]
         rp, rs_ = np.mean([r["psnr"] for r in ref_rows]), np.mean([r["ssim"] for r in ref_rows])
         ep, es = np.mean([psnr(o, g) for o, g in zip(outs, rs.gt)]), np.mean([ssim(o, g) for o, g in zip(outs, rs.gt)])
         checks += [Check(f"{label} black-box on each PSNR drop (dB)", float(rp), float(ep), float(rp - ep),

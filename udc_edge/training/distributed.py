@@ -31,6 +31,11 @@ class DistInfo:
         return self.world_size > 1
 
 
+def is_main_process() -> bool:
+    """Rank 0 (or no torchrun at all): the process that prints and writes files."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_distributed(device: str | None = None) -> DistInfo:
     """Join the process group when launched by torchrun; otherwise a single-process info."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

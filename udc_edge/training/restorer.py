@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from udc_edge.data.images import to_hwc, to_nchw
 from udc_edge.errors import OutputError, UsageError
 from udc_edge.evaluation.metrics import psnr, ssim
 from udc_edge.fileio import write_json_atomic
@@ -113,8 +113,7 @@ def evaluate_pairs(model: torch.nn.Module, pairs: list[tuple[np.ndarray, np.ndar
     model.eval()
     out_p, out_s, in_p, in_s = [], [], [], []
     for lq, gt in pairs:
-        x = torch.from_numpy(lq.transpose(2, 0, 1)[None].copy())
-        y = run_padded(model, x).clamp(0, 1)[0].numpy().transpose(1, 2, 0)
+        y = to_hwc(run_padded(model, to_nchw(lq)).clamp(0, 1))
         out_p.append(psnr(y, gt))
         out_s.append(ssim(y, gt))
         in_p.append(psnr(lq, gt))
@@ -203,6 +202,3 @@ def train_restorer(spec: TrainSpec, progress: Advance = _noop, setup_progress: A
     D.finish(info)
     return report
 
-
-def main_rank() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
