@@ -90,3 +90,40 @@ def test_table_refuses_a_student_of_another_t_star(runs):
                               "--count", "1", "--size", "32", "--out", str(runs / "table")])
     assert res.exit_code == 1 and "distilled at t* = 0.1" in res.output
     assert not (runs / "table").exists()
+
+
+def test_table_has_cw_and_simba_columns_and_skips_queries_through_long_teachers(runs):
+    out = runs / "table-full"
+    res = runner.invoke(app, ["-q", "purifier", "table", "--restorer", str(runs / "restorer"), "--teacher",
+                              str(runs / "teacher"), "--student", str(runs / "k1"), "--data", "synth:toled",
+                              "--count", "1", "--size", "32", "--attack-steps", "2", "--eot", "2", "--draws", "1",
+                              "--simba-iterations", "5", "--out", str(out), "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    table = json.loads((out / "defence.json").read_text())
+    rows = {r["name"]: r for r in table["rows"]}
+    assert set(rows["restorer"]["others"]) == {"cw non-adaptive", "simba black-box"}
+    student = rows["+ student k=1"]["others"]
+    assert student["simba black-box"]["queries"] > 0 and student["cw non-adaptive"]["l2"] > 0
+    teacher = rows["+ teacher (3 steps)"]
+    assert teacher["others"]["simba black-box"] is not None  # 3 steps <= 4: queried, not skipped
+    md = (out / "defence.md").read_text()
+    assert "C&W-L2 non-adaptive" in md and "SimBA black-box" in md
+
+
+def test_eval_with_purifier_writes_one_defence_table_per_budget(runs, tmp_path):
+    teacher50 = Purifier(unet="purifier-t", t_star=0.1, steps=8)
+    save_purifier(tmp_path / "teacher8", teacher50)
+    out = tmp_path / "eval"
+    res = runner.invoke(app, ["-q", "eval", str(runs / "restorer"), "--purifier", str(tmp_path / "teacher8"),
+                              "--data", "synth:toled", "--limit", "1", "--size", "32", "--attacks", "pgd,simba",
+                              "--eps", "4/255,8/255", "--steps", "2", "--eot", "2", "--draws", "1",
+                              "--simba-iterations", "3", "--out", str(out), "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "report.json").read_text())
+    assert [t["spec"]["eps"] for t in rep["tables"]] == pytest.approx([4 / 255, 8 / 255])
+    row = rep["tables"][1]["rows"][1]
+    assert row["adaptive_kind"].startswith("BPDA through the 8-step teacher")
+    assert row["others"]["simba black-box"] is None and "8-step purifier" in row["skipped"]["simba black-box"]
+    res = runner.invoke(app, ["eval", str(runs / "restorer"), "--purifier", str(tmp_path / "teacher8"),
+                              "--data", "synth:toled", "--objective", "clean", "--out", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "ground truth" in res.output and not (tmp_path / "bad").exists()

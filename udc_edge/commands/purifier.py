@@ -64,7 +64,7 @@ def train_purifier_cmd(
 def distill_cmd(
     ctx: typer.Context,
     teacher: PurifierArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder of the student: best/, last/, train_log.json.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder of the student: best/, last/, state, train_log.json.")],
     steps: Annotated[int, typer.Option(help="Student sampling steps k (1, 2 or 4).")] = 1,
     teacher_steps: Annotated[int, typer.Option(help="Teacher DDIM steps N (0: the teacher's own).")] = 0,
     train_steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 1000,
@@ -78,6 +78,7 @@ def distill_cmd(
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 0,
     pool: PoolOpt = 192,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last and OUT/state.safetensors.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Distil an N-step purifier into a k-step student (direct trajectory matching)."""
@@ -86,7 +87,8 @@ def distill_cmd(
 
     spec = DistillSpec(teacher=teacher, out=str(out), k=steps, teacher_steps=teacher_steps, train_steps=train_steps,
                        data=data, batch=batch, patch=patch, lr=lr, targets=targets, val_every=val_every,
-                       val_count=val_count, seed=seed, threads=threads, pool=pool, overwrite=overwrite)
+                       val_count=val_count, seed=seed, threads=threads, pool=pool, resume=resume,
+                       overwrite=overwrite)
     silent = quiet(ctx) or not is_main_process()
     with progress_bar("preparing data", None, silent) as setup, progress_bar("distilling", train_steps, silent) as adv:
         report = distill(spec, progress=adv, setup_progress=setup)
@@ -98,7 +100,7 @@ def finetune_cmd(
     ctx: typer.Context,
     restorer: Annotated[str, typer.Argument(help="Restorer: shipped name, checkpoint or run folder.")],
     purifier: Annotated[str, typer.Option(help="Purifier (usually a distilled student).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, train_log.json.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, state, train_log.json.")],
     data: DataOpt = "synth:poled",
     mix: Annotated[str, typer.Option(help="Inputs: clean, purified, adversarial, purified-adversarial.")] = "clean,purified",
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 500,
@@ -109,11 +111,14 @@ def finetune_cmd(
     attack_steps: Annotated[int, typer.Option(help="PGD steps per training batch.")] = 5,
     ssim_weight: Annotated[float, typer.Option(help="Weight of 1 - SSIM.")] = 0.2,
     fft_weight: Annotated[float, typer.Option(help="Weight of the FFT L1 term.")] = 0.05,
+    target: Annotated[str, typer.Option(
+        help="Learn ground truth (gt) or the original restorer's output on the clean input (restorer).")] = "gt",
     val_every: Annotated[int, typer.Option(help="Validate and checkpoint every K steps.")] = 100,
     val_count: Annotated[int, typer.Option(help="Validation images.")] = 8,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 0,
     pool: PoolOpt = 192,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last and OUT/state.safetensors.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Fine-tune a restorer on purified (and optionally adversarial) inputs."""
@@ -124,7 +129,7 @@ def finetune_cmd(
     spec = FinetuneSpec(restorer=restorer, purifier=purifier, out=str(out), data=data, mix=parse_mix(mix),
                         steps=steps, batch=batch, patch=patch, lr=lr, eps=parse_eps(eps), attack_steps=attack_steps,
                         ssim_weight=ssim_weight, fft_weight=fft_weight, val_every=val_every, val_count=val_count,
-                        seed=seed, threads=threads, pool=pool, overwrite=overwrite)
+                        seed=seed, threads=threads, pool=pool, resume=resume, overwrite=overwrite, target=target)
     silent = quiet(ctx) or not is_main_process()
     with progress_bar("preparing data", None, silent) as setup, progress_bar("fine-tuning", steps, silent) as adv:
         report = finetune_restorer(spec, progress=adv, setup_progress=setup)
@@ -148,7 +153,8 @@ def tune_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tune.json, tune.md, tune.png.")] = Path("purifier-tune"),
     t_stars: Annotated[str, typer.Option(help="Comma-separated t* values in (0, 1).")] = "0.02,0.04,0.06,0.08,0.1,0.12,0.15",
     max_drop: Annotated[float, typer.Option(help="Largest clean PSNR drop (dB) allowed for the chosen t*.")] = 1.0,
-    steps: Annotated[int, typer.Option(help="Teacher DDIM steps (0: its own, capped below t*).")] = 0,
+    steps: Annotated[int, typer.Option(help="Teacher DDIM steps (0: its own, capped below t*; 1: one-shot).")] = 0,
+    average: Annotated[int, typer.Option(help="Noise draws averaged per purification (1-12).")] = 1,
     count: CountOpt = 8,
     size: SizeOpt = 64,
     eps: EpsOpt = "8/255",
@@ -170,7 +176,7 @@ def tune_cmd(
     if threads:
         torch.set_num_threads(threads)
     spec = TuneSpec(t_stars=parse_t_stars(t_stars), max_clean_drop=max_drop, eps=parse_eps(eps),
-                    attack_steps=attack_steps, draws=draws, steps=steps, seed=seed)
+                    attack_steps=attack_steps, draws=draws, steps=steps, seed=seed, average=average)
     net, _ = load_model(restorer)
     pur, _ = load_purifier(purifier)
     x, y = load_eval_set(data, count, size, seed)
@@ -188,6 +194,13 @@ def table_cmd(
     teacher: Annotated[str | None, typer.Option(help="Teacher purifier (BPDA+EOT row).")] = None,
     student: Annotated[list[str] | None, typer.Option(help="Distilled student(s); repeat the option.")] = None,
     finetuned: Annotated[str | None, typer.Option(help="Restorer fine-tuned on purified inputs.")] = None,
+    purifier: Annotated[list[str] | None, typer.Option(
+        help="Further purifier(s) in front of the restorer (e.g. purifier-poled-oneshot); repeat the option.")] = None,
+    finetuned_purifier: Annotated[str | None, typer.Option(
+        help="Purifier in front of the fine-tuned restorer (default: the first student, else the teacher).")] = None,
+    attacks: Annotated[str, typer.Option(
+        help="Columns beside PGD: cw, ifgsm, mifgsm (on the restorer alone), simba, square (black-box).")] = "pgd,cw,simba",
+    simba_iterations: Annotated[int, typer.Option(help="SimBA iterations per image.")] = 500,
     data: EvalDataOpt = "synth:poled",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for defence.json and defence.md.")] = Path("defence"),
     count: CountOpt = 4,
@@ -200,11 +213,13 @@ def table_cmd(
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 0,
 ) -> None:
-    """Defence table: restorer, + teacher, + students, + fine-tuned; clean / non-adaptive / adaptive PGD."""
+    """Defence table: restorer, + teacher, + students, + purifiers, + fine-tuned; clean, PGD non-adaptive
+    and adaptive + EOT, C&W, SimBA (black-box on the defended pipeline), latency."""
     import torch
 
     from udc_edge.attacks import parse_eps
-    from udc_edge.evaluation.defence import DefenceSpec, defence_table, load_eval_set
+    from udc_edge.evaluation.defence import DefenceSpec, load_eval_set
+    from udc_edge.evaluation.defence_table import defence_table
     from udc_edge.fileio import write_text_atomic
     from udc_edge.models.purifier import load_purifier
     from udc_edge.models.zoo import load_model
@@ -213,15 +228,18 @@ def table_cmd(
     if threads:
         torch.set_num_threads(threads)
     spec = DefenceSpec(eps=parse_eps(eps), attack_steps=attack_steps, eot=eot, draws=draws, seed=seed,
-                       adaptive=adaptive)
+                       adaptive=adaptive, attacks=attacks, simba_iterations=simba_iterations)
     net, _ = load_model(restorer)
     t = load_purifier(teacher)[0] if teacher else None
     students = [load_purifier(s)[0] for s in (student or [])]
+    others = [(f"purifier {p}", load_purifier(p)[0]) for p in (purifier or [])]
     ft = load_model(finetuned)[0] if finetuned else None
+    ft_pur = load_purifier(finetuned_purifier)[0] if finetuned_purifier else None
     x, y = load_eval_set(data, count, size, seed)
-    rows = 1 + (t is not None) + len(students) + (ft is not None)
+    rows = 1 + (t is not None) + len(students) + len(others) + (ft is not None)
     with progress_bar("attacking", 2 * rows, quiet(ctx)) as adv:
-        table = defence_table(net, x, y, spec, teacher=t, students=students, finetuned=ft, progress=adv)
+        table = defence_table(net, x, y, spec, teacher=t, students=students, finetuned=ft, progress=adv,
+                              purifiers=others, finetuned_purifier=ft_pur)
     write_text_atomic(out / "defence.json", table.to_json())
     write_text_atomic(out / "defence.md", table.to_markdown())
     stdout.print(table.to_markdown(), soft_wrap=True, markup=False, highlight=False)

@@ -11,18 +11,14 @@ Two labelled kinds of PGD (L-inf, default 8/255, 20 steps, the project's ``attac
 
 Every defended number is measured over ``draws`` evaluation noise draws (other seeds than
 the attack's): the mean, and the worst case (per image, the worst draw; then averaged).
-:func:`defence_table` builds the table {restorer, + teacher, + student k, + student and
-fine-tuned restorer} x {clean, PGD non-adaptive, PGD adaptive+EOT} with PSNR/SSIM and
-latency per image.
+Query attacks (SimBA, Square) are black-box on the pipeline as deployed (fresh noise per
+query). :mod:`udc_edge.evaluation.defence_table` assembles these into the defence table.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,8 +28,7 @@ from udc_edge.attacks import AttackSpec, attack
 from udc_edge.errors import DataError, UsageError
 from udc_edge.evaluation.metrics import psnr, ssim
 from udc_edge.models.padding import Padded, run_padded
-from udc_edge.models.purifier import Purifier, PurifierSampler, check_pair
-from udc_edge.progress import Advance, _noop
+from udc_edge.models.purifier import Purifier, PurifierSampler
 
 
 def load_eval_set(data: str, count: int = 8, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +113,13 @@ class EOT(nn.Module):
 
 @dataclass(frozen=True)
 class DefenceSpec:
-    """How to attack and measure. ``draws``: evaluation noise draws per image."""
+    """How to attack and measure. ``draws``: evaluation noise draws per image.
+
+    ``attacks``: PGD (always, the headline: non-adaptive and adaptive + EOT) plus any of
+    ``ifgsm``, ``mifgsm``, ``cw`` (crafted on the restorer alone: non-adaptive; I-FGSM and
+    MI-FGSM also adaptive + EOT) and ``simba``, ``square`` (black-box: they query the
+    defended pipeline itself, which draws fresh purifier noise for every query).
+    """
 
     eps: float = 8 / 255
     attack_steps: int = 20
@@ -127,16 +128,39 @@ class DefenceSpec:
     seed: int = 0
     adaptive: bool = True
     latency_repeats: int = 5
+    attacks: tuple[str, ...] = ("pgd", "cw", "simba")
+    simba_iterations: int = 500
+    square_queries: int = 500
+    cw_search_steps: int = 5
+    cw_max_iter: int = 50
+    #: query attacks are skipped through purifiers with more steps (too slow; say so)
+    black_box_max_steps: int = 4
 
     def __post_init__(self) -> None:
+        from udc_edge.attacks import parse_attack_names
+
         if not 0 < self.eps <= 1:
             raise UsageError(f"--eps {self.eps} is outside (0, 1]", "e.g. 8/255")
-        for name in ("attack_steps", "eot", "draws", "latency_repeats"):
+        for name in ("attack_steps", "eot", "draws", "latency_repeats", "simba_iterations", "square_queries",
+                     "cw_search_steps", "cw_max_iter"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        names = self.attacks if isinstance(self.attacks, str) else ",".join(self.attacks)
+        object.__setattr__(self, "attacks", tuple(dict.fromkeys(("pgd", *parse_attack_names(names)))))
 
     def pgd(self, seed_offset: int = 0) -> AttackSpec:
-        return AttackSpec("pgd", eps=self.eps, steps=self.attack_steps, seed=self.seed + seed_offset)
+        return self.attack("pgd", seed_offset)
+
+    def attack(self, name: str, seed_offset: int = 0) -> AttackSpec:
+        """The :class:`AttackSpec` of one column (C&W is an L2 attack: no eps)."""
+        common = {"seed": self.seed + seed_offset}
+        if name == "cw":
+            return AttackSpec("cw", cw_search_steps=self.cw_search_steps, cw_max_iter=self.cw_max_iter, **common)
+        if name == "simba":
+            return AttackSpec("simba", eps=self.eps, simba_iterations=self.simba_iterations, **common)
+        if name == "square":
+            return AttackSpec("square", eps=self.eps, square_queries=self.square_queries, **common)
+        return AttackSpec(name, eps=self.eps, steps=self.attack_steps, **common)
 
 
 @torch.no_grad()
@@ -171,124 +195,27 @@ def latency_ms(pipeline: DefendedPipeline, x: torch.Tensor, repeats: int = 5) ->
     return float(np.median(times) * 1e3)
 
 
-def pgd_on_restorer(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec) -> torch.Tensor:
-    """Non-adaptive: PGD crafted on the restorer alone (the defender's purifier unseen)."""
-    return attack(Padded(restorer), x, y, spec.pgd()).x_adv
+def pgd_on_restorer(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec,
+                    name: str = "pgd") -> torch.Tensor:
+    """Non-adaptive: the attack crafted on the restorer alone (the defender's purifier unseen)."""
+    return attack(Padded(restorer), x, y, spec.attack(name)).x_adv
 
 
-def pgd_adaptive(pipeline: DefendedPipeline, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec) -> torch.Tensor:
-    """Adaptive: PGD on EOT(pipeline) (exact gradients, or BPDA if the pipeline says so)."""
-    return attack(EOT(pipeline, spec.eot, seed=spec.seed + 1), x, y, spec.pgd(1)).x_adv
+def pgd_adaptive(pipeline: DefendedPipeline, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec,
+                 name: str = "pgd") -> torch.Tensor:
+    """Adaptive: the attack on EOT(pipeline) (exact gradients, or BPDA if the pipeline says so)."""
+    return attack(EOT(pipeline, spec.eot, seed=spec.seed + 1), x, y, spec.attack(name, 1)).x_adv
 
 
-@dataclass
-class DefenceRow:
-    name: str
-    purifier: str
-    restorer: str
-    clean: dict[str, float]
-    nonadaptive: dict[str, float]
-    adaptive: dict[str, float] | None
-    adaptive_kind: str
-    latency_ms: float
+def black_box(pipeline: DefendedPipeline, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec,
+              name: str) -> tuple[torch.Tensor, float]:
+    """A query attack on the pipeline as deployed: a defended one draws fresh purifier
+    noise for every query. Returns the inputs and the mean queries per image."""
+    target = EOT(pipeline, 1, seed=spec.seed + 2) if pipeline.sampler is not None else pipeline
+    res = attack(target, x, y, spec.attack(name, 2))
+    return res.x_adv, float(np.mean(res.queries))
 
 
-@dataclass
-class DefenceTable:
-    rows: list[DefenceRow]
-    spec: dict[str, Any]
-    images: int
-    size: list[int]
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    def to_markdown(self) -> str:
-        eps = f"{self.spec['eps'] * 255:.0f}/255"
-        head = (f"| defence | clean PSNR / SSIM | PGD {eps} non-adaptive | PGD {eps} adaptive | adaptive attack "
-                "| latency / image (ms) |\n|---|---|---|---|---|---|")
-        lines = [head]
-        for r in self.rows:
-            def cell(m: dict | None) -> str:
-                if m is None:
-                    return "not run"
-                worst = f" (worst {m['psnr_worst']:.2f})" if m.get("draws", 1) > 1 else ""
-                return f"{m['psnr']:.2f} dB / {m['ssim']:.3f}{worst}"
-            lines.append(f"| {r.name} | {cell(r.clean)} | {cell(r.nonadaptive)} | {cell(r.adaptive)} | "
-                         f"{r.adaptive_kind} | {r.latency_ms:.1f} |")
-        note = (f"\n{self.images} images of {self.size[0]}x{self.size[1]}; PGD {self.spec['attack_steps']} steps; "
-                f"defended numbers are means over {self.spec['draws']} noise draws (worst draw per image in "
-                "brackets). Non-adaptive: crafted on the row's restorer alone, then purified.")
-        return "\n".join(lines) + note + "".join(f"\n- {n}" for n in self.notes) + "\n"
-
-
-def _row(name: str, restorer: nn.Module, restorer_name: str, purifier: Purifier | None, x: torch.Tensor,
-         y: torch.Tensor, x_adv: torch.Tensor, spec: DefenceSpec, progress: Advance) -> DefenceRow:
-    sampler = purifier.sampler() if purifier is not None else None
-    exact = DefendedPipeline(restorer, sampler)
-    clean = measure(exact, x, y, spec.draws, spec.seed)
-    nonad = measure(exact, x_adv, y, spec.draws, spec.seed)
-    progress(1, status=f"{name}: clean {clean['psnr']:.2f}, non-adaptive {nonad['psnr']:.2f} dB")
-    adaptive, kind = None, "not run"
-    if purifier is None:
-        adaptive, kind = nonad, "white-box PGD (undefended: same as non-adaptive)"
-    elif spec.adaptive:
-        bpda = purifier.role == "teacher"
-        kind = (f"BPDA through the {purifier.steps}-step teacher" if bpda else
-                f"exact gradients through {purifier.steps} step(s)") + f" + EOT({spec.eot})"
-        x_ad = pgd_adaptive(DefendedPipeline(restorer, sampler, bpda=bpda), x, y, spec)
-        adaptive = measure(exact, x_ad, y, spec.draws, spec.seed)
-    progress(1, status=f"{name}: adaptive {adaptive['psnr']:.2f} dB" if adaptive else name)
-    return DefenceRow(name=name, purifier="none" if purifier is None else
-                      f"{purifier.role} t*={purifier.t_star} steps={purifier.steps}", restorer=restorer_name,
-                      clean=clean, nonadaptive=nonad, adaptive=adaptive, adaptive_kind=kind,
-                      latency_ms=latency_ms(exact, x, spec.latency_repeats))
-
-
-def defence_table(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec = DefenceSpec(),
-                  teacher: Purifier | None = None, students: list[Purifier] | tuple = (),
-                  finetuned: nn.Module | None = None, finetuned_purifier: Purifier | None = None,
-                  progress: Advance = _noop) -> DefenceTable:
-    """Rows: restorer; + teacher; + each student; + purifier and fine-tuned restorer
-    (``finetuned_purifier``, default the first student, else the teacher)."""
-    for s in students:
-        if teacher is not None:
-            check_pair(teacher, s, "the teacher", f"the {s.steps}-step student")
-    notes = list(dict.fromkeys(f"the {p.role} purifier was trained at {p.resolution} px and runs at {x.shape[-2]}x{x.shape[-1]} "
-             "(fully convolutional)" for p in [teacher, *students] if p is not None and p.resolution != x.shape[-1]))
-    restorer.eval()
-    x_adv = pgd_on_restorer(restorer, x, y, spec)
-    rows = [_row("restorer", restorer, "restorer", None, x, y, x_adv, spec, progress)]
-    if teacher is not None:
-        rows.append(_row(f"+ teacher ({teacher.steps} steps)", restorer, "restorer", teacher, x, y, x_adv, spec,
-                         progress))
-    for s in students:
-        rows.append(_row(f"+ student k={s.steps}", restorer, "restorer", s, x, y, x_adv, spec, progress))
-    if finetuned is not None:
-        pur = finetuned_purifier or (students[0] if students else teacher)
-        if pur is None:
-            raise UsageError("a fine-tuned restorer row needs a purifier", "give a teacher or student too")
-        finetuned.eval()
-        x_adv_ft = pgd_on_restorer(finetuned, x, y, spec)
-        label = f"student k={pur.steps}" if pur.role == "student" else "teacher"
-        rows.append(_row(f"+ {label} + fine-tuned restorer", finetuned, "fine-tuned", pur, x, y, x_adv_ft, spec,
-                         progress))
-        notes.append("the fine-tuned row's non-adaptive PGD is crafted on the fine-tuned restorer alone")
-    return DefenceTable(rows=rows, spec=asdict(spec), images=len(x), size=list(x.shape[-2:]), notes=notes)
-
-
-def gain_recovery(table: DefenceTable, student_row: str, teacher_row: str, column: str = "nonadaptive"
-                  ) -> float | None:
-    """Fraction of the teacher's attacked-PSNR gain over the undefended restorer that a
-    student keeps: (student - restorer) / (teacher - restorer); None if the teacher gains
-    nothing."""
-    by = {r.name: r for r in table.rows}
-    base = getattr(by["restorer"], column)["psnr"]
-    gain_t = getattr(by[teacher_row], column)["psnr"] - base
-    if not math.isfinite(gain_t) or gain_t <= 0:
-        return None
-    return (getattr(by[student_row], column)["psnr"] - base) / gain_t
+def uses_bpda(purifier: Purifier) -> bool:
+    """BPDA through long samplers (the N-step teacher); exact gradients through <= 4 steps."""
+    return purifier.steps > 4

@@ -1,12 +1,12 @@
 """Pick the purification noise level t* (after UAD-RS's adaptive noise level selection).
 
 For each t* in a sweep, the teacher purifies (its N steps, capped to the timesteps below
-t*) the clean inputs and a non-adaptive PGD input (crafted once on the restorer alone),
-and the restorer restores them. The chosen t* has the best attacked PSNR among those
-whose clean PSNR drop against the undefended restorer stays within ``max_clean_drop``;
-if none does, nothing is chosen and the report says so (no silent fallback). Larger t*
-drowns the attack in more noise but also erases more detail: the sweep shows that
-trade-off as a plot (PNG) and JSON.
+t*, or ``steps``; averaged over ``average`` noise draws) the clean inputs and a
+non-adaptive PGD input (crafted once on the restorer alone), and the restorer restores
+them. The chosen t* has the best attacked PSNR among those whose clean PSNR drop against
+the undefended restorer stays within ``max_clean_drop``; if none does, nothing is chosen
+and the report says so (no silent fallback). Larger t* drowns the attack in more noise
+but also erases more detail: the sweep shows that trade-off as a plot (PNG) and JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 from udc_edge.errors import UsageError
 from udc_edge.evaluation.defence import DefenceSpec, DefendedPipeline, measure, pgd_on_restorer
 from udc_edge.fileio import atomic_path, write_json_atomic, write_text_atomic
-from udc_edge.models.purifier import Purifier, check_t_star, t_index
+from udc_edge.models.purifier import Purifier, check_average, check_t_star, t_index
 from udc_edge.progress import Advance, _noop
 
 DEFAULT_T_STARS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15)
@@ -47,6 +47,7 @@ class TuneSpec:
     draws: int = 2
     steps: int = 0  # 0: the teacher's N (capped to the timesteps below each t*)
     seed: int = 0
+    average: int = 1  # noise draws averaged per purification
 
     def __post_init__(self) -> None:
         for t in self.t_stars:
@@ -55,6 +56,7 @@ class TuneSpec:
             raise UsageError(f"--max-drop {self.max_clean_drop} must be >= 0 dB")
         if self.steps < 0:
             raise UsageError("--steps must be >= 0 (0: the teacher's own)")
+        check_average(self.average)
         DefenceSpec(eps=self.eps, attack_steps=self.attack_steps, draws=self.draws)  # validates those
 
 
@@ -75,7 +77,8 @@ class TuneReport:
                  "|---|---|---|---|---|---|"]
         for r in self.rows:
             mark = " **chosen**" if self.chosen == r["t_star"] else ""
-            lines.append(f"| {r['t_star']:g}{mark} | {r['steps']} | {r['clean_psnr']:.2f} | {r['clean_drop']:+.2f} | "
+            avg = f" (mean of {r['average']})" if r.get("average", 1) > 1 else ""
+            lines.append(f"| {r['t_star']:g}{mark} | {r['steps']}{avg} | {r['clean_psnr']:.2f} | {r['clean_drop']:+.2f} | "
                          f"{r['attacked_psnr']:.2f} | {'yes' if r['within_bound'] else 'no'} |")
         b = self.baseline
         lines.append(f"\nundefended restorer: clean {b['clean_psnr']:.2f} dB, PGD {b['attacked_psnr']:.2f} dB; "
@@ -140,11 +143,12 @@ def tune_t_star(restorer: nn.Module, purifier: Purifier, x: torch.Tensor, y: tor
     rows = []
     for t in spec.t_stars:
         n = min(spec.steps or purifier.steps, t_index(t) + 1)
-        pipe = DefendedPipeline(restorer, purifier.sampler(t_star=t, steps=n))
+        pipe = DefendedPipeline(restorer, purifier.sampler(t_star=t, steps=n, average=spec.average))
         clean = measure(pipe, x, y, spec.draws, spec.seed)
         att = measure(pipe, x_adv, y, spec.draws, spec.seed)
         drop = base["clean_psnr"] - clean["psnr"]
-        rows.append({"t_star": t, "steps": n, "clean_psnr": clean["psnr"], "clean_ssim": clean["ssim"],
+        rows.append({"t_star": t, "steps": n, "average": spec.average, "clean_psnr": clean["psnr"],
+                     "clean_ssim": clean["ssim"],
                      "attacked_psnr": att["psnr"], "attacked_ssim": att["ssim"],
                      "attacked_psnr_worst": att["psnr_worst"], "clean_drop": drop,
                      "within_bound": bool(drop <= spec.max_clean_drop)})

@@ -21,6 +21,13 @@ checkpoint (``save_purifier``: safetensors + JSON config, arch
 ``udc_edge.models.purifier:Purifier``), so ``udc-edge models`` lists shipped purifiers.
 A *teacher* runs N steps; a *student* was distilled from a teacher to k steps at the
 teacher's t* and refuses any other t*.
+
+``average`` K > 1 purifies K times and averages (an ensemble over the diffusion noise,
+which removes most of the variance the noise adds to a clean image). The K draws are
+views of the ONE noise input: flips and channel rotations of it, so every element of a
+view comes from a different element of the input (independent N(0, 1) values) and the
+graph keeps its ``(image, noise)`` signature. With ``steps = 1`` this is one-shot
+denoising (Carlini et al. 2023): the UNet's x0 prediction at t*, no trajectory.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ TRAIN_TIMESTEPS = 1000
 BETA_START, BETA_END = 1e-4, 0.02
 DOMAINS = ("lq", "gt")
 ROLES = ("teacher", "student")
+#: Most noise draws one purification can average (4 flips x 3 channel rotations).
+MAX_AVERAGE = 12
 #: UNet presets: ``purifier-t`` for tests, ``purifier-s`` for the shipped weights.
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     "purifier-t": {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4},
@@ -62,6 +71,24 @@ def check_steps(steps: Any, what: str = "--steps", error: type = UsageError) -> 
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise error(f"{what} = {steps!r} must be an integer >= 1", "use 1 or more sampling steps")
     return steps
+
+
+def check_average(average: Any, what: str = "--average", error: type = UsageError) -> int:
+    if isinstance(average, bool) or not isinstance(average, int) or not 1 <= average <= MAX_AVERAGE:
+        raise error(f"{what} {average!r} is invalid", f"average 1 to {MAX_AVERAGE} noise draws")
+    return average
+
+
+def noise_views(noise: torch.Tensor, count: int) -> list[torch.Tensor]:
+    """``count`` (<= 12) noise tensors made from one: the 4 flips (none, H, W, HW) times 3
+    channel rotations. With even H and W no element of a view shares its source element
+    with the same element of another view, so per element the draws are independent."""
+    flips = [lambda n: n, lambda n: n.flip(-2), lambda n: n.flip(-1), lambda n: n.flip(-2, -1)]
+    views = []
+    for k in range(check_average(count, "noise views")):
+        v = flips[k % 4](noise)
+        views.append(v if k < 4 else v.roll(k // 4, 1))
+    return views
 
 
 def t_index(t_star: float, timesteps: int = TRAIN_TIMESTEPS) -> int:
@@ -182,15 +209,19 @@ class PurifierSampler(nn.Module):
     traced at a multiple and needs multiples.
     """
 
-    def __init__(self, unet: nn.Module, t_star: float, steps: int, schedule: torch.Tensor, clip: bool = True):
+    def __init__(self, unet: nn.Module, t_star: float, steps: int, schedule: torch.Tensor, clip: bool = True,
+                 average: int = 1):
         super().__init__()
         self.unet = unet
         self.t_star = check_t_star(t_star)
         self.steps = check_steps(steps)
+        self.average = check_average(average)
         self.timesteps = ddim_timesteps(self.t_star, self.steps)
         self.schedule = _ab(schedule)
         self.clip = clip
-        self.multiple = 2 ** (len(unet.config.block_out_channels) - 1)
+        levels = 2 ** (len(unet.config.block_out_channels) - 1)
+        # noise views need even H and W (flips without fixed points)
+        self.multiple = levels if self.average == 1 or levels % 2 == 0 else 2 * levels
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         if noise.shape != x.shape:
@@ -198,9 +229,15 @@ class PurifierSampler(nn.Module):
                              "draw the noise with the image's shape")
         xp, size = pad_to_multiple(x, self.multiple)
         npad, _ = pad_to_multiple(noise, self.multiple)
-        z = diffuse(xp, self.t_star, npad, self.schedule)
+        if self.average == 1:
+            z = diffuse(xp, self.t_star, npad, self.schedule)
+        else:
+            z = torch.cat([diffuse(xp, self.t_star, v, self.schedule) for v in noise_views(npad, self.average)])
         z = ddim_reverse(self.unet, z, self.t_star, self.steps, self.schedule, self.clip)
-        return crop(from_model(z), size)
+        out = from_model(z)
+        if self.average > 1:
+            out = out.unflatten(0, (self.average, -1)).mean(0)
+        return crop(out, size)
 
 
 def state_digest(module: nn.Module) -> str:
@@ -213,17 +250,17 @@ def state_digest(module: nn.Module) -> str:
 
 
 class Purifier(nn.Module):
-    """A trained DDPM UNet and how to purify with it (t*, steps, domain, role).
+    """A trained DDPM UNet and how to purify with it (t*, steps, draws averaged, domain, role).
 
-    ``forward(x, noise)`` purifies with the configured t* and steps; ``sampler(t_star,
-    steps)`` builds the exportable :class:`PurifierSampler` (a student accepts only its
+    ``forward(x, noise)`` purifies with the configured t*, steps and average; ``sampler(t_star,
+    steps, average)`` builds the exportable :class:`PurifierSampler` (a student accepts only its
     own t* and k). ``resolution`` is the training crop; any size works (convolutional).
     ``t_max`` is the top of the noise range the UNet was trained on: t* must not exceed it.
     """
 
     def __init__(self, unet: dict[str, Any] | None = None, t_star: float = 0.1, steps: int = 20,
                  resolution: int = 64, domain: str = "lq", role: str = "teacher", t_max: float = 0.3,
-                 distillation: dict[str, Any] | None = None):
+                 distillation: dict[str, Any] | None = None, average: int = 1):
         super().__init__()
         self.unet_cfg = unet_config(unet if unet is not None else "purifier-s")
         self.unet = build_unet(self.unet_cfg)
@@ -232,6 +269,7 @@ class Purifier(nn.Module):
             raise ModelError(f"purifier t_max={t_max!r} is outside (0, 1]", "it is a fraction of the schedule")
         self.t_max = float(t_max)
         self.steps = check_steps(steps, "purifier steps", ModelError)
+        self.average = check_average(average, "purifier average", ModelError)
         if domain not in DOMAINS or role not in ROLES:
             raise ModelError(f"purifier domain={domain!r} / role={role!r} is invalid",
                              f"domain is one of {DOMAINS}, role one of {ROLES}")
@@ -252,18 +290,20 @@ class Purifier(nn.Module):
         """The constructor kwargs: what a checkpoint stores to rebuild this purifier."""
         return {"unet": self.unet_cfg, "t_star": self.t_star, "steps": self.steps,
                 "resolution": self.resolution, "domain": self.domain, "role": self.role,
-                "t_max": self.t_max, "distillation": self.distillation}
+                "t_max": self.t_max, "distillation": self.distillation, "average": self.average}
 
-    def sampler(self, t_star: float | None = None, steps: int | None = None) -> PurifierSampler:
+    def sampler(self, t_star: float | None = None, steps: int | None = None, average: int | None = None
+                ) -> PurifierSampler:
         t = self.t_star if t_star is None else check_t_star(t_star)
         k = self.steps if steps is None else check_steps(steps)
+        avg = self.average if average is None else check_average(average)
         if self.role == "student" and (abs(t - self.t_star) > 1e-9 or k != self.steps):
             raise UsageError(f"this student was distilled for t* = {self.t_star}, {self.steps} step(s); "
                              f"asked for t* = {t}, {k} step(s)", "use its teacher, or distil a new student")
         if t > self.t_max + 1e-9:
             raise UsageError(f"t* = {t} is above the noise range the purifier was trained on ({self.t_max})",
                              f"use t* <= {self.t_max} or train with a larger --t-max")
-        return PurifierSampler(self.unet, t, k, self.alphas_cumprod)
+        return PurifierSampler(self.unet, t, k, self.alphas_cumprod, average=avg)
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         if noise is None:

@@ -15,8 +15,15 @@ distillation needs log2(N/k) rounds) and no target networks or EMA (consistency
 distillation), and the teacher's N steps per batch are cheap at k <= 4 and t* <= 0.15.
 
 Output: ``OUT/best/`` (lowest student-teacher gap on fixed validation images and noise),
-``OUT/last/``, ``OUT/train_log.json``. The student records its teacher's t*, steps and
+``OUT/last/``, ``OUT/state.safetensors`` (optimizer state, step, history; saved at every
+validation), ``OUT/train_log.json``. The student records its teacher's t*, steps and
 weight digest, so pairing it with another teacher is refused.
+
+``resume`` continues an interrupted run from ``OUT/last`` and the state, exactly: every
+step's batch and noise derive from (seed, step, rank) and ``--targets`` are recomputed
+from the seed, so the final weights equal an uninterrupted run's. Resuming with another
+teacher (path or weights), k, teacher steps, data, batch, patch, targets, seed, pool or
+validation count is refused; other changes (lr, train steps, ...) are recorded in the log.
 """
 
 from __future__ import annotations
@@ -47,8 +54,19 @@ from udc_edge.training import distributed as D
 from udc_edge.training.pairs import make_train_data
 from udc_edge.training.purifier import domain_batch
 from udc_edge.training.restorer import lr_at, prepare_out_dir
+from udc_edge.training.state import (
+    STATE_NAME,
+    last_config,
+    load_train_state,
+    save_train_state,
+    spec_changes,
+)
 
 METHOD = "direct trajectory matching (knowledge distillation of the DDIM sampler, Luhman & Luhman 2021)"
+#: Spec fields (and the teacher's weight digest) a resumed run must share with the interrupted one.
+RESUME_MUST_MATCH = {"teacher": "TEACHER", "teacher_digest": "the teacher's weights (digest)", "k": "--steps",
+                     "teacher_steps": "--teacher-steps", "data": "--data", "batch": "--batch", "patch": "--patch",
+                     "targets": "--targets", "seed": "--seed", "pool": "--pool", "val_count": "--val-count"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,7 @@ class DistillSpec:
     threads: int = 0
     pool: int = 192
     targets: int = 0  # >0: precompute this many teacher outputs once and train on them
+    resume: bool = False
 
     def __post_init__(self) -> None:
         check_steps(self.k, "--steps")
@@ -87,6 +106,8 @@ class DistillSpec:
             raise UsageError("--teacher-steps and --patch must be >= 0 (0: the teacher's own)")
         if not self.lr > 0:
             raise UsageError(f"--lr must be > 0, got {self.lr}")
+        if self.resume and self.overwrite:
+            raise UsageError("--resume and --overwrite contradict each other", "pick one")
 
     @property
     def steps(self) -> int:  # for lr_at
@@ -164,7 +185,7 @@ def distill(spec: DistillSpec, progress: Advance = _noop, setup_progress: Advanc
     if spec.threads:
         torch.set_num_threads(spec.threads)
     info = D.init_distributed("cpu")
-    out = prepare_out_dir(spec.out, False, spec.overwrite, info)
+    out = prepare_out_dir(spec.out, spec.resume, spec.overwrite, info)
     teacher, desc = load_purifier(spec.teacher)
     if teacher.role != "teacher":
         raise UsageError(f"{spec.teacher} is already a distilled student", "distil from the N-step teacher")
@@ -173,26 +194,42 @@ def distill(spec: DistillSpec, progress: Advance = _noop, setup_progress: Advanc
     trained = desc.get("training", {}).get("spec", {})
     data_name = spec.data or trained.get("data", "synth:poled")
     patch = spec.patch or teacher.resolution
+    digest = state_digest(teacher)
     kwargs: dict[str, Any] = {**teacher.config(), "role": "student", "steps": spec.k, "distillation": {
-        "method": METHOD, "teacher": str(spec.teacher), "teacher_digest": state_digest(teacher),
+        "method": METHOD, "teacher": str(spec.teacher), "teacher_digest": digest,
         "teacher_steps": n_teacher, "teacher_t_star": teacher.t_star, "train_steps": spec.train_steps}}
     student = Purifier(**kwargs)
     student.load_state_dict(teacher.state_dict())
     for p in teacher.parameters():
         p.requires_grad_(False)
+    opt = torch.optim.AdamW(student.unet.parameters(), lr=spec.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    start, resumed = 0, None
+    history: list[dict] = []
+    best = float("inf")  # the saved best/ student's gap
+    if spec.resume:  # before the data and targets: a refusal is quick
+        saved = last_config(out)
+        saved_spec = dict(saved.get("training", {}).get("spec", {}))
+        saved_digest = saved.get("kwargs", {}).get("distillation", {}).get("teacher_digest")
+        if saved_digest:
+            saved_spec["teacher_digest"] = saved_digest
+        changed = spec_changes(saved_spec, {**asdict(spec), "teacher_digest": digest}, RESUME_MUST_MATCH)
+        start, history, best = load_train_state(out, student, opt)
+        resumed = {"from_step": start, "changed": changed}
     data = make_train_data(data_name, patch, spec.seed, spec.val_count, pool=spec.pool, progress=setup_progress)
     vx, vn = _val_set(data.val, teacher.domain, patch, spec.seed)
     with torch.no_grad():
         v_target = ddim_reverse(teacher.unet, diffuse(vx, teacher.t_star, vn), teacher.t_star, n_teacher)
+    # deterministic from (seed, rank) and the teacher, so recomputed (not cached) on resume
     pool = _target_pool(spec, data, teacher, n_teacher, info.rank, setup_progress) if spec.targets else None
-    gap0 = teacher_student_gap(teacher, student, vx, vn, n_teacher, spec.k, v_target)
+    if not spec.resume:
+        history = [{"step": 0, "gap_mse": teacher_student_gap(teacher, student, vx, vn, n_teacher, spec.k, v_target),
+                    "seconds": 0.0}]
+    gap0 = float(history[0]["gap_mse"])
     student.distillation["gap_mse_before"] = gap0
-    opt = torch.optim.AdamW(student.unet.parameters(), lr=spec.lr, weight_decay=0.0, betas=(0.9, 0.99))
     unet = D.wrap_model(student.unet, info)
-    history: list[dict] = [{"step": 0, "gap_mse": gap0, "seconds": 0.0}]
-    best = float("inf")  # the saved best/ student's gap
     t0 = time.perf_counter()
-    for step in range(spec.train_steps):
+    elapsed_before = float(history[-1]["seconds"])
+    for step in range(start, spec.train_steps):
         student.train()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, spec)  # type: ignore[arg-type]
@@ -211,7 +248,7 @@ def distill(spec: DistillSpec, progress: Advance = _noop, setup_progress: Advanc
         if info.is_main and ((step + 1) % spec.val_every == 0 or step + 1 == spec.train_steps):
             gap = teacher_student_gap(teacher, student, vx, vn, n_teacher, spec.k, v_target)
             m = {"step": step + 1, "gap_mse": gap, "loss": float(loss.item()),
-                 "seconds": time.perf_counter() - t0}
+                 "seconds": elapsed_before + time.perf_counter() - t0}
             history.append(m)
             progress(0, status=f"gap {gap:.2e}")
             extra = {"training": {"spec": asdict(spec), "data": data.describe(), "step": step + 1,
@@ -220,11 +257,14 @@ def distill(spec: DistillSpec, progress: Advance = _noop, setup_progress: Advanc
                 best = gap
                 save_purifier(out / "best", student, extra, overwrite=True)
             save_purifier(out / "last", student, extra, overwrite=True)
+            save_train_state(out / STATE_NAME, opt, step + 1, history, best)
     report = DistillReport(out=str(out), k=spec.k, teacher_steps=n_teacher, t_star=teacher.t_star,
-                           gap_before=gap0, gap_after=best, seconds=time.perf_counter() - t0, history=history)
+                           gap_before=gap0, gap_after=best, seconds=elapsed_before + time.perf_counter() - t0,
+                           history=history)
     if info.is_main:
         write_json_atomic(Path(out) / "train_log.json", {"spec": asdict(spec), "data": data.describe(),
-                                                         **asdict(report), "torch": torch.__version__,
+                                                         **asdict(report), "resumed": resumed,
+                                                         "torch": torch.__version__,
                                                          "threads": torch.get_num_threads()})
     D.finish(info)
     return report

@@ -16,7 +16,13 @@ needs pretrained weights that cannot be downloaded here (and torchvision is not 
 dependency), so the offline default is SSIM + frequency; no ``--perceptual-weights``.
 Validation: PSNR of purifier -> restorer on fixed val images and noise (``best/`` is
 chosen by it) and of the restorer on clean inputs. The output is an ordinary restorer
-checkpoint (``OUT/best``, ``OUT/last``, ``OUT/train_log.json``); works under torchrun.
+checkpoint (``OUT/best``, ``OUT/last``, ``OUT/state.safetensors`` with the optimizer state,
+step and history saved at every validation, ``OUT/train_log.json``); works under torchrun.
+
+``resume`` continues an interrupted run from ``OUT/last`` and the state, exactly (batches,
+purifier noise and PGD starts derive from (seed, step, rank)). Resuming with another
+restorer, purifier, data, mix, batch, patch, eps, attack steps, loss weights, seed, pool
+or validation count is refused; other changes (lr, steps, ...) are recorded in the log.
 """
 
 from __future__ import annotations
@@ -42,8 +48,16 @@ from udc_edge.training import distributed as D
 from udc_edge.training.losses import fft_l1
 from udc_edge.training.pairs import make_train_data
 from udc_edge.training.restorer import evaluate_pairs, lr_at, prepare_out_dir, save_run
+from udc_edge.training.state import last_config, load_train_state, spec_changes
 
 MIX_NAMES = ("clean", "purified", "adversarial", "purified-adversarial")
+#: what the restorer learns to output: ground truth, or the original restorer's output on
+#: the clean input (consistency: the defended pipeline should reproduce the undefended one)
+TARGETS = ("gt", "restorer")
+#: Spec fields a resumed run must share with the interrupted one (field -> option).
+RESUME_MUST_MATCH = {name: f"--{name.replace('_', '-')}" for name in (
+    "purifier", "data", "mix", "batch", "patch", "eps", "attack_steps", "ssim_weight", "fft_weight", "seed", "pool",
+    "val_count", "target")} | {"restorer": "RESTORER"}
 
 
 def parse_mix(text: str) -> tuple[str, ...]:
@@ -80,6 +94,8 @@ class FinetuneSpec:
     overwrite: bool = False
     threads: int = 0
     pool: int = 192
+    resume: bool = False
+    target: str = "gt"
 
     def __post_init__(self) -> None:
         mix = self.mix if isinstance(self.mix, str) else ",".join(self.mix)
@@ -92,8 +108,12 @@ class FinetuneSpec:
                              f"use --batch >= {len(self.mix)}")
         if not self.lr > 0 or not 0 < self.eps <= 1:
             raise UsageError(f"--lr must be > 0 and --eps in (0, 1]; got {self.lr}, {self.eps}")
+        if self.target not in TARGETS:
+            raise UsageError(f"--target {self.target!r} is unknown", f"use one of {', '.join(TARGETS)}")
         if self.ssim_weight < 0 or self.fft_weight < 0:
             raise UsageError("--ssim-weight and --fft-weight must be >= 0")
+        if self.resume and self.overwrite:
+            raise UsageError("--resume and --overwrite contradict each other", "pick one")
 
 
 def ssim_torch(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -185,7 +205,7 @@ def finetune_restorer(spec: FinetuneSpec, progress: Advance = _noop, setup_progr
     if spec.threads:
         torch.set_num_threads(spec.threads)
     info = D.init_distributed("cpu")
-    out = prepare_out_dir(spec.out, False, spec.overwrite, info)
+    out = prepare_out_dir(spec.out, spec.resume, spec.overwrite, info)
     restorer, rdesc = load_model(spec.restorer)
     purifier, pdesc = load_purifier(spec.purifier)
     sampler = purifier.sampler().eval()
@@ -196,14 +216,23 @@ def finetune_restorer(spec: FinetuneSpec, progress: Advance = _noop, setup_progr
         raise UsageError(f"--patch {spec.patch} is not a multiple of {need} (restorer and purifier sizes)",
                          f"use --patch {-(-spec.patch // need) * need}")
     config = {"arch": rdesc["arch"], "kwargs": rdesc["kwargs"]}
-    data = make_train_data(spec.data, spec.patch, spec.seed, spec.val_count, pool=spec.pool, progress=setup_progress)
     opt = torch.optim.AdamW(restorer.parameters(), lr=spec.lr, weight_decay=1e-4, betas=(0.9, 0.99))
-    before = _validate(restorer, sampler, data.val, spec.seed) if info.is_main else {}
-    history: list[dict] = [{"step": 0, **before}]
+    start, resumed = 0, None
+    history: list[dict] = []
     best: dict[str, Any] = {"psnr": -1.0}
+    if spec.resume:  # before the data: a refusal is quick
+        changed = spec_changes(last_config(out).get("training", {}).get("spec", {}), asdict(spec), RESUME_MUST_MATCH)
+        start, history, best = load_train_state(out, restorer, opt)
+        resumed = {"from_step": start, "changed": changed}
+    data = make_train_data(spec.data, spec.patch, spec.seed, spec.val_count, pool=spec.pool, progress=setup_progress)
+    if not spec.resume:
+        history = [{"step": 0, **(_validate(restorer, sampler, data.val, spec.seed) if info.is_main else {})}]
+    before = {k: v for k, v in history[0].items() if k != "step"}
+    reference = load_model(spec.restorer)[0].eval() if spec.target == "restorer" else None
     ddp = D.wrap_model(restorer, info)
     t0 = time.perf_counter()
-    for step in range(spec.steps):
+    elapsed_before = float(history[-1].get("seconds", 0.0))
+    for step in range(start, spec.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, spec)  # type: ignore[arg-type]
         rng = np.random.default_rng([spec.seed, step, info.rank])
@@ -211,6 +240,9 @@ def finetune_restorer(spec: FinetuneSpec, progress: Advance = _noop, setup_progr
         chunks = np.array_split(np.arange(spec.batch), len(spec.mix))
         xs = [_inputs(c, lq[idx], gt[idx], restorer, sampler, spec, int(rng.integers(2**62)))
               for c, idx in zip(spec.mix, chunks)]
+        if reference is not None:
+            with torch.no_grad():
+                gt = reference(lq)
         restorer.train()
         loss = finetune_loss(ddp(torch.cat(xs)), gt, spec.ssim_weight, spec.fft_weight)
         opt.zero_grad(set_to_none=True)
@@ -220,7 +252,7 @@ def finetune_restorer(spec: FinetuneSpec, progress: Advance = _noop, setup_progr
         progress(1, status=f"loss {loss.item():.4f}")
         if info.is_main and ((step + 1) % spec.val_every == 0 or step + 1 == spec.steps):
             m = _validate(restorer, sampler, data.val, spec.seed)
-            m.update(step=step + 1, loss=float(loss.item()), seconds=time.perf_counter() - t0)
+            m.update(step=step + 1, loss=float(loss.item()), seconds=elapsed_before + time.perf_counter() - t0)
             history.append(m)
             progress(0, status=f"val purified {m['psnr']:.2f} dB, clean {m['clean_psnr']:.2f} dB")
             training = {"spec": asdict(spec), "data": data.describe(), "step": step + 1,
@@ -228,10 +260,11 @@ def finetune_restorer(spec: FinetuneSpec, progress: Advance = _noop, setup_progr
                         "purifier": pdesc.get("name", pdesc.get("path", spec.purifier)),
                         "purifier_config": purifier.config()}
             best = save_run(out, restorer, opt, config, m, best, history, training)
-    report = FinetuneReport(out=str(out), steps=spec.steps, seconds=time.perf_counter() - t0, before=before,
-                            best=best, history=history)
+    report = FinetuneReport(out=str(out), steps=spec.steps, seconds=elapsed_before + time.perf_counter() - t0,
+                            before=before, best=best, history=history)
     if info.is_main:
         write_json_atomic(out / "train_log.json", {"spec": asdict(spec), "data": data.describe(), **asdict(report),
-                                                   "torch": torch.__version__, "threads": torch.get_num_threads()})
+                                                   "resumed": resumed, "torch": torch.__version__,
+                                                   "threads": torch.get_num_threads()})
     D.finish(info)
     return report

@@ -2,12 +2,18 @@
 
 The optimizer's state dict is flattened into named tensors plus a JSON skeleton of its
 non-tensor parts (param groups, step counts), stored as safetensors metadata.
+
+``save_train_state``/``load_train_state`` are the trainers' shared layout of
+``OUT/state.safetensors`` (optimizer, step, JSON history and best-so-far) next to the
+``OUT/last`` checkpoint; ``spec_changes`` compares a resumed run's spec with the
+interrupted run's (refusing changes of the fields that define the run).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from udc_edge.errors import ModelError
+from udc_edge.errors import ModelError, UsageError
 from udc_edge.fileio import atomic_path
 
 
@@ -62,3 +68,59 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     except (SafetensorError, KeyError, OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"training state {path} is corrupt: {exc}", "delete it and train afresh") from exc
     return _unflatten(skeleton, tensors)
+
+
+STATE_NAME = "state.safetensors"
+
+
+def save_train_state(path: str | os.PathLike, opt: torch.optim.Optimizer, step: int, history: list[dict],
+                     best: Any) -> None:
+    """The trainers' state layout: optimizer, step, JSON history and best-so-far metric."""
+    save_state(path, {"optimizer": opt.state_dict(), "step": step, "history": json.dumps(history),
+                      "best": json.dumps(best)})
+
+
+def load_train_state(out: str | os.PathLike, model: torch.nn.Module, opt: torch.optim.Optimizer
+                     ) -> tuple[int, list[dict], Any]:
+    """Resume from ``out``: OUT/last weights into ``model`` (in place: ``opt`` holds its
+    parameters) and the optimizer state; returns (step, history, best). A folder without
+    state is the clear "no training state" error, before anything is loaded."""
+    from udc_edge.models.checkpoint import load_weights
+
+    out = Path(out)
+    st = load_state(out / STATE_NAME)
+    load_weights(model, out / "last" / "model.safetensors")
+    opt.load_state_dict(st["optimizer"])
+    return int(st["step"]), json.loads(st["history"]), json.loads(st["best"])
+
+
+def last_config(out: str | os.PathLike) -> dict[str, Any]:
+    """OUT/last/config.json (kwargs, ``training`` with the run's spec, ...); {} when absent."""
+    try:
+        doc = json.loads((Path(out) / "last" / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def spec_changes(saved: Mapping[str, Any], current: Mapping[str, Any], must_match: Mapping[str, str],
+                 ignore: Iterable[str] = ("out", "resume", "overwrite", "threads")) -> dict[str, list]:
+    """Fields of ``current`` that differ from the interrupted run's ``saved`` spec.
+
+    A field of ``must_match`` (field -> its option name) that differs is a UsageError
+    naming the option; the other differences are returned as {field: [saved, current]}
+    (to record in the log). Values are compared as JSON (tuples == lists); fields the
+    saved spec lacks are not compared.
+    """
+    now = json.loads(json.dumps(dict(current), default=str))
+    skip = set(ignore)
+    changed: dict[str, list] = {}
+    for name, value in now.items():
+        if name in skip or name not in saved or saved[name] == value:
+            continue
+        if name in must_match:
+            raise UsageError(f"--resume: {must_match[name]} is {value!r} but the interrupted run used "
+                             f"{saved[name]!r}", "resume with the same options, or start a new run "
+                             "(another --out, or --overwrite)")
+        changed[name] = [saved[name], value]
+    return changed
