@@ -129,12 +129,14 @@ def test_resume_with_other_options_is_refused(models, tmp_path):
     assert log(tmp_path / "d")["resumed"] is None  # the refused resumes wrote nothing
 
 
-def test_cli_refuses_resume_with_overwrite_or_without_state(models, tmp_path):
+def test_every_trainer_refuses_resume_with_overwrite_or_without_state(models, tmp_path):
     tiny = ["--data", "synth:toled", "--patch", "32", "--pool", "2", "--val-count", "1", "--threads", "1"]
     distill_cmd = ["distill", str(models / "teacher"), "--train-steps", "2", "--batch", "2", *tiny]
     finetune_cmd = ["finetune", str(models / "restorer"), "--purifier", str(models / "teacher"), "--steps", "2",
                     "--batch", "2", *tiny]
-    for i, cmd in enumerate((distill_cmd, finetune_cmd)):
+    train_cmd = ["train", "restorer", "--arch", "unet-t", "--steps", "2", "--batch", "2", *tiny]
+    purifier_cmd = ["train", "purifier", "--unet", "purifier-t", "--steps", "2", "--batch", "2", *tiny]
+    for i, cmd in enumerate((distill_cmd, finetune_cmd, train_cmd, purifier_cmd)):
         out = tmp_path / f"run{i}"
         res = runner.invoke(app, [*cmd, "--out", str(out), "--resume", "--overwrite"])
         assert res.exit_code == 2 and "--resume and --overwrite contradict" in res.output, res.output

@@ -16,7 +16,6 @@ Output folder (like the restorer trainer)::
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +27,6 @@ import torch.nn.functional as F
 
 from udc_edge.errors import UsageError
 from udc_edge.fileio import write_json_atomic
-from udc_edge.models.checkpoint import load_weights
 from udc_edge.models.purifier import (
     DOMAINS,
     TRAIN_TIMESTEPS,
@@ -43,7 +41,7 @@ from udc_edge.progress import Advance, _noop
 from udc_edge.training import distributed as D
 from udc_edge.training.pairs import make_train_data
 from udc_edge.training.restorer import lr_at, prepare_out_dir
-from udc_edge.training.state import load_state, save_state
+from udc_edge.training.state import STATE_NAME, load_train_state, save_train_state
 
 
 @dataclass(frozen=True)
@@ -156,8 +154,7 @@ def _save(out: Path, purifier: Purifier, opt: torch.optim.Optimizer, m: dict, be
         best = m
         save_purifier(out / "best", purifier, extra, overwrite=True)
     save_purifier(out / "last", purifier, extra, overwrite=True)
-    save_state(out / "state.safetensors", {"optimizer": opt.state_dict(), "step": training["step"],
-                                           "history": json.dumps(history), "best": json.dumps(best)})
+    save_train_state(out / STATE_NAME, opt, training["step"], history, best)
     return best
 
 
@@ -178,10 +175,7 @@ def train_purifier(spec: PurifierTrainSpec, progress: Advance = _noop, setup_pro
                             betas=(0.9, 0.99))
     start, history, best = 0, [], {"val_loss": float("inf")}
     if spec.resume:
-        load_weights(purifier, out / "last" / "model.safetensors")
-        st = load_state(out / "state.safetensors")
-        opt.load_state_dict(st["optimizer"])
-        start, history, best = int(st["step"]), json.loads(st["history"]), json.loads(st["best"])
+        start, history, best = load_train_state(out, purifier, opt)
     unet = D.wrap_model(purifier.unet, info)
     t0 = time.perf_counter()
     elapsed_before = float(history[-1]["seconds"]) if history else 0.0

@@ -15,7 +15,6 @@ gradients are averaged by DDP, rank 0 validates and writes. The effective batch 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,6 @@ from udc_edge.fileio import write_json_atomic
 from udc_edge.models import (
     build,
     load_checkpoint,
-    load_weights,
     model_config,
     run_padded,
     save_checkpoint,
@@ -41,7 +39,7 @@ from udc_edge.progress import Advance, _noop
 from udc_edge.training import distributed as D
 from udc_edge.training.losses import restoration_loss
 from udc_edge.training.pairs import make_train_data
-from udc_edge.training.state import load_state, save_state
+from udc_edge.training.state import STATE_NAME, load_train_state, save_train_state
 
 
 @dataclass(frozen=True)
@@ -138,8 +136,7 @@ def save_run(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, conf
         best = m
         save_checkpoint(out / "best", model, config, extra, overwrite=True)
     save_checkpoint(out / "last", model, config, extra, overwrite=True)
-    save_state(out / "state.safetensors", {"optimizer": opt.state_dict(), "step": training["step"],
-                                           "history": json.dumps(history), "best": json.dumps(best)})
+    save_train_state(out / STATE_NAME, opt, training["step"], history, best)
     return best
 
 
@@ -162,10 +159,7 @@ def train_restorer(spec: TrainSpec, progress: Advance = _noop, setup_progress: A
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay, betas=(0.9, 0.99))
     start, history, best = 0, [], {"psnr": -1.0}
     if spec.resume:
-        load_weights(model, out / "last" / "model.safetensors")  # in place: opt holds these params
-        st = load_state(out / "state.safetensors")
-        opt.load_state_dict(st["optimizer"])
-        start, history, best = int(st["step"]), json.loads(st["history"]), json.loads(st["best"])
+        start, history, best = load_train_state(out, model, opt)
     ddp = D.wrap_model(model, info)
     t0 = time.perf_counter()
     elapsed_before = float(history[-1]["seconds"]) if history else 0.0
