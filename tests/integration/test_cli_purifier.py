@@ -127,3 +127,22 @@ def test_eval_with_purifier_writes_one_defence_table_per_budget(runs, tmp_path):
     res = runner.invoke(app, ["eval", str(runs / "restorer"), "--purifier", str(tmp_path / "teacher8"),
                               "--data", "synth:toled", "--objective", "clean", "--out", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "ground truth" in res.output and not (tmp_path / "bad").exists()
+
+
+def test_configure_freezes_a_setting_with_the_same_weights(runs):
+    out = runs / "oneshot"
+    res = runner.invoke(app, ["purifier", "configure", str(runs / "teacher"), "--t-star", "0.05", "--steps", "1",
+                              "--average", "4", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    from udc_edge.models.purifier import load_purifier
+
+    new, _ = load_purifier(out)
+    old, _ = load_purifier(runs / "teacher")
+    assert (new.t_star, new.steps, new.average, new.role) == (0.05, 1, 4, "teacher")
+    assert all(torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values()))
+    res = runner.invoke(app, ["purifier", "configure", str(runs / "k1"), "--t-star", "0.05", "--out",
+                              str(runs / "bad")])
+    assert res.exit_code == 2 and "distilled for" in res.output and not (runs / "bad").exists()
+    res = runner.invoke(app, ["purifier", "configure", str(runs / "teacher"), "--average", "9", "--out",
+                              str(runs / "bad")])
+    assert res.exit_code == 2 and "average" in res.output and not (runs / "bad").exists()

@@ -20,7 +20,7 @@ def purifier() -> Purifier:
 
 def test_noise_views_take_every_element_from_a_different_source():
     n = torch.arange(2 * 3 * 6 * 8, dtype=torch.float32).reshape(2, 3, 6, 8)
-    views = torch.stack(noise_views(n, MAX_AVERAGE))  # (12, N, C, H, W) of source indices
+    views = torch.stack(noise_views(n, MAX_AVERAGE))  # (8, N, C, H, W) of source indices
     per_element = views.flatten(1).T  # one row per output element: its 12 source indices
     assert all(len(set(row.tolist())) == MAX_AVERAGE for row in per_element)
     assert torch.equal(views[0], n)

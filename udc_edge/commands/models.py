@@ -69,7 +69,12 @@ def models_cmd(
         net, _ = load_model(name)
         ho = card.get("heldout", {})
         res = f"{ho['input_psnr']:.2f} -> {ho['psnr']:.2f}" if ho else "-"
-        shipped.add_row(name, card["arch"], f"{count_params(net):,}", res, card.get("training", {}).get("data", {}).get("display", ""))
+        arch = card["arch"]
+        if arch.endswith(":Purifier"):
+            k = card["kwargs"]
+            avg = f", mean of {k['average']}" if k.get("average", 1) > 1 else ""
+            arch = f"purifier {k['role']}: t* {k['t_star']:g}, {k['steps']} step(s){avg}"
+        shipped.add_row(name, arch, f"{count_params(net):,}", res, card.get("training", {}).get("data", {}).get("display", ""))
     stdout.print(shipped)
 
 

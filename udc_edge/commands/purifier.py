@@ -1,5 +1,5 @@
 """``udc-edge train purifier``, ``udc-edge distill``, ``udc-edge finetune`` and
-``udc-edge purifier tune|table``: the diffusion-purification defence."""
+``udc-edge purifier tune|table|configure``: the diffusion-purification defence."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from udc_edge.commands.common import json_opt, quiet, stdout
 from udc_edge.commands.train import train_app
 from udc_edge.training.distributed import is_main_process
 
-purifier_app = typer.Typer(help="Diffusion purifier: pick t* (tune), evaluate the defence (table).",
+purifier_app = typer.Typer(help="Diffusion purifier: pick t* (tune), freeze a setting (configure), evaluate the "
+                                "defence (table).",
                            no_args_is_help=True)
 
 DataOpt = Annotated[str, typer.Option(help="synth:poled, synth:toled, synth:LAYOUT.json, or a paired dataset folder.")]
@@ -244,6 +245,36 @@ def table_cmd(
     write_text_atomic(out / "defence.md", table.to_markdown())
     stdout.print(table.to_markdown(), soft_wrap=True, markup=False, highlight=False)
     stdout.print(f"wrote {out / 'defence.json'} and {out / 'defence.md'}")
+
+
+@purifier_app.command("configure")
+def configure_cmd(
+    purifier: PurifierArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="New purifier checkpoint folder.")],
+    t_star: Annotated[float | None, typer.Option(help="Default t* (fraction of the schedule).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Default DDIM steps (1: one-shot denoising).")] = None,
+    average: Annotated[int | None, typer.Option(help="Noise draws averaged per purification (1-8).")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Save PURIFIER with other default t*, steps or draws averaged (same weights), e.g. the
+    setting `purifier tune` chose, so export, finetune, verify and table use it by name."""
+    from udc_edge.errors import UsageError
+    from udc_edge.models.purifier import Purifier, load_purifier, save_purifier, state_digest
+
+    if t_star is None and steps is None and average is None:
+        raise UsageError("nothing to configure", "give --t-star, --steps and/or --average")
+    pur, desc = load_purifier(purifier)
+    sampler = pur.sampler(t_star, steps, average)  # validates against the role and t_max
+    cfg = {**pur.config(), "t_star": sampler.t_star, "steps": sampler.steps, "average": sampler.average}
+    new = Purifier(**cfg)
+    new.load_state_dict(pur.state_dict())
+    extra = {"configured_from": {"purifier": desc.get("name", desc.get("path", purifier)),
+                                 "weights_digest": state_digest(pur)}}
+    if isinstance(desc.get("training"), dict):  # how the weights were made still holds
+        extra["training"] = desc["training"]
+    save_purifier(out, new.eval(), extra, overwrite=overwrite)
+    stdout.print(f"wrote {out}: {new.role} purifier, t* = {new.t_star:g}, {new.steps} step(s), "
+                 f"mean of {new.average} noise draw(s)")
 
 
 def register(app: typer.Typer) -> None:

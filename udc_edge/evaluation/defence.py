@@ -219,3 +219,9 @@ def black_box(pipeline: DefendedPipeline, x: torch.Tensor, y: torch.Tensor, spec
 def uses_bpda(purifier: Purifier) -> bool:
     """BPDA through long samplers (the N-step teacher); exact gradients through <= 4 steps."""
     return purifier.steps > 4
+
+
+def describe(purifier: Purifier) -> str:
+    """``teacher t*=0.1 steps=50`` (plus ``average=4`` when it averages noise draws)."""
+    avg = f" average={purifier.average}" if purifier.average > 1 else ""
+    return f"{purifier.role} t*={purifier.t_star} steps={purifier.steps}{avg}"

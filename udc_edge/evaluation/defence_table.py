@@ -23,6 +23,7 @@ from udc_edge.evaluation.defence import (
     DefenceSpec,
     DefendedPipeline,
     black_box,
+    describe,
     latency_ms,
     measure,
     pgd_adaptive,
@@ -160,12 +161,6 @@ def _row(name: str, restorer: nn.Module, restorer_name: str, purifier: Purifier 
     return DefenceRow(name=name, purifier="none" if purifier is None else describe(purifier),
                       restorer=restorer_name, clean=clean, nonadaptive=nonad, adaptive=adaptive, adaptive_kind=kind,
                       latency_ms=latency_ms(exact, x, spec.latency_repeats), others=others, skipped=skipped)
-
-
-def describe(purifier: Purifier) -> str:
-    """``teacher t*=0.1 steps=50`` (plus ``average=4`` when it averages noise draws)."""
-    avg = f" average={purifier.average}" if purifier.average > 1 else ""
-    return f"{purifier.role} t*={purifier.t_star} steps={purifier.steps}{avg}"
 
 
 def _crafted(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec) -> dict[str, torch.Tensor]:

@@ -23,10 +23,10 @@ A *teacher* runs N steps; a *student* was distilled from a teacher to k steps at
 teacher's t* and refuses any other t*.
 
 ``average`` K > 1 purifies K times and averages (an ensemble over the diffusion noise,
-which removes most of the variance the noise adds to a clean image). The K draws are
-views of the ONE noise input: flips and channel rotations of it, so every element of a
-view comes from a different element of the input (independent N(0, 1) values) and the
-graph keeps its ``(image, noise)`` signature. With ``steps = 1`` this is one-shot
+which removes much of the variance the noise adds to a clean image). The K draws are
+views of the ONE noise input: circular shifts of it by half and quarter the image size,
+so every element of a view comes from a different, distant element of the input
+(independent N(0, 1) values) and the graph keeps its ``(image, noise)`` signature. With ``steps = 1`` this is one-shot
 denoising (Carlini et al. 2023): the UNet's x0 prediction at t*, no trajectory.
 """
 
@@ -49,8 +49,8 @@ TRAIN_TIMESTEPS = 1000
 BETA_START, BETA_END = 1e-4, 0.02
 DOMAINS = ("lq", "gt")
 ROLES = ("teacher", "student")
-#: Most noise draws one purification can average (4 flips x 3 channel rotations).
-MAX_AVERAGE = 12
+#: Most noise draws one purification can average (8 shifted views of the noise input).
+MAX_AVERAGE = 8
 #: UNet presets: ``purifier-t`` for tests, ``purifier-s`` for the shipped weights.
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     "purifier-t": {"block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4},
@@ -79,16 +79,31 @@ def check_average(average: Any, what: str = "--average", error: type = UsageErro
     return average
 
 
+#: Circular shifts of the noise, in quarters of (H, W), that make the averaged draws: half
+#: shifts first (every pixel's draws come from points H/2 or W/2 apart), then quarter ones.
+_VIEW_SHIFTS = ((0, 0), (2, 0), (0, 2), (2, 2), (1, 1), (3, 1), (1, 3), (3, 3))
+
+
+def _shift(noise: torch.Tensor, qy: int, qx: int) -> torch.Tensor:
+    """Roll by (qy H/4, qx W/4), with the offsets computed from the tensor's shape, so an
+    exported graph rolls by the run-time size (slices + concat, no constant shift)."""
+    h, w = noise.shape[-2], noise.shape[-1]
+    if qy:
+        dy = (h * qy) // 4
+        noise = torch.cat([noise[..., dy:, :], noise[..., :dy, :]], -2)
+    if qx:
+        dx = (w * qx) // 4
+        noise = torch.cat([noise[..., dx:], noise[..., :dx]], -1)
+    return noise
+
+
 def noise_views(noise: torch.Tensor, count: int) -> list[torch.Tensor]:
-    """``count`` (<= 12) noise tensors made from one: the 4 flips (none, H, W, HW) times 3
-    channel rotations. With even H and W no element of a view shares its source element
-    with the same element of another view, so per element the draws are independent."""
-    flips = [lambda n: n, lambda n: n.flip(-2), lambda n: n.flip(-1), lambda n: n.flip(-2, -1)]
-    views = []
-    for k in range(check_average(count, "noise views")):
-        v = flips[k % 4](noise)
-        views.append(v if k < 4 else v.roll(k // 4, 1))
-    return views
+    """``count`` (<= 8) noise tensors made from one by circular shifts of half and quarter
+    the image size. Every element of a view comes from a different element of ``noise``
+    than the same element of any other view (independent N(0, 1) values), and from one
+    far away (>= H/4 or W/4), so the purifier's outputs for the views are nearly
+    independent too wherever its receptive field is smaller than that."""
+    return [_shift(noise, qy, qx) for qy, qx in _VIEW_SHIFTS[: check_average(count, "noise views")]]
 
 
 def t_index(t_star: float, timesteps: int = TRAIN_TIMESTEPS) -> int:
@@ -219,9 +234,7 @@ class PurifierSampler(nn.Module):
         self.timesteps = ddim_timesteps(self.t_star, self.steps)
         self.schedule = _ab(schedule)
         self.clip = clip
-        levels = 2 ** (len(unet.config.block_out_channels) - 1)
-        # noise views need even H and W (flips without fixed points)
-        self.multiple = levels if self.average == 1 or levels % 2 == 0 else 2 * levels
+        self.multiple = 2 ** (len(unet.config.block_out_channels) - 1)
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         if noise.shape != x.shape:
