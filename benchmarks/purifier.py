@@ -53,10 +53,11 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--teacher", default="purifier-poled")
     ap.add_argument("--students", default="purifier-poled-k1,purifier-poled-k2")
     ap.add_argument("--oneshot", default="purifier-poled-oneshot", help="one-shot purifier ('' to skip)")
-    ap.add_argument("--finetuned", default="", help="fine-tuned restorer; empty: fine-tune here (--ft-*)")
+    ap.add_argument("--finetuned", default="unet-s-poled-purified",
+                    help="restorer fine-tuned on purified inputs; '' to fine-tune here (--ft-*)")
     ap.add_argument("--ft-purifier", default="", help="purifier in front of the fine-tuned restorer "
                     "(default: --oneshot, else the first student); also the one it is fine-tuned on")
-    ap.add_argument("--ft-steps", type=int, default=300)
+    ap.add_argument("--ft-steps", type=int, default=600)
     ap.add_argument("--ft-mix", default="clean,purified")
     ap.add_argument("--ft-lr", type=float, default=5e-5)
     ap.add_argument("--ft-pool", type=int, default=768)
@@ -165,7 +166,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as work:
         if ft_name:
             ft_pur = load_purifier(ft_name)[0]
-            ft_path, ft_info = (args.finetuned, {"made_here": False}) if args.finetuned else _finetune(
+            ft_path, ft_info = (args.finetuned, {"made_here": False, "shipped": args.finetuned in shipped_models()}
+                                ) if args.finetuned else _finetune(
                 args, ft_name, Path(work))
             ft, _ = load_model(ft_path)
             ft.eval()
