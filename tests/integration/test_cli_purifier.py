@@ -56,6 +56,25 @@ def test_finetune_cli_runs_on_tiny_models(runs):
     assert log["before"]["psnr"] > 0 and len(log["history"]) == 2
 
 
+def test_finetune_to_the_original_restorers_output_starts_at_its_clean_loss(runs):
+    """--target restorer: on clean inputs the target IS the restorer's output, so a
+    clean-only fine-tune starts with zero loss and stays near the original weights."""
+    out = runs / "ft-consistency"
+    res = runner.invoke(app, ["-q", "finetune", str(runs / "restorer"), "--purifier", str(runs / "k1"),
+                              "--mix", "clean", "--target", "restorer", "--ssim-weight", "0", "--fft-weight", "0",
+                              "--steps", "2", "--batch", "2", "--val-every", "2", "--out", str(out), *TINY_DATA])
+    assert res.exit_code == 0, res.output
+    from udc_edge.models.zoo import load_model
+
+    before, after = load_model(str(runs / "restorer"))[0], load_model(str(out / "last"))[0]
+    # zero loss -> zero gradient; only AdamW's weight decay moves the weights
+    for a, b in zip(before.state_dict().values(), after.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+    res = runner.invoke(app, ["finetune", str(runs / "restorer"), "--purifier", str(runs / "k1"),
+                              "--target", "teacher", "--out", str(runs / "ft-bad-target")])
+    assert res.exit_code == 2 and "--target 'teacher' is unknown" in res.output
+
+
 def test_finetune_refuses_bad_options_and_writes_nothing(runs):
     out = runs / "ft-bad"
     res = runner.invoke(app, ["finetune", str(runs / "restorer"), "--purifier", str(runs / "k1"),

@@ -209,7 +209,7 @@ def _eval_defended(ctx: typer.Context, model: str, purifier: str, data: str, spe
     tables = []
     with progress_bar("attacking", 4 * len(specs), quiet(ctx)) as adv:
         for spec in specs:
-            tables.append(defence_table(net, x, y, spec, purifiers=[(f"purifier {purifier}", pur)], progress=adv))
+            tables.append(defence_table(net, x, y, spec, purifiers=[(purifier, pur)], progress=adv))
     write_tables(tables, out_dir, {"model": model, "purifier": purifier, "data": data}, overwrite)
     for t in tables:
         stdout.print(t.to_markdown(), soft_wrap=True, markup=False, highlight=False)

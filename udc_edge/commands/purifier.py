@@ -233,7 +233,7 @@ def table_cmd(
     net, _ = load_model(restorer)
     t = load_purifier(teacher)[0] if teacher else None
     students = [load_purifier(s)[0] for s in (student or [])]
-    others = [(f"purifier {p}", load_purifier(p)[0]) for p in (purifier or [])]
+    others = [(p, load_purifier(p)[0]) for p in (purifier or [])]
     ft = load_model(finetuned)[0] if finetuned else None
     ft_pur = load_purifier(finetuned_purifier)[0] if finetuned_purifier else None
     x, y = load_eval_set(data, count, size, seed)

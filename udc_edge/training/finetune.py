@@ -11,7 +11,9 @@ is split evenly over the ``mix`` components:
 - ``purified-adversarial``: the same PGD input, then purified (the non-adaptive attack
   the deployed pipeline sees).
 
-Loss: L2 + ``ssim_weight`` x (1 - SSIM) + ``fft_weight`` x FFT-L1. A VGG perceptual loss
+Loss: L2 + ``ssim_weight`` x (1 - SSIM) + ``fft_weight`` x FFT-L1, against ground truth
+(``target="gt"``) or against the original restorer's output on the un-purified input
+(``target="restorer"``: the defended pipeline learns to reproduce the undefended one). A VGG perceptual loss
 needs pretrained weights that cannot be downloaded here (and torchvision is not a
 dependency), so the offline default is SSIM + frequency; no ``--perceptual-weights``.
 Validation: PSNR of purifier -> restorer on fixed val images and noise (``best/`` is
