@@ -111,7 +111,7 @@ def test_table_refuses_a_student_of_another_t_star(runs):
     assert not (runs / "table").exists()
 
 
-def test_table_has_cw_and_simba_columns_and_skips_queries_through_long_teachers(runs):
+def test_table_has_cw_and_simba_columns_for_short_samplers(runs):
     out = runs / "table-full"
     res = runner.invoke(app, ["-q", "purifier", "table", "--restorer", str(runs / "restorer"), "--teacher",
                               str(runs / "teacher"), "--student", str(runs / "k1"), "--data", "synth:toled",
@@ -165,3 +165,21 @@ def test_configure_freezes_a_setting_with_the_same_weights(runs):
     res = runner.invoke(app, ["purifier", "configure", str(runs / "teacher"), "--average", "9", "--out",
                               str(runs / "bad")])
     assert res.exit_code == 2 and "average" in res.output and not (runs / "bad").exists()
+
+
+def test_defended_evaluation_refuses_bad_options_before_attacking(runs, tmp_path):
+    from udc_edge.errors import UsageError
+    from udc_edge.evaluation.defence import DefenceSpec
+
+    res = runner.invoke(app, ["eval", str(runs / "restorer"), "--purifier", str(runs / "k1"), "--data", "synth:toled",
+                              "--eps", ",", "--out", str(tmp_path / "e")])
+    assert res.exit_code == 2 and "gives no budget" in res.output
+    res = runner.invoke(app, ["eval", str(runs / "restorer"), "--purifier", str(runs / "k1"), "--data", "synth:toled",
+                              "--limit", "0", "--out", str(tmp_path / "e")])
+    assert res.exit_code == 2 and "--limit 0" in res.output
+    res = runner.invoke(app, ["purifier", "table", "--restorer", str(runs / "restorer"), "--finetuned-purifier",
+                              str(runs / "k1"), "--out", str(tmp_path / "t")])
+    assert res.exit_code == 2 and "needs --finetuned" in res.output
+    with pytest.raises(UsageError, match="square_queries"):
+        DefenceSpec(attacks="pgd,square", square_queries=1)
+    assert not (tmp_path / "e").exists() and not (tmp_path / "t").exists()

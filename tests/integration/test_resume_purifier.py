@@ -143,3 +143,26 @@ def test_every_trainer_refuses_resume_with_overwrite_or_without_state(models, tm
         res = runner.invoke(app, [*cmd, "--out", str(out), "--resume"])
         assert res.exit_code == 1 and "no training state" in res.output, res.output
         assert not out.exists() or not any(out.iterdir())
+
+
+def test_finetune_resume_refuses_a_purifier_changed_in_place_and_a_torn_checkpoint(models, tmp_path):
+    import shutil
+
+    from udc_edge.errors import ModelError
+    from udc_edge.models.purifier import load_purifier
+
+    shutil.copytree(models / "teacher", tmp_path / "pur")
+    spec = {**FINETUNE, "restorer": str(models / "restorer"), "purifier": str(tmp_path / "pur")}
+    finetune_restorer(FinetuneSpec(**spec, steps=N // 2, out=str(tmp_path / "run")))
+    pur, _ = load_purifier(tmp_path / "pur")  # same path, other setting (what `configure --overwrite` does)
+    save_purifier(tmp_path / "pur", Purifier(**{**pur.config(), "average": 2}), overwrite=True)
+    with pytest.raises(UsageError, match="other settings or weights"):
+        finetune_restorer(FinetuneSpec(**spec, steps=N, out=str(tmp_path / "run"), resume=True))
+    shutil.rmtree(tmp_path / "pur")
+    shutil.copytree(models / "teacher", tmp_path / "pur")
+    cfg_path = tmp_path / "run" / "last" / "config.json"  # a run killed between last/ and its state
+    cfg = json.loads(cfg_path.read_text())
+    cfg["training"]["step"] += 1
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match="stopped while saving"):
+        finetune_restorer(FinetuneSpec(**spec, steps=N, out=str(tmp_path / "run"), resume=True))

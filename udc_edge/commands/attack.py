@@ -115,18 +115,25 @@ def eval_cmd(
     ctx: typer.Context,
     model: TargetArg,
     data: DataOpt,
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report folder: report.json, report.md, grid.png.")],
-    attacks: Annotated[str, typer.Option(help="Comma-separated attacks.")] = "pgd,ifgsm,mifgsm,cw,simba,square",
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report folder: report.json, report.md, grid.png "
+                                                              "(no grid with --purifier).")],
+    attacks: Annotated[str | None, typer.Option(help="Comma-separated attacks [default: pgd,ifgsm,mifgsm,cw,simba,"
+                                                     "square; with --purifier pgd,cw,simba].")] = None,
     eps: Annotated[str, typer.Option(help="Comma-separated L-inf budgets, e.g. 4/255,8/255.")] = "4/255,8/255",
     steps: StepsOpt = 20,
     objective: ObjectiveOpt = Objective.gt,
-    limit: LimitOpt = None,
+    limit: Annotated[int | None, typer.Option(
+        help="Use only the first N images [with --purifier: 8 centre crops of --size].")] = None,
     seed: SeedOpt = 0,
     surrogate: SurrogateOpt = None,
-    simba_iterations: SimbaOpt = 1000,
-    square_queries: SquareOpt = 1000,
-    cw_search_steps: Annotated[int, typer.Option(help="C&W binary-search rounds.")] = 9,
-    cw_max_iter: Annotated[int, typer.Option(help="C&W Adam steps per round.")] = 100,
+    simba_iterations: Annotated[int | None, typer.Option(
+        help="SimBA iterations per image [default: 1000; with --purifier 500].")] = None,
+    square_queries: Annotated[int | None, typer.Option(
+        help="Square Attack queries per image [default: 1000; with --purifier 500].")] = None,
+    cw_search_steps: Annotated[int | None, typer.Option(
+        help="C&W binary-search rounds [default: 9; with --purifier 5].")] = None,
+    cw_max_iter: Annotated[int | None, typer.Option(
+        help="C&W Adam steps per round [default: 100; with --purifier 50].")] = None,
     overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = 0,
     arch: ArchOpt = None,
@@ -157,19 +164,30 @@ def eval_cmd(
     )
     from udc_edge.progress import progress_bar
 
-    names = parse_attack_names(attacks)
     eps_values = tuple(parse_eps(e) for e in eps.split(",") if e.strip())
+    if not eps_values:
+        raise UsageError(f"--eps {eps!r} gives no budget", "e.g. --eps 8/255 or --eps 4/255,8/255")
     if purifier is not None:
-        if surrogate or arch or is_engine_name(model) or objective != Objective.gt:
-            raise UsageError("--purifier evaluates a torch restorer against ground truth",
-                             "drop --surrogate/--arch/--objective clean and give a model name or checkpoint")
+        if surrogate or arch or weights or arch_kwargs or is_engine_name(model) or objective != Objective.gt:
+            raise UsageError("--purifier evaluates a torch restorer (name or checkpoint) against ground truth",
+                             "drop --surrogate/--arch/--arch-kwargs/--weights/--objective clean")
+        if limit is not None and limit < 1:
+            raise UsageError(f"--limit {limit} must be >= 1 with --purifier", "e.g. --limit 8")
         from udc_edge.evaluation.defence import DefenceSpec
 
-        specs_d = [DefenceSpec(eps=e, attack_steps=steps, eot=eot, draws=draws, seed=seed, attacks=names,
-                               simba_iterations=simba_iterations, square_queries=square_queries,
-                               cw_search_steps=cw_search_steps, cw_max_iter=cw_max_iter) for e in eps_values]
-        _eval_defended(ctx, model, purifier, str(data), specs_d, out_dir, limit or 8, size, overwrite, threads)
+        given = {"simba_iterations": simba_iterations, "square_queries": square_queries,
+                 "cw_search_steps": cw_search_steps, "cw_max_iter": cw_max_iter}
+        specs_d = [DefenceSpec(eps=e, attack_steps=steps, eot=eot, draws=draws, seed=seed,
+                               attacks=parse_attack_names(attacks or "pgd,cw,simba"),
+                               **{k: v for k, v in given.items() if v is not None}) for e in eps_values]
+        _eval_defended(ctx, model, purifier, str(data), specs_d, out_dir, 8 if limit is None else limit, size,
+                       overwrite, threads)
         return
+    names = parse_attack_names(attacks or "pgd,ifgsm,mifgsm,cw,simba,square")
+    simba_iterations = 1000 if simba_iterations is None else simba_iterations
+    square_queries = 1000 if square_queries is None else square_queries
+    cw_search_steps = 9 if cw_search_steps is None else cw_search_steps
+    cw_max_iter = 100 if cw_max_iter is None else cw_max_iter
     specs = plan_attacks(names, eps_values, objective=objective.value, seed=seed, steps=steps,
                          simba_iterations=simba_iterations, square_queries=square_queries,
                          cw_search_steps=cw_search_steps, cw_max_iter=cw_max_iter)

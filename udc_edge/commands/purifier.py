@@ -155,7 +155,7 @@ def tune_cmd(
     t_stars: Annotated[str, typer.Option(help="Comma-separated t* values in (0, 1).")] = "0.02,0.04,0.06,0.08,0.1,0.12,0.15",
     max_drop: Annotated[float, typer.Option(help="Largest clean PSNR drop (dB) allowed for the chosen t*.")] = 1.0,
     steps: Annotated[int, typer.Option(help="Teacher DDIM steps (0: its own, capped below t*; 1: one-shot).")] = 0,
-    average: Annotated[int, typer.Option(help="Noise draws averaged per purification (1-12).")] = 1,
+    average: Annotated[int, typer.Option(help="Noise draws averaged per purification (1-8).")] = 1,
     count: CountOpt = 8,
     size: SizeOpt = 64,
     eps: EpsOpt = "8/255",
@@ -192,7 +192,8 @@ def tune_cmd(
 def table_cmd(
     ctx: typer.Context,
     restorer: Annotated[str, typer.Option(help="Restorer: shipped name, checkpoint or run folder.")],
-    teacher: Annotated[str | None, typer.Option(help="Teacher purifier (BPDA+EOT row).")] = None,
+    teacher: Annotated[str | None, typer.Option(
+        help="Teacher purifier (its adaptive attack uses BPDA when it runs more than 4 steps).")] = None,
     student: Annotated[list[str] | None, typer.Option(help="Distilled student(s); repeat the option.")] = None,
     finetuned: Annotated[str | None, typer.Option(help="Restorer fine-tuned on purified inputs.")] = None,
     purifier: Annotated[list[str] | None, typer.Option(
@@ -213,23 +214,29 @@ def table_cmd(
     adaptive: Annotated[bool, typer.Option(help="Run the adaptive (EOT, BPDA/exact) attacks.")] = True,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 0,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Defence table: restorer, + teacher, + students, + purifiers, + fine-tuned; clean, PGD non-adaptive
     and adaptive + EOT, C&W, SimBA (black-box on the defended pipeline), latency."""
     import torch
 
     from udc_edge.attacks import parse_eps
+    from udc_edge.errors import UsageError
     from udc_edge.evaluation.defence import DefenceSpec, load_eval_set
     from udc_edge.evaluation.defence_table import defence_table
-    from udc_edge.fileio import write_text_atomic
+    from udc_edge.evaluation.robustness import check_output_dir
+    from udc_edge.fileio import atomic_dir
     from udc_edge.models.purifier import load_purifier
     from udc_edge.models.zoo import load_model
     from udc_edge.progress import progress_bar
 
     if threads:
         torch.set_num_threads(threads)
+    if finetuned_purifier and not finetuned:
+        raise UsageError("--finetuned-purifier needs --finetuned", "give the fine-tuned restorer too")
     spec = DefenceSpec(eps=parse_eps(eps), attack_steps=attack_steps, eot=eot, draws=draws, seed=seed,
                        adaptive=adaptive, attacks=attacks, simba_iterations=simba_iterations)
+    check_output_dir(out, overwrite)
     net, _ = load_model(restorer)
     t = load_purifier(teacher)[0] if teacher else None
     students = [load_purifier(s)[0] for s in (student or [])]
@@ -241,8 +248,9 @@ def table_cmd(
     with progress_bar("attacking", 2 * rows, quiet(ctx)) as adv:
         table = defence_table(net, x, y, spec, teacher=t, students=students, finetuned=ft, progress=adv,
                               purifiers=others, finetuned_purifier=ft_pur)
-    write_text_atomic(out / "defence.json", table.to_json())
-    write_text_atomic(out / "defence.md", table.to_markdown())
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        (tmp / "defence.json").write_text(table.to_json())
+        (tmp / "defence.md").write_text(table.to_markdown())
     stdout.print(table.to_markdown(), soft_wrap=True, markup=False, highlight=False)
     stdout.print(f"wrote {out / 'defence.json'} and {out / 'defence.md'}")
 

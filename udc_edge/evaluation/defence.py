@@ -38,7 +38,8 @@ def load_eval_set(data: str, count: int = 8, size: int = 64, seed: int = 0) -> t
     paired dataset and its first ``count`` images are centre-cropped.
     """
     if count < 1 or size < 8:
-        raise UsageError(f"--count {count} / --size {size}: need >= 1 image of >= 8 px")
+        raise UsageError(f"{count} image(s) of {size} px asked for: need at least 1 image of at least 8 px",
+                         "raise the image count (--count/--limit) or --size")
     pairs = []
     if str(data).startswith("synth:"):
         from udc_edge.data.sources import make_source
@@ -111,6 +112,11 @@ class EOT(nn.Module):
         return total / self.samples
 
 
+#: Samplers of up to this many steps get exact gradients (adaptive attacks) and query
+#: attacks; longer ones get BPDA and no query attacks (they would take too long).
+MAX_EXACT_STEPS = 4
+
+
 @dataclass(frozen=True)
 class DefenceSpec:
     """How to attack and measure. ``draws``: evaluation noise draws per image.
@@ -134,7 +140,7 @@ class DefenceSpec:
     cw_search_steps: int = 5
     cw_max_iter: int = 50
     #: query attacks are skipped through purifiers with more steps (too slow; say so)
-    black_box_max_steps: int = 4
+    black_box_max_steps: int = MAX_EXACT_STEPS
 
     def __post_init__(self) -> None:
         from udc_edge.attacks import parse_attack_names
@@ -147,6 +153,8 @@ class DefenceSpec:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         names = self.attacks if isinstance(self.attacks, str) else ",".join(self.attacks)
         object.__setattr__(self, "attacks", tuple(dict.fromkeys(("pgd", *parse_attack_names(names)))))
+        for name in self.attacks:  # every attack's own checks, before any attack runs
+            self.attack(name)
 
     def pgd(self, seed_offset: int = 0) -> AttackSpec:
         return self.attack("pgd", seed_offset)
@@ -218,7 +226,7 @@ def black_box(pipeline: DefendedPipeline, x: torch.Tensor, y: torch.Tensor, spec
 
 def uses_bpda(purifier: Purifier) -> bool:
     """BPDA through long samplers (the N-step teacher); exact gradients through <= 4 steps."""
-    return purifier.steps > 4
+    return purifier.steps > MAX_EXACT_STEPS
 
 
 def describe(purifier: Purifier) -> str:

@@ -152,7 +152,7 @@ def _row(name: str, restorer: nn.Module, restorer_name: str, purifier: Purifier 
     elif spec.adaptive:
         bpda = uses_bpda(purifier)
         avg = f", mean of {purifier.average} draws" if purifier.average > 1 else ""
-        kind = (f"BPDA through the {purifier.steps}-step teacher" if bpda else
+        kind = (f"BPDA through the {purifier.steps}-step {purifier.role}" if bpda else
                 f"exact gradients through {purifier.steps} step(s){avg}") + f" + EOT({spec.eot})"
         x_ad = pgd_adaptive(DefendedPipeline(restorer, sampler, bpda=bpda), x, y, spec)
         adaptive = measure(exact, x_ad, y, spec.draws, spec.seed)

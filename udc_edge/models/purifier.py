@@ -99,9 +99,9 @@ def _shift(noise: torch.Tensor, qy: int, qx: int) -> torch.Tensor:
 
 def noise_views(noise: torch.Tensor, count: int) -> list[torch.Tensor]:
     """``count`` (<= 8) noise tensors made from one by circular shifts of half and quarter
-    the image size. Every element of a view comes from a different element of ``noise``
-    than the same element of any other view (independent N(0, 1) values), and from one
-    far away (>= H/4 or W/4), so the purifier's outputs for the views are nearly
+    the image size. For H, W >= 4, every element of a view comes from a different element
+    of ``noise`` than the same element of any other view (independent N(0, 1) values), and
+    from one far away (>= H/4 or W/4), so the purifier's outputs for the views are nearly
     independent too wherever its receptive field is smaller than that."""
     return [_shift(noise, qy, qx) for qy, qx in _VIEW_SHIFTS[: check_average(count, "noise views")]]
 
@@ -241,11 +241,10 @@ class PurifierSampler(nn.Module):
             raise UsageError(f"noise has shape {tuple(noise.shape)} but the image has {tuple(x.shape)}",
                              "draw the noise with the image's shape")
         xp, size = pad_to_multiple(x, self.multiple)
-        npad, _ = pad_to_multiple(noise, self.multiple)
-        if self.average == 1:
-            z = diffuse(xp, self.t_star, npad, self.schedule)
-        else:
-            z = torch.cat([diffuse(xp, self.t_star, v, self.schedule) for v in noise_views(npad, self.average)])
+        # views of the unpadded noise, each padded like the image: inside the image every
+        # element of a view comes from its own noise element
+        views = noise_views(noise, self.average) if self.average > 1 else [noise]
+        z = torch.cat([diffuse(xp, self.t_star, pad_to_multiple(v, self.multiple)[0], self.schedule) for v in views])
         z = ddim_reverse(self.unet, z, self.t_star, self.steps, self.schedule, self.clip)
         out = from_model(z)
         if self.average > 1:

@@ -29,6 +29,7 @@ or validation count is refused; other changes (lr, steps, ...) are recorded in t
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -43,7 +44,7 @@ from udc_edge.attacks import AttackSpec, attack
 from udc_edge.errors import UsageError
 from udc_edge.fileio import write_json_atomic
 from udc_edge.models.padding import model_multiple
-from udc_edge.models.purifier import PurifierSampler, load_purifier
+from udc_edge.models.purifier import PurifierSampler, load_purifier, state_digest
 from udc_edge.models.zoo import load_model
 from udc_edge.progress import Advance, _noop
 from udc_edge.training import distributed as D
@@ -223,7 +224,12 @@ def finetune_restorer(spec: FinetuneSpec, progress: Advance = _noop, setup_progr
     history: list[dict] = []
     best: dict[str, Any] = {"psnr": -1.0}
     if spec.resume:  # before the data: a refusal is quick
-        changed = spec_changes(last_config(out).get("training", {}).get("spec", {}), asdict(spec), RESUME_MUST_MATCH)
+        saved = last_config(out).get("training", {})
+        changed = spec_changes(saved.get("spec", {}), asdict(spec), RESUME_MUST_MATCH)
+        now = {"purifier_config": json.loads(json.dumps(purifier.config())), "purifier_digest": state_digest(purifier)}
+        if any(k in saved and saved[k] != v for k, v in now.items()):
+            raise UsageError(f"--resume: purifier {spec.purifier} now has other settings or weights than in the "
+                             "interrupted run", "resume with the same purifier, or start a new run")
         start, history, best = load_train_state(out, restorer, opt)
         resumed = {"from_step": start, "changed": changed}
     data = make_train_data(spec.data, spec.patch, spec.seed, spec.val_count, pool=spec.pool, progress=setup_progress)
@@ -260,7 +266,7 @@ def finetune_restorer(spec: FinetuneSpec, progress: Advance = _noop, setup_progr
             training = {"spec": asdict(spec), "data": data.describe(), "step": step + 1,
                         "finetuned_from": rdesc.get("name", rdesc.get("path", spec.restorer)),
                         "purifier": pdesc.get("name", pdesc.get("path", spec.purifier)),
-                        "purifier_config": purifier.config()}
+                        "purifier_config": purifier.config(), "purifier_digest": state_digest(purifier)}
             best = save_run(out, restorer, opt, config, m, best, history, training)
     report = FinetuneReport(out=str(out), steps=spec.steps, seconds=elapsed_before + time.perf_counter() - t0,
                             before=before, best=best, history=history)

@@ -89,6 +89,10 @@ def load_train_state(out: str | os.PathLike, model: torch.nn.Module, opt: torch.
 
     out = Path(out)
     st = load_state(out / STATE_NAME)
+    last_step = last_config(out).get("training", {}).get("step")
+    if last_step is not None and int(last_step) != int(st["step"]):
+        raise ModelError(f"{out}/last is from step {last_step} but {out / STATE_NAME} from step {st['step']} "
+                         "(the run stopped while saving)", "start a new run, or delete the newer of the two")
     load_weights(model, out / "last" / "model.safetensors")
     opt.load_state_dict(st["optimizer"])
     return int(st["step"]), json.loads(st["history"]), json.loads(st["best"])
