@@ -134,12 +134,15 @@ def test_eval_with_purifier_writes_one_defence_table_per_budget(runs, tmp_path):
     save_purifier(tmp_path / "teacher8", teacher50)
     out = tmp_path / "eval"
     res = runner.invoke(app, ["-q", "eval", str(runs / "restorer"), "--purifier", str(tmp_path / "teacher8"),
-                              "--data", "synth:toled", "--limit", "1", "--size", "32", "--attacks", "pgd,simba",
+                              "--data", "synth:toled", "--limit", "1", "--size", "32", "--attacks", "pgd,simba,cw",
+                              "--cw-search-steps", "1", "--cw-max-iter", "2",
                               "--eps", "4/255,8/255", "--steps", "2", "--eot", "2", "--draws", "1",
                               "--simba-iterations", "3", "--out", str(out), "--threads", "1"])
     assert res.exit_code == 0, res.output
     rep = json.loads((out / "report.json").read_text())
     assert [t["spec"]["eps"] for t in rep["tables"]] == pytest.approx([4 / 255, 8 / 255])
+    cw = [t["rows"][1]["others"]["cw non-adaptive"] for t in rep["tables"]]
+    assert cw[0] == cw[1]  # C&W has no eps: the same inputs in every table
     row = rep["tables"][1]["rows"][1]
     assert row["adaptive_kind"].startswith("BPDA through the 8-step teacher")
     assert row["others"]["simba black-box"] is None and "8-step purifier" in row["skipped"]["simba black-box"]

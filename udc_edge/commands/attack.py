@@ -224,10 +224,10 @@ def _eval_defended(ctx: typer.Context, model: str, purifier: str, data: str, spe
     net, _ = load_model(model)
     pur, _ = load_purifier(purifier)
     x, y = load_eval_set(data, count, size, specs[0].seed)
-    tables = []
+    tables, cache = [], {}  # C&W has no eps: crafted once for all budgets
     with progress_bar("attacking", 4 * len(specs), quiet(ctx)) as adv:
         for spec in specs:
-            tables.append(defence_table(net, x, y, spec, purifiers=[(purifier, pur)], progress=adv))
+            tables.append(defence_table(net, x, y, spec, purifiers=[(purifier, pur)], progress=adv, cache=cache))
     write_tables(tables, out_dir, {"model": model, "purifier": purifier, "data": data}, overwrite)
     for t in tables:
         stdout.print(t.to_markdown(), soft_wrap=True, markup=False, highlight=False)

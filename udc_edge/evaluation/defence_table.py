@@ -163,19 +163,33 @@ def _row(name: str, restorer: nn.Module, restorer_name: str, purifier: Purifier 
                       latency_ms=latency_ms(exact, x, spec.latency_repeats), others=others, skipped=skipped)
 
 
-def _crafted(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec) -> dict[str, torch.Tensor]:
-    """Every white-box attack of ``spec`` crafted on the restorer alone (non-adaptive)."""
+def _crafted(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec,
+             cache: dict | None = None) -> dict[str, torch.Tensor]:
+    """Every white-box attack of ``spec`` crafted on the restorer alone (non-adaptive).
+    C&W has no eps, so with a ``cache`` it is crafted once per restorer across tables."""
     restorer.eval()
-    return {a: pgd_on_restorer(restorer, x, y, spec, a) for a in spec.attacks if a in WHITEBOX_ATTACKS}
+    out = {}
+    for a in spec.attacks:
+        if a not in WHITEBOX_ATTACKS:
+            continue
+        key = (id(restorer), a, spec.cw_search_steps, spec.cw_max_iter, spec.seed)
+        if a == "cw" and cache is not None and key in cache:
+            out[a] = cache[key]
+            continue
+        out[a] = pgd_on_restorer(restorer, x, y, spec, a)
+        if a == "cw" and cache is not None:
+            cache[key] = out[a]
+    return out
 
 
 def defence_table(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec | None = None,
                   teacher: Purifier | None = None, students: list[Purifier] | tuple = (),
                   finetuned: nn.Module | None = None, finetuned_purifier: Purifier | None = None,
-                  progress: Advance = _noop, purifiers: list[tuple[str, Purifier]] | tuple = ()) -> DefenceTable:
+                  progress: Advance = _noop, purifiers: list[tuple[str, Purifier]] | tuple = (),
+                  cache: dict | None = None) -> DefenceTable:
     """Rows: restorer; + teacher; + each student; + each of ``purifiers`` (label, purifier);
     + purifier and fine-tuned restorer (``finetuned_purifier``, default the first student,
-    else the teacher)."""
+    else the teacher). ``cache``: share eps-free attacks (C&W) between tables on the same x."""
     spec = spec or DefenceSpec()
     for s in students:
         if teacher is not None:
@@ -183,7 +197,7 @@ def defence_table(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: D
     every = [p for p in [teacher, *students, *(p for _, p in purifiers), finetuned_purifier] if p is not None]
     notes = list(dict.fromkeys(f"the {p.role} purifier was trained at {p.resolution} px and runs at {x.shape[-2]}x{x.shape[-1]} "
              "(fully convolutional)" for p in every if p.resolution != x.shape[-1]))
-    crafted = _crafted(restorer, x, y, spec)
+    crafted = _crafted(restorer, x, y, spec, cache)
     rows = [_row("restorer", restorer, "restorer", None, x, y, crafted, spec, progress)]
     if teacher is not None:
         rows.append(_row(f"+ teacher ({teacher.steps} steps)", restorer, "restorer", teacher, x, y, crafted, spec,
@@ -198,7 +212,7 @@ def defence_table(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: D
             raise UsageError("a fine-tuned restorer row needs a purifier", "give a teacher or student too")
         label = f"student k={pur.steps}" if pur.role == "student" else describe(pur).replace("teacher ", "purifier ")
         rows.append(_row(f"+ {label} + fine-tuned restorer", finetuned, "fine-tuned", pur, x, y,
-                         _crafted(finetuned, x, y, spec), spec, progress))
+                         _crafted(finetuned, x, y, spec, cache), spec, progress))
         notes.append("the fine-tuned row's non-adaptive attacks are crafted on the fine-tuned restorer alone")
     if "cw" in spec.attacks:
         notes.append(f"C&W-L2 ({spec.cw_search_steps} search rounds x {spec.cw_max_iter} steps) is crafted on the "
