@@ -36,7 +36,7 @@ class Context:
     quiet: bool
     display: str = "poled"
     restorer_name: str = "unet-s-poled"
-    purifier_name: str = "purifier-poled-k1"
+    purifier_name: str = "purifier-poled-oneshot"
     data: dict[str, Any] = field(default_factory=dict)  # filled by the stages as they run
 
 
@@ -130,11 +130,12 @@ def purify(ctx: Context) -> Stage:
                 if key == "attacked":
                     outs.append(y)
     ctx.data["purified_adv"] = outs
-    d = {"purifier": ctx.purifier_name, "t_star": pur.t_star, "steps": pur.steps,
+    d = {"purifier": ctx.purifier_name, "t_star": pur.t_star, "steps": pur.steps, "average": pur.average,
          "clean_psnr": _mean(rows["clean"]), "attacked_psnr": _mean(rows["attacked"]),
          "note": "non-adaptive: PGD crafted on the restorer alone"}
     return Stage("purify", "done", details=d,
-                 note=f"{ctx.purifier_name} (t*={pur.t_star}, {pur.steps} step) + restorer: clean {d['clean_psnr']:.2f} dB, "
+                 note=f"{ctx.purifier_name} (t*={pur.t_star}, {pur.steps} step, mean of {pur.average}) + restorer: "
+                      f"clean {d['clean_psnr']:.2f} dB, "
                       f"attacked {d['attacked_psnr']:.2f} dB (non-adaptive PGD)")
 
 
