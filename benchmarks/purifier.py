@@ -35,12 +35,12 @@ import torch
 from udc_edge.evaluation.defence import (
     DefenceSpec,
     DefendedPipeline,
+    craft_adaptive,
+    craft_on_restorer,
     describe,
     latency_ms,
     load_eval_set,
     measure,
-    pgd_adaptive,
-    pgd_on_restorer,
 )
 from udc_edge.fileio import write_json_atomic
 from udc_edge.models.purifier import check_pair, load_purifier
@@ -131,7 +131,7 @@ def main() -> int:
 
     # Clean and non-adaptive PGD through each purifier.
     restorer.eval()
-    x_adv = pgd_on_restorer(restorer, x, y, spec)
+    x_adv = craft_on_restorer(restorer, x, y, spec)
     plain = DefendedPipeline(restorer)
     rows = {"restorer": {"clean": measure(plain, x, y), "pgd_nonadaptive": measure(plain, x_adv, y)}}
     for name, p in [(args.teacher, teacher), *zip(names, students)]:
@@ -159,7 +159,7 @@ def main() -> int:
     for name, p in [(names[0] if students else None, students[0] if students else None), (args.oneshot, oneshot)]:
         if p is not None:
             pipe = DefendedPipeline(restorer, p.sampler())
-            rows[name]["pgd_adaptive_eot"] = measure(pipe, pgd_adaptive(pipe, x, y, spec), y, args.draws, args.seed)
+            rows[name]["pgd_adaptive_eot"] = measure(pipe, craft_adaptive(pipe, x, y, spec), y, args.draws, args.seed)
 
     # The restorer fine-tuned on purified inputs, behind --ft-purifier.
     ft_name = args.ft_purifier or args.oneshot or (names[0] if names else "")
@@ -172,12 +172,12 @@ def main() -> int:
             ft, _ = load_model(ft_path)
             ft.eval()
             pipe = DefendedPipeline(ft, ft_pur.sampler())
-            x_adv_ft = pgd_on_restorer(ft, x, y, spec)
+            x_adv_ft = craft_on_restorer(ft, x, y, spec)
             row = f"finetuned+{ft_name}"
             rows[row] = {
                 "clean": measure(pipe, x, y, args.draws, args.seed),
                 "pgd_nonadaptive": measure(pipe, x_adv_ft, y, args.draws, args.seed),
-                "pgd_adaptive_eot": measure(pipe, pgd_adaptive(pipe, x, y, spec), y, args.draws, args.seed),
+                "pgd_adaptive_eot": measure(pipe, craft_adaptive(pipe, x, y, spec), y, args.draws, args.seed),
                 "restorer_alone_clean": measure(DefendedPipeline(ft), x, y), "finetune": ft_info,
                 "purifier": describe(ft_pur)}
             result["finetuned_goals"] = {"row": row, **_goals(rows, row)}

@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 
 from udc_edge import __version__
 from udc_edge.commands import attack, data, demo, deploy, doctor, models, purifier, train, workflow
-from udc_edge.commands.common import err, stdout
+from udc_edge.commands.common import err, set_threads, stdout
 from udc_edge.errors import UdcEdgeError
 
 
@@ -65,10 +65,7 @@ def main(
     """udc-edge: UDC restoration from PyTorch to robust edge engines."""
     ctx.meta["udc_edge.debug"] = debug
     ctx.meta["udc_edge.quiet"] = quiet
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
 
 
 for _module in (data, train, purifier, models, deploy, doctor, workflow, attack, demo):

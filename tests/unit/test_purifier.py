@@ -14,9 +14,9 @@ from udc_edge.errors import ModelError, UsageError
 from udc_edge.evaluation.defence import (
     DefenceSpec,
     DefendedPipeline,
+    craft_adaptive,
+    craft_on_restorer,
     measure,
-    pgd_adaptive,
-    pgd_on_restorer,
 )
 from udc_edge.models import create
 from udc_edge.models.purifier import (
@@ -184,9 +184,9 @@ def test_eot_adaptive_attack_is_at_least_as_strong_as_non_adaptive(teacher):
     spec = DefenceSpec(attack_steps=8, eot=4, draws=2)
     pipe = DefendedPipeline(restorer, p.sampler(steps=1))
     clean = measure(pipe, x, y, spec.draws)
-    nonadaptive = measure(pipe, pgd_on_restorer(restorer, x, y, spec), y, spec.draws)
-    exact = measure(pipe, pgd_adaptive(pipe, x, y, spec), y, spec.draws)
-    bpda = measure(pipe, pgd_adaptive(DefendedPipeline(restorer, p.sampler(), bpda=True), x, y, spec), y,
+    nonadaptive = measure(pipe, craft_on_restorer(restorer, x, y, spec), y, spec.draws)
+    exact = measure(pipe, craft_adaptive(pipe, x, y, spec), y, spec.draws)
+    bpda = measure(pipe, craft_adaptive(DefendedPipeline(restorer, p.sampler(), bpda=True), x, y, spec), y,
                    spec.draws)
     assert exact["psnr"] <= nonadaptive["psnr"] <= clean["psnr"]
     assert bpda["psnr"] <= nonadaptive["psnr"]

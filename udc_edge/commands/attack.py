@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from udc_edge.commands.common import ArchKwargsOpt, ArchOpt, WeightsOpt, json_opt, quiet, stdout
+from udc_edge.commands.common import (
+    ArchKwargsOpt,
+    ArchOpt,
+    WeightsOpt,
+    json_opt,
+    quiet,
+    set_threads,
+    stdout,
+)
 from udc_edge.errors import UsageError
 
 
@@ -39,14 +47,9 @@ ThreadsOpt = Annotated[int, typer.Option(help="CPU threads for torch and ONNX Ru
 
 
 def _targets(model: str, surrogate: str | None, arch, arch_kwargs, weights, threads: int):
-    import torch
-
     from udc_edge.evaluation.robustness import load_target
 
-    if threads < 0:
-        raise UsageError(f"--threads {threads} must be >= 0", "use 0 for the default")
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     target, info = load_target(model, arch=arch, arch_kwargs=json_opt(arch_kwargs, "--arch-kwargs"),
                                weights=str(weights) if weights else None, threads=threads)
     sur = load_target(surrogate)[0] if surrogate else None
@@ -207,8 +210,6 @@ def eval_cmd(
 def _eval_defended(ctx: typer.Context, model: str, purifier: str, data: str, specs: list, out_dir: Path,
                    count: int, size: int, overwrite: bool, threads: int) -> None:
     """``eval MODEL --purifier P``: one defence table per budget, written as report.json/.md."""
-    import torch
-
     from udc_edge.evaluation.defence import load_eval_set
     from udc_edge.evaluation.defence_table import defence_table, write_tables
     from udc_edge.evaluation.robustness import check_output_dir
@@ -216,10 +217,7 @@ def _eval_defended(ctx: typer.Context, model: str, purifier: str, data: str, spe
     from udc_edge.models.zoo import load_model
     from udc_edge.progress import progress_bar
 
-    if threads < 0:
-        raise UsageError(f"--threads {threads} must be >= 0", "use 0 for the default")
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     check_output_dir(out_dir, overwrite)
     net, _ = load_model(model)
     pur, _ = load_purifier(purifier)

@@ -21,6 +21,16 @@ def quiet(ctx: typer.Context) -> bool:
     return bool(root.meta.get("udc_edge.quiet"))
 
 
+def set_threads(threads: int) -> None:
+    """Apply a ``--threads`` option: torch's CPU threads (0 keeps torch's default)."""
+    if threads < 0:
+        raise UsageError(f"--threads {threads} must be >= 0", "use 0 for the default")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def json_opt(value: str, name: str) -> dict:
     """Parse a JSON-object option value (empty string: {})."""
     try:

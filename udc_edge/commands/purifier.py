@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from udc_edge.commands.common import json_opt, quiet, stdout
+from udc_edge.commands.common import json_opt, quiet, set_threads, stdout
 from udc_edge.commands.train import train_app
 from udc_edge.training.distributed import is_main_process
 
@@ -165,7 +165,6 @@ def tune_cmd(
     threads: ThreadsOpt = 0,
 ) -> None:
     """Sweep t* and pick the best attacked PSNR within a clean-PSNR-drop bound."""
-    import torch
 
     from udc_edge.attacks import parse_eps
     from udc_edge.evaluation.defence import load_eval_set
@@ -174,8 +173,7 @@ def tune_cmd(
     from udc_edge.models.zoo import load_model
     from udc_edge.progress import progress_bar
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     spec = TuneSpec(t_stars=parse_t_stars(t_stars), max_clean_drop=max_drop, eps=parse_eps(eps),
                     attack_steps=attack_steps, draws=draws, steps=steps, seed=seed, average=average)
     net, _ = load_model(restorer)
@@ -218,7 +216,6 @@ def table_cmd(
 ) -> None:
     """Defence table: restorer, + teacher, + students, + purifiers, + fine-tuned; clean, PGD non-adaptive
     and adaptive + EOT, C&W, SimBA (black-box on the defended pipeline), latency."""
-    import torch
 
     from udc_edge.attacks import parse_eps
     from udc_edge.errors import UsageError
@@ -230,8 +227,7 @@ def table_cmd(
     from udc_edge.models.zoo import load_model
     from udc_edge.progress import progress_bar
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if finetuned_purifier and not finetuned:
         raise UsageError("--finetuned-purifier needs --finetuned", "give the fine-tuned restorer too")
     spec = DefenceSpec(eps=parse_eps(eps), attack_steps=attack_steps, eot=eot, draws=draws, seed=seed,

@@ -139,8 +139,6 @@ class DefenceSpec:
     square_queries: int = 500
     cw_search_steps: int = 5
     cw_max_iter: int = 50
-    #: query attacks are skipped through purifiers with more steps (too slow; say so)
-    black_box_max_steps: int = MAX_EXACT_STEPS
 
     def __post_init__(self) -> None:
         from udc_edge.attacks import parse_attack_names
@@ -203,13 +201,13 @@ def latency_ms(pipeline: DefendedPipeline, x: torch.Tensor, repeats: int = 5) ->
     return float(np.median(times) * 1e3)
 
 
-def pgd_on_restorer(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec,
+def craft_on_restorer(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec,
                     name: str = "pgd") -> torch.Tensor:
     """Non-adaptive: the attack crafted on the restorer alone (the defender's purifier unseen)."""
     return attack(Padded(restorer), x, y, spec.attack(name)).x_adv
 
 
-def pgd_adaptive(pipeline: DefendedPipeline, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec,
+def craft_adaptive(pipeline: DefendedPipeline, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec,
                  name: str = "pgd") -> torch.Tensor:
     """Adaptive: the attack on EOT(pipeline) (exact gradients, or BPDA if the pipeline says so)."""
     return attack(EOT(pipeline, spec.eot, seed=spec.seed + 1), x, y, spec.attack(name, 1)).x_adv

@@ -8,7 +8,6 @@ latency per image. Used by ``udc-edge purifier table`` and ``udc-edge eval --pur
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,11 +22,11 @@ from udc_edge.evaluation.defence import (
     DefenceSpec,
     DefendedPipeline,
     black_box,
+    craft_adaptive,
+    craft_on_restorer,
     describe,
     latency_ms,
     measure,
-    pgd_adaptive,
-    pgd_on_restorer,
     uses_bpda,
 )
 from udc_edge.fileio import atomic_dir
@@ -107,60 +106,53 @@ class DefenceTable:
         return "\n".join(lines) + note + "".join(f"\n- {n}" for n in self.notes) + "\n"
 
 
-def _others(restorer: nn.Module, purifier: Purifier | None, x: torch.Tensor, y: torch.Tensor,
-            crafted: dict[str, torch.Tensor], spec: DefenceSpec, progress: Advance, name: str
-            ) -> tuple[dict[str, dict | None], dict[str, str]]:
-    """The columns beyond PGD for one row."""
-    sampler = purifier.sampler() if purifier is not None else None
-    exact = DefendedPipeline(restorer, sampler)
-    out: dict[str, dict | None] = {}
-    skipped: dict[str, str] = {}
-    for col in column_names(spec):
-        atk, kind = col.split(" ", 1)
-        if kind == "non-adaptive":
-            m = measure(exact, crafted[atk], y, spec.draws, spec.seed)
-            if atk == "cw":
-                m["l2"] = float((crafted[atk] - x).flatten(1).norm(dim=1).mean())
-        elif kind == "adaptive":
-            if purifier is None:
-                m = measure(exact, crafted[atk], y)
-            else:
-                pipe = DefendedPipeline(restorer, sampler, bpda=uses_bpda(purifier))
-                m = measure(exact, pgd_adaptive(pipe, x, y, spec, atk), y, spec.draws, spec.seed)
-        elif purifier is not None and purifier.steps > spec.black_box_max_steps:
-            skipped[col] = f"skipped: {purifier.steps}-step purifier (query attacks through it are too slow)"
-            out[col] = None
-            continue
-        else:
-            x_bb, queries = black_box(exact, x, y, spec, atk)
-            m = {**measure(exact, x_bb, y, spec.draws, spec.seed), "queries": queries}
-        out[col] = m
-        progress(0, status=f"{name}: {col} {m['psnr']:.2f} dB")
-    return out, skipped
+def _column(atk: str, kind: str, restorer: nn.Module, purifier: Purifier | None, x: torch.Tensor,
+            y: torch.Tensor, crafted: dict[str, torch.Tensor], spec: DefenceSpec) -> dict[str, float] | str:
+    """One cell: metrics, or why it was skipped. ``kind``: non-adaptive, adaptive or black-box."""
+    exact = DefendedPipeline(restorer, purifier.sampler() if purifier is not None else None)
+    if kind == "non-adaptive":
+        m = measure(exact, crafted[atk], y, spec.draws, spec.seed)
+        return {**m, "l2": float((crafted[atk] - x).flatten(1).norm(dim=1).mean())} if atk == "cw" else m
+    if kind == "adaptive":
+        pipe = DefendedPipeline(restorer, exact.sampler, bpda=uses_bpda(purifier))
+        return measure(exact, craft_adaptive(pipe, x, y, spec, atk), y, spec.draws, spec.seed)
+    if purifier is not None and uses_bpda(purifier):
+        return f"skipped: {purifier.steps}-step purifier (query attacks through it are too slow)"
+    x_bb, queries = black_box(exact, x, y, spec, atk)
+    return {**measure(exact, x_bb, y, spec.draws, spec.seed), "queries": queries}
 
 
 def _row(name: str, restorer: nn.Module, restorer_name: str, purifier: Purifier | None, x: torch.Tensor,
          y: torch.Tensor, crafted: dict[str, torch.Tensor], spec: DefenceSpec, progress: Advance) -> DefenceRow:
-    sampler = purifier.sampler() if purifier is not None else None
-    exact = DefendedPipeline(restorer, sampler)
+    """Every column of one row; an undefended row's adaptive cells are its non-adaptive ones."""
+    exact = DefendedPipeline(restorer, purifier.sampler() if purifier is not None else None)
     clean = measure(exact, x, y, spec.draws, spec.seed)
-    nonad = measure(exact, crafted["pgd"], y, spec.draws, spec.seed)
-    progress(1, status=f"{name}: clean {clean['psnr']:.2f}, non-adaptive {nonad['psnr']:.2f} dB")
-    adaptive, kind = None, "not run"
+    cells: dict[str, dict | str | None] = {}
+    for col in ["pgd non-adaptive", "pgd adaptive", *column_names(spec)]:
+        atk, kind = col.split(" ", 1)
+        if kind == "adaptive" and (purifier is None or not spec.adaptive):
+            cells[col] = cells[f"{atk} non-adaptive"] if purifier is None else None
+            continue
+        cells[col] = _column(atk, kind, restorer, purifier, x, y, crafted, spec)
+        if isinstance(cells[col], dict):
+            progress(0, status=f"{name}: {col} {cells[col]['psnr']:.2f} dB")
+    progress(2)
     if purifier is None:
-        adaptive, kind = nonad, "white-box PGD (undefended: same as non-adaptive)"
-    elif spec.adaptive:
-        bpda = uses_bpda(purifier)
+        kind = "white-box PGD (undefended: same as non-adaptive)"
+    elif not spec.adaptive:
+        kind = "not run"
+    elif uses_bpda(purifier):
+        kind = f"BPDA through the {purifier.steps}-step {purifier.role} + EOT({spec.eot})"
+    else:
         avg = f", mean of {purifier.average} draws" if purifier.average > 1 else ""
-        kind = (f"BPDA through the {purifier.steps}-step {purifier.role}" if bpda else
-                f"exact gradients through {purifier.steps} step(s){avg}") + f" + EOT({spec.eot})"
-        x_ad = pgd_adaptive(DefendedPipeline(restorer, sampler, bpda=bpda), x, y, spec)
-        adaptive = measure(exact, x_ad, y, spec.draws, spec.seed)
-    progress(1, status=f"{name}: adaptive {adaptive['psnr']:.2f} dB" if adaptive else name)
-    others, skipped = _others(restorer, purifier, x, y, crafted, spec, progress, name)
+        kind = f"exact gradients through {purifier.steps} step(s){avg} + EOT({spec.eot})"
+    others = {c: v for c, v in cells.items() if not c.startswith("pgd ")}
     return DefenceRow(name=name, purifier="none" if purifier is None else describe(purifier),
-                      restorer=restorer_name, clean=clean, nonadaptive=nonad, adaptive=adaptive, adaptive_kind=kind,
-                      latency_ms=latency_ms(exact, x, spec.latency_repeats), others=others, skipped=skipped)
+                      restorer=restorer_name, clean=clean, nonadaptive=cells["pgd non-adaptive"],
+                      adaptive=cells["pgd adaptive"], adaptive_kind=kind,
+                      latency_ms=latency_ms(exact, x, spec.latency_repeats),
+                      others={c: v if isinstance(v, dict) else None for c, v in others.items()},
+                      skipped={c: v for c, v in others.items() if isinstance(v, str)})
 
 
 def _crafted(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec,
@@ -176,7 +168,7 @@ def _crafted(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Defenc
         if a == "cw" and cache is not None and key in cache:
             out[a] = cache[key]
             continue
-        out[a] = pgd_on_restorer(restorer, x, y, spec, a)
+        out[a] = craft_on_restorer(restorer, x, y, spec, a)
         if a == "cw" and cache is not None:
             cache[key] = out[a]
     return out
@@ -218,19 +210,6 @@ def defence_table(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: D
         notes.append(f"C&W-L2 ({spec.cw_search_steps} search rounds x {spec.cw_max_iter} steps) is crafted on the "
                      "restorer alone; its mean L2 norm is shown. PGD + EOT is the adaptive reference.")
     return DefenceTable(rows=rows, spec=asdict(spec), images=len(x), size=list(x.shape[-2:]), notes=notes)
-
-
-def gain_recovery(table: DefenceTable, student_row: str, teacher_row: str, column: str = "nonadaptive"
-                  ) -> float | None:
-    """Fraction of the teacher's attacked-PSNR gain over the undefended restorer that a
-    student keeps: (student - restorer) / (teacher - restorer); None if the teacher gains
-    nothing."""
-    by = {r.name: r for r in table.rows}
-    base = getattr(by["restorer"], column)["psnr"]
-    gain_t = getattr(by[teacher_row], column)["psnr"] - base
-    if not math.isfinite(gain_t) or gain_t <= 0:
-        return None
-    return (getattr(by[student_row], column)["psnr"] - base) / gain_t
 
 
 def write_tables(tables: list[DefenceTable], out: str | os.PathLike, about: dict[str, Any],

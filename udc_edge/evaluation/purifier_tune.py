@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from udc_edge.errors import UsageError
-from udc_edge.evaluation.defence import DefenceSpec, DefendedPipeline, measure, pgd_on_restorer
+from udc_edge.evaluation.defence import DefenceSpec, DefendedPipeline, craft_on_restorer, measure
 from udc_edge.fileio import atomic_path, write_json_atomic, write_text_atomic
 from udc_edge.models.purifier import Purifier, check_average, check_t_star, t_index
 from udc_edge.progress import Advance, _noop
@@ -136,7 +136,7 @@ def tune_t_star(restorer: nn.Module, purifier: Purifier, x: torch.Tensor, y: tor
                          "give the teacher, then distil a student at the chosen t*")
     dspec = DefenceSpec(eps=spec.eps, attack_steps=spec.attack_steps, draws=spec.draws, seed=spec.seed)
     restorer.eval()
-    x_adv = pgd_on_restorer(restorer, x, y, dspec)
+    x_adv = craft_on_restorer(restorer, x, y, dspec)
     plain = DefendedPipeline(restorer)
     base = {"clean_psnr": measure(plain, x, y)["psnr"], "attacked_psnr": measure(plain, x_adv, y)["psnr"]}
     progress(1)

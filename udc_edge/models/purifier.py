@@ -26,8 +26,9 @@ teacher's t* and refuses any other t*.
 which removes much of the variance the noise adds to a clean image). The K draws are
 views of the ONE noise input: circular shifts of it by half and quarter the image size,
 so every element of a view comes from a different, distant element of the input
-(independent N(0, 1) values) and the graph keeps its ``(image, noise)`` signature. With ``steps = 1`` this is one-shot
-denoising (Carlini et al. 2023): the UNet's x0 prediction at t*, no trajectory.
+(independent N(0, 1) values) and the graph keeps its ``(image, noise)`` signature. With
+``steps = 1`` this is one-shot denoising (Carlini et al. 2023): the UNet's x0 prediction
+at t*, no trajectory.
 """
 
 from __future__ import annotations
