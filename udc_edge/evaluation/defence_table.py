@@ -106,15 +106,15 @@ class DefenceTable:
         return "\n".join(lines) + note + "".join(f"\n- {n}" for n in self.notes) + "\n"
 
 
-def _column(atk: str, kind: str, restorer: nn.Module, purifier: Purifier | None, x: torch.Tensor,
+def _column(atk: str, kind: str, exact: DefendedPipeline, purifier: Purifier | None, x: torch.Tensor,
             y: torch.Tensor, crafted: dict[str, torch.Tensor], spec: DefenceSpec) -> dict[str, float] | str:
-    """One cell: metrics, or why it was skipped. ``kind``: non-adaptive, adaptive or black-box."""
-    exact = DefendedPipeline(restorer, purifier.sampler() if purifier is not None else None)
+    """One cell of the row whose pipeline is ``exact``: metrics, or why it was skipped.
+    ``kind``: non-adaptive, adaptive or black-box."""
     if kind == "non-adaptive":
         m = measure(exact, crafted[atk], y, spec.draws, spec.seed)
         return {**m, "l2": float((crafted[atk] - x).flatten(1).norm(dim=1).mean())} if atk == "cw" else m
     if kind == "adaptive":
-        pipe = DefendedPipeline(restorer, exact.sampler, bpda=uses_bpda(purifier))
+        pipe = DefendedPipeline(exact.restorer, exact.sampler, bpda=uses_bpda(purifier))
         return measure(exact, craft_adaptive(pipe, x, y, spec, atk), y, spec.draws, spec.seed)
     if purifier is not None and uses_bpda(purifier):
         return f"skipped: {purifier.steps}-step purifier (query attacks through it are too slow)"
@@ -133,7 +133,7 @@ def _row(name: str, restorer: nn.Module, restorer_name: str, purifier: Purifier 
         if kind == "adaptive" and (purifier is None or not spec.adaptive):
             cells[col] = cells[f"{atk} non-adaptive"] if purifier is None else None
             continue
-        cells[col] = _column(atk, kind, restorer, purifier, x, y, crafted, spec)
+        cells[col] = _column(atk, kind, exact, purifier, x, y, crafted, spec)
         if isinstance(cells[col], dict):
             progress(0, status=f"{name}: {col} {cells[col]['psnr']:.2f} dB")
     progress(2)
