@@ -11,7 +11,7 @@ budget, and are deterministic for a seed::
     result = attack(model, x, y, spec)
 """
 
-from udc_edge.attacks.api import as_batch, attack, transfer_attack
+from udc_edge.attacks.api import as_batch, attack, craft, transfer_attack
 from udc_edge.attacks.objectives import per_image_mse, psnr_from_mse
 from udc_edge.attacks.result import AttackResult
 from udc_edge.attacks.spec import (
@@ -39,6 +39,7 @@ __all__ = [
     "QueryTarget",
     "as_batch",
     "attack",
+    "craft",
     "is_torch_target",
     "parse_attack_names",
     "parse_eps",

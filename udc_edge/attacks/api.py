@@ -107,15 +107,16 @@ def _measure(
     viewer = QueryTarget(target, x.shape[0])
     x_adv = x_adv.detach().to(viewer.device)
     x = x.to(viewer.device)
-    out_clean = viewer.peek(x)
+    out_clean, out_adv = viewer.peek(x), viewer.peek(x_adv)
     ref = out_clean if spec.objective == "clean" else require_ground_truth(y).to(viewer.device)
-    objective = per_image_mse(viewer.peek(x_adv), ref)
+    objective = per_image_mse(out_adv, ref)
     objective_clean = per_image_mse(out_clean, ref)
     delta = (x_adv - x).flatten(1)
     if isinstance(x_in, np.ndarray):
         x_out: Batch = x_adv.cpu().numpy().astype(np.float32, copy=False)
+        output: Batch = out_adv.detach().cpu().numpy().astype(np.float32, copy=False)
     else:
-        x_out = x_adv.to(x_in.device)
+        x_out, output = x_adv.to(x_in.device), out_adv.detach().to(x_in.device)
     return AttackResult(
         x_adv=x_out,
         queries=queries,
@@ -127,7 +128,18 @@ def _measure(
         spec=spec,
         transfer=transfer,
         success=success,
+        output=output,
     )
+
+
+def craft(target: Any, x: Batch, y: Batch | None = None, spec: AttackSpec | None = None) -> torch.Tensor:
+    """Only the crafting half of :func:`attack`: the adversarial batch as a float32 tensor,
+    without measuring the target at x and x_adv afterwards (for callers that measure
+    their own way; through an EOT target those two passes cost 2 x its samples)."""
+    spec = _check_spec(spec)
+    check_target(target)
+    xt, yt = _inputs(x, y, spec)
+    return _craft(target, xt, yt, spec)[0].detach()
 
 
 def attack(target: Any, x: Batch, y: Batch | None = None, spec: AttackSpec | None = None
@@ -141,8 +153,6 @@ def attack(target: Any, x: Batch, y: Batch | None = None, spec: AttackSpec | Non
     spec = _check_spec(spec)
     check_target(target)
     xt, yt = _inputs(x, y, spec)
-    if spec.is_whitebox:
-        require_torch_target(target, spec.name)
     start = time.perf_counter()
     x_adv, queries, success = _craft(target, xt, yt, spec)
     seconds = time.perf_counter() - start

@@ -27,7 +27,9 @@ class AttackResult:
     or f(x) for ``objective="clean"``) measured *on the target* at x_adv and at x;
     measuring them is not counted as queries. ``success`` is set by C&W only: the
     objective rose by ``cw_target + cw_confidence`` over its clean value, on the model
-    the attack was crafted on. ``seconds`` is the crafting time.
+    the attack was crafted on. ``seconds`` is the crafting time. ``output`` is the
+    target's output at x_adv (the pass that measured ``objective``; type as ``x_adv``), so
+    callers need not run the target again.
     """
 
     x_adv: torch.Tensor | np.ndarray
@@ -40,6 +42,7 @@ class AttackResult:
     spec: AttackSpec
     transfer: bool = False
     success: np.ndarray | None = field(default=None)
+    output: torch.Tensor | np.ndarray | None = field(default=None, repr=False)
 
     @property
     def total_queries(self) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from udc_edge.attacks import AttackSpec, attack
+from udc_edge.attacks import AttackSpec, attack, craft
 from udc_edge.errors import DataError, UsageError
 from udc_edge.evaluation.metrics import psnr, ssim
 from udc_edge.models.padding import Padded, run_padded
@@ -204,13 +204,13 @@ def latency_ms(pipeline: DefendedPipeline, x: torch.Tensor, repeats: int = 5) ->
 def craft_on_restorer(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec,
                     name: str = "pgd") -> torch.Tensor:
     """Non-adaptive: the attack crafted on the restorer alone (the defender's purifier unseen)."""
-    return attack(Padded(restorer), x, y, spec.attack(name)).x_adv
+    return craft(Padded(restorer), x, y, spec.attack(name))
 
 
 def craft_adaptive(pipeline: DefendedPipeline, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec,
                  name: str = "pgd") -> torch.Tensor:
     """Adaptive: the attack on EOT(pipeline) (exact gradients, or BPDA if the pipeline says so)."""
-    return attack(EOT(pipeline, spec.eot, seed=spec.seed + 1), x, y, spec.attack(name, 1)).x_adv
+    return craft(EOT(pipeline, spec.eot, seed=spec.seed + 1), x, y, spec.attack(name, 1))
 
 
 def black_box(pipeline: DefendedPipeline, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec,

@@ -123,7 +123,12 @@ def check_data(dataset: PairedDataset, objective: str, limit: int | None) -> int
 
 def forward(target: Any, img: np.ndarray) -> np.ndarray:
     """The target's output for one HxWx3 image, clipped to [0, 1] (not counted as a query)."""
-    return np.clip(to_hwc(QueryTarget(target, 1).peek(to_nchw(img))), 0.0, 1.0)
+    return output_image(QueryTarget(target, 1).peek(to_nchw(img)))
+
+
+def output_image(out: Any) -> np.ndarray:
+    """A target's NCHW output (e.g. :attr:`AttackResult.output`) as an HxWx3 image in [0, 1]."""
+    return np.clip(to_hwc(out), 0.0, 1.0)
 
 
 def run_one(target: Any, spec: AttackSpec, lq: np.ndarray, gt: np.ndarray | None,
@@ -258,8 +263,7 @@ def evaluate_robustness(target: Any, dataset: PairedDataset, specs: list[AttackS
         entry: dict[str, Any] = {"name": pair.name, "clean": {"psnr": psnr(out, ref), "ssim": ssim(out, ref)}}
         for key, spec in zip(keys, specs):
             res = run_one(target, dataclasses.replace(spec, seed=spec.seed + i), pair.lq, pair.gt, surrogate)
-            adv = to_hwc(res.x_adv)
-            out_adv = forward(target, adv)
+            adv, out_adv = to_hwc(res.x_adv), output_image(res.output)
             entry[key] = {"psnr": psnr(out_adv, ref), "ssim": ssim(out_adv, ref),
                           "queries": int(res.queries[0]), "linf": float(res.linf[0]), "l2": float(res.l2[0]),
                           "seconds": res.seconds, "transfer": res.transfer,

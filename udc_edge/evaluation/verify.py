@@ -24,7 +24,7 @@ from udc_edge.data.images import to_hwc
 from udc_edge.data.readers import PairedDataset
 from udc_edge.errors import DataError, EngineError, UsageError
 from udc_edge.evaluation.metrics import psnr, ssim
-from udc_edge.evaluation.robustness import as_target, forward, run_one
+from udc_edge.evaluation.robustness import as_target, forward, output_image, run_one
 from udc_edge.progress import Advance, _noop
 
 
@@ -169,7 +169,7 @@ def make_reference_set(reference: Any, dataset: PairedDataset, spec: VerifySpec,
                 rs.transferred.setdefault(label, []).append(adv)
                 rs.ref_transferred.setdefault(label, []).append(forward(ref, adv))
             else:
-                out = forward(ref, to_hwc(run_one(ref, a, p.lq, p.gt).x_adv))
+                out = output_image(run_one(ref, a, p.lq, p.gt).output)
                 rs.blackbox_ref.setdefault(label, []).append({"psnr": psnr(out, p.gt), "ssim": ssim(out, p.gt)})
         progress(1)
     return rs
@@ -233,7 +233,7 @@ def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "
     if first.shape[1:] != (3, *rs.lq[0].shape[:2]):
         raise EngineError(f"engine output shape {first.shape} does not match the reference's "
                           f"(1, 3, {rs.lq[0].shape[0]}, {rs.lq[0].shape[1]})", "check engine and reference are the same network")
-    eng_clean = [forward(engine, x) for x in rs.lq]
+    eng_clean = [output_image(first)] + [forward(engine, x) for x in rs.lq[1:]]
     fid = [psnr(e, r) for e, r in zip(eng_clean, rs.ref_clean)]
     checks = [Check("output fidelity vs reference (dB)", None, None, float(np.mean(fid)), f">= {spec.min_fidelity}",
                     bool(np.mean(fid) >= spec.min_fidelity))]
@@ -250,7 +250,7 @@ def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "
     for label, ref_rows in rs.blackbox_ref.items():
         name_ = label.split("@")[0]
         a = spec.attack_spec(name_)
-        outs = [forward(engine, to_hwc(run_one(engine, a, x, g).x_adv)) for x, g in zip(rs.lq, rs.gt)]
+        outs = [output_image(run_one(engine, a, x, g).output) for x, g in zip(rs.lq, rs.gt)]
         rp, rs_ = np.mean([r["psnr"] for r in ref_rows]), np.mean([r["ssim"] for r in ref_rows])
         ep, es = np.mean([psnr(o, g) for o, g in zip(outs, rs.gt)]), np.mean([ssim(o, g) for o, g in zip(outs, rs.gt)])
         checks += [Check(f"{label} black-box on each PSNR drop (dB)", float(rp), float(ep), float(rp - ep),
