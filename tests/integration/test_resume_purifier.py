@@ -52,6 +52,11 @@ def same_weights(a, b) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def run_bytes(run) -> dict:
+    """Every file of a run folder, by relative path: to check that nothing was written."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
 def log(run) -> dict:
     return json.loads((run / "train_log.json").read_text())
 
@@ -109,6 +114,7 @@ def test_resume_with_other_options_is_refused(models, tmp_path):
     torch.manual_seed(0)
     save_purifier(teacher, Purifier(unet="purifier-t", t_star=0.1, steps=3, resolution=32, t_max=0.2))
     distill(DistillSpec(**DISTILL, teacher=str(teacher), train_steps=N // 2, out=str(tmp_path / "d")))
+    distilled = run_bytes(tmp_path / "d")
     with pytest.raises(UsageError, match="--batch is 4 but the interrupted run used 2"):
         distill(DistillSpec(**{**DISTILL, "batch": 4}, teacher=str(teacher), train_steps=N,
                             out=str(tmp_path / "d"), resume=True))
@@ -120,13 +126,15 @@ def test_resume_with_other_options_is_refused(models, tmp_path):
                   overwrite=True)
     with pytest.raises(UsageError, match="the teacher's weights"):
         distill(DistillSpec(**DISTILL, teacher=str(teacher), train_steps=N, out=str(tmp_path / "d"), resume=True))
+    assert run_bytes(tmp_path / "d") == distilled
     finetune_restorer(FinetuneSpec(**FINETUNE, restorer=restorer, purifier=str(models / "teacher"), steps=N // 2,
                                    out=str(tmp_path / "f")))
+    before = run_bytes(tmp_path / "f")
     with pytest.raises(UsageError, match="--mix"):
         finetune_restorer(FinetuneSpec(**{**FINETUNE, "mix": ("clean", "purified")}, restorer=restorer,
                                        purifier=str(models / "teacher"), steps=N, out=str(tmp_path / "f"),
                                        resume=True))
-    assert log(tmp_path / "d")["resumed"] is None  # the refused resumes wrote nothing
+    assert run_bytes(tmp_path / "f") == before  # a refused resume writes nothing
 
 
 def test_every_trainer_refuses_resume_with_overwrite_or_without_state(models, tmp_path):
@@ -156,7 +164,7 @@ def test_finetune_resume_refuses_a_purifier_changed_in_place_and_a_torn_checkpoi
     finetune_restorer(FinetuneSpec(**spec, steps=N // 2, out=str(tmp_path / "run")))
     pur, _ = load_purifier(tmp_path / "pur")  # same path, other setting (what `configure --overwrite` does)
     save_purifier(tmp_path / "pur", Purifier(**{**pur.config(), "average": 2}), overwrite=True)
-    with pytest.raises(UsageError, match="other settings or weights"):
+    with pytest.raises(UsageError, match="the purifier's settings"):
         finetune_restorer(FinetuneSpec(**spec, steps=N, out=str(tmp_path / "run"), resume=True))
     shutil.rmtree(tmp_path / "pur")
     shutil.copytree(models / "teacher", tmp_path / "pur")

@@ -46,8 +46,12 @@ def test_same_seed_same_weights_and_exact_resume(tmp_path):
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     # Stop at step 3, resume to 6: the same weights as the uninterrupted run.
     train_restorer(TrainSpec(**TINY, steps=3, val_every=3, out=str(tmp_path / "c")))
+    with pytest.raises(UsageError, match="--seed is 1 but the interrupted run used 0"):
+        train_restorer(TrainSpec(**{**TINY, "seed": 1}, steps=6, val_every=3, out=str(tmp_path / "c"), resume=True))
     train_restorer(TrainSpec(**TINY, steps=6, val_every=3, out=str(tmp_path / "c"), resume=True))
     assert _digest(tmp_path / "c") == _digest(tmp_path / "a")
+    resumed = json.loads((tmp_path / "c" / "train_log.json").read_text())["resumed"]
+    assert resumed == {"from_step": 3, "changed": {"steps": [3, 6]}}
     train_restorer(TrainSpec(**{**TINY, "seed": 1}, steps=6, val_every=3, out=str(tmp_path / "d")))
     assert _digest(tmp_path / "d") != _digest(tmp_path / "a")
 

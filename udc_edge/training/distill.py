@@ -54,19 +54,12 @@ from udc_edge.training import distributed as D
 from udc_edge.training.pairs import make_train_data
 from udc_edge.training.purifier import domain_batch
 from udc_edge.training.restorer import lr_at, prepare_out_dir
-from udc_edge.training.state import (
-    STATE_NAME,
-    last_config,
-    load_train_state,
-    save_train_state,
-    spec_changes,
-)
+from udc_edge.training.state import STATE_NAME, options, resume_run, save_train_state
 
 METHOD = "direct trajectory matching (knowledge distillation of the DDIM sampler, Luhman & Luhman 2021)"
 #: Spec fields (and the teacher's weight digest) a resumed run must share with the interrupted one.
-RESUME_MUST_MATCH = {"teacher": "TEACHER", "teacher_digest": "the teacher's weights (digest)", "k": "--steps",
-                     "teacher_steps": "--teacher-steps", "data": "--data", "batch": "--batch", "patch": "--patch",
-                     "targets": "--targets", "seed": "--seed", "pool": "--pool", "val_count": "--val-count"}
+RESUME_MUST_MATCH = options("teacher_steps", "data", "batch", "patch", "targets", "seed", "pool", "val_count",
+                            teacher="TEACHER", teacher_digest="the teacher's weights (digest)", k="--steps")
 
 
 @dataclass(frozen=True)
@@ -207,14 +200,8 @@ def distill(spec: DistillSpec, progress: Advance = _noop, setup_progress: Advanc
     history: list[dict] = []
     best = float("inf")  # the saved best/ student's gap
     if spec.resume:  # before the data and targets: a refusal is quick
-        saved = last_config(out)
-        saved_spec = dict(saved.get("training", {}).get("spec", {}))
-        saved_digest = saved.get("kwargs", {}).get("distillation", {}).get("teacher_digest")
-        if saved_digest:
-            saved_spec["teacher_digest"] = saved_digest
-        changed = spec_changes(saved_spec, {**asdict(spec), "teacher_digest": digest}, RESUME_MUST_MATCH)
-        start, history, best = load_train_state(out, student, opt)
-        resumed = {"from_step": start, "changed": changed}
+        start, history, best, resumed = resume_run(out, student, opt, {**asdict(spec), "teacher_digest": digest},
+                                                   RESUME_MUST_MATCH)
     data = make_train_data(data_name, patch, spec.seed, spec.val_count, pool=spec.pool, progress=setup_progress)
     vx, vn = _val_set(data.val, teacher.domain, patch, spec.seed)
     with torch.no_grad():
@@ -252,7 +239,8 @@ def distill(spec: DistillSpec, progress: Advance = _noop, setup_progress: Advanc
             history.append(m)
             progress(0, status=f"gap {gap:.2e}")
             extra = {"training": {"spec": asdict(spec), "data": data.describe(), "step": step + 1,
-                                  "teacher": desc.get("name", desc.get("path", spec.teacher))}, "metrics": m}
+                                  "teacher": desc.get("name", desc.get("path", spec.teacher)),
+                                  "teacher_digest": digest}, "metrics": m}
             if gap < best:
                 best = gap
                 save_purifier(out / "best", student, extra, overwrite=True)

@@ -29,6 +29,7 @@ or validation count is refused; other changes (lr, steps, ...) are recorded in t
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -51,16 +52,17 @@ from udc_edge.training import distributed as D
 from udc_edge.training.losses import fft_l1
 from udc_edge.training.pairs import make_train_data
 from udc_edge.training.restorer import evaluate_pairs, lr_at, prepare_out_dir, save_run
-from udc_edge.training.state import last_config, load_train_state, spec_changes
+from udc_edge.training.state import options, resume_run
 
 MIX_NAMES = ("clean", "purified", "adversarial", "purified-adversarial")
 #: what the restorer learns to output: ground truth, or the original restorer's output on
 #: the clean input (consistency: the defended pipeline should reproduce the undefended one)
 TARGETS = ("gt", "restorer")
 #: Spec fields a resumed run must share with the interrupted one (field -> option).
-RESUME_MUST_MATCH = {name: f"--{name.replace('_', '-')}" for name in (
-    "purifier", "data", "mix", "batch", "patch", "eps", "attack_steps", "ssim_weight", "fft_weight", "seed", "pool",
-    "val_count", "target")} | {"restorer": "RESTORER"}
+RESUME_MUST_MATCH = options("purifier", "data", "mix", "batch", "patch", "eps", "attack_steps", "ssim_weight",
+                            "fft_weight", "seed", "pool", "val_count", "target", restorer="RESTORER",
+                            purifier_config="the purifier's settings (--purifier)",
+                            purifier_digest="the purifier's weights (--purifier)")
 
 
 def parse_mix(text: str) -> tuple[str, ...]:
@@ -210,7 +212,12 @@ def finetune_restorer(spec: FinetuneSpec, progress: Advance = _noop, setup_progr
     info = D.init_distributed("cpu")
     out = prepare_out_dir(spec.out, spec.resume, spec.overwrite, info)
     restorer, rdesc = load_model(spec.restorer)
+    # --target restorer: the original weights, before a resume loads the fine-tuned ones
+    reference = copy.deepcopy(restorer).eval() if spec.target == "restorer" else None
     purifier, pdesc = load_purifier(spec.purifier)
+    # recorded with every checkpoint and compared on resume (same purifier settings and weights)
+    pur_record = {"purifier_config": json.loads(json.dumps(purifier.config())),
+                  "purifier_digest": state_digest(purifier)}
     sampler = purifier.sampler().eval()
     for p in purifier.parameters():
         p.requires_grad_(False)
@@ -224,19 +231,12 @@ def finetune_restorer(spec: FinetuneSpec, progress: Advance = _noop, setup_progr
     history: list[dict] = []
     best: dict[str, Any] = {"psnr": -1.0}
     if spec.resume:  # before the data: a refusal is quick
-        saved = last_config(out).get("training", {})
-        changed = spec_changes(saved.get("spec", {}), asdict(spec), RESUME_MUST_MATCH)
-        now = {"purifier_config": json.loads(json.dumps(purifier.config())), "purifier_digest": state_digest(purifier)}
-        if any(k in saved and saved[k] != v for k, v in now.items()):
-            raise UsageError(f"--resume: purifier {spec.purifier} now has other settings or weights than in the "
-                             "interrupted run", "resume with the same purifier, or start a new run")
-        start, history, best = load_train_state(out, restorer, opt)
-        resumed = {"from_step": start, "changed": changed}
+        start, history, best, resumed = resume_run(out, restorer, opt, {**asdict(spec), **pur_record},
+                                                   RESUME_MUST_MATCH)
     data = make_train_data(spec.data, spec.patch, spec.seed, spec.val_count, pool=spec.pool, progress=setup_progress)
     if not spec.resume:
         history = [{"step": 0, **(_validate(restorer, sampler, data.val, spec.seed) if info.is_main else {})}]
     before = {k: v for k, v in history[0].items() if k != "step"}
-    reference = load_model(spec.restorer)[0].eval() if spec.target == "restorer" else None
     ddp = D.wrap_model(restorer, info)
     t0 = time.perf_counter()
     elapsed_before = float(history[-1].get("seconds", 0.0))
@@ -266,7 +266,7 @@ def finetune_restorer(spec: FinetuneSpec, progress: Advance = _noop, setup_progr
             training = {"spec": asdict(spec), "data": data.describe(), "step": step + 1,
                         "finetuned_from": rdesc.get("name", rdesc.get("path", spec.restorer)),
                         "purifier": pdesc.get("name", pdesc.get("path", spec.purifier)),
-                        "purifier_config": purifier.config(), "purifier_digest": state_digest(purifier)}
+                        **pur_record}
             best = save_run(out, restorer, opt, config, m, best, history, training)
     report = FinetuneReport(out=str(out), steps=spec.steps, seconds=elapsed_before + time.perf_counter() - t0,
                             before=before, best=best, history=history)

@@ -41,7 +41,11 @@ from udc_edge.progress import Advance, _noop
 from udc_edge.training import distributed as D
 from udc_edge.training.pairs import make_train_data
 from udc_edge.training.restorer import lr_at, prepare_out_dir
-from udc_edge.training.state import STATE_NAME, load_train_state, save_train_state
+from udc_edge.training.state import STATE_NAME, options, resume_run, save_train_state
+
+#: Spec fields a resumed run must share with the interrupted one (lr, steps, ... may change).
+RESUME_MUST_MATCH = options("data", "domain", "unet", "unet_kwargs", "batch", "patch", "t_max", "seed", "pool",
+                            "val_count")
 
 
 @dataclass(frozen=True)
@@ -174,8 +178,9 @@ def train_purifier(spec: PurifierTrainSpec, progress: Advance = _noop, setup_pro
     opt = torch.optim.AdamW(purifier.unet.parameters(), lr=spec.lr, weight_decay=spec.weight_decay,
                             betas=(0.9, 0.99))
     start, history, best = 0, [], {"val_loss": float("inf")}
+    resumed = None
     if spec.resume:
-        start, history, best = load_train_state(out, purifier, opt)
+        start, history, best, resumed = resume_run(out, purifier, opt, asdict(spec), RESUME_MUST_MATCH)
     unet = D.wrap_model(purifier.unet, info)
     t0 = time.perf_counter()
     elapsed_before = float(history[-1]["seconds"]) if history else 0.0
@@ -208,6 +213,7 @@ def train_purifier(spec: PurifierTrainSpec, progress: Advance = _noop, setup_pro
     if info.is_main:
         write_json_atomic(out / "train_log.json", {
             "spec": asdict(spec), "data": data.describe(), **asdict(report), "weights_digests": digests,
+            "resumed": resumed,
             "ranks_identical": len(set(digests)) == 1, "torch": torch.__version__,
             "threads": torch.get_num_threads()})
     D.finish(info)

@@ -39,7 +39,11 @@ from udc_edge.progress import Advance, _noop
 from udc_edge.training import distributed as D
 from udc_edge.training.losses import restoration_loss
 from udc_edge.training.pairs import make_train_data
-from udc_edge.training.state import STATE_NAME, load_train_state, save_train_state
+from udc_edge.training.state import STATE_NAME, options, resume_run, save_train_state
+
+#: Spec fields a resumed run must share with the interrupted one (lr, steps, ... may change).
+RESUME_MUST_MATCH = options("arch", "arch_kwargs", "data", "batch", "patch", "seed", "pool", "val_count",
+                            pixel_loss="--loss")
 
 
 @dataclass(frozen=True)
@@ -158,8 +162,9 @@ def train_restorer(spec: TrainSpec, progress: Advance = _noop, setup_progress: A
                            progress=setup_progress)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay, betas=(0.9, 0.99))
     start, history, best = 0, [], {"psnr": -1.0}
+    resumed = None
     if spec.resume:
-        start, history, best = load_train_state(out, model, opt)
+        start, history, best, resumed = resume_run(out, model, opt, asdict(spec), RESUME_MUST_MATCH)
     ddp = D.wrap_model(model, info)
     t0 = time.perf_counter()
     elapsed_before = float(history[-1]["seconds"]) if history else 0.0
@@ -190,7 +195,7 @@ def train_restorer(spec: TrainSpec, progress: Advance = _noop, setup_progress: A
         ranks_identical=len(set(digests)) == 1 if info.enabled else None,
     )
     if info.is_main:
-        log: dict[str, Any] = {"spec": asdict(spec), "data": data.describe(), **asdict(report),
+        log: dict[str, Any] = {"spec": asdict(spec), "data": data.describe(), **asdict(report), "resumed": resumed,
                                "weights_digests": digests, "torch": torch.__version__, "threads": torch.get_num_threads()}
         write_json_atomic(out / "train_log.json", log)
     D.finish(info)

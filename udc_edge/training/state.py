@@ -128,3 +128,26 @@ def spec_changes(saved: Mapping[str, Any], current: Mapping[str, Any], must_matc
                              "(another --out, or --overwrite)")
         changed[name] = [saved[name], value]
     return changed
+
+
+def options(*names: str, **labels: str) -> dict[str, str]:
+    """A must-match map for :func:`resume_run`: spec field -> the option that sets it
+    (``--field-name`` unless ``labels`` says otherwise)."""
+    return {**{n: f"--{n.replace('_', '-')}" for n in names}, **labels}
+
+
+def resume_run(out: str | os.PathLike, model: torch.nn.Module, opt: torch.optim.Optimizer,
+               current: Mapping[str, Any], must_match: Mapping[str, str]) -> tuple[int, list[dict], Any, dict]:
+    """Resume the run in ``out`` (every trainer's ``--resume``).
+
+    ``current`` is the new run's spec (``asdict``) plus any values the trainer records
+    beside it in OUT/last's ``training`` record (weight digests of the teacher or
+    purifier, ...). A ``must_match`` field that differs from the interrupted run is
+    refused before anything loads; other differences are returned in the ``resumed``
+    record for the log. Returns (step, history, best, resumed).
+    """
+    saved = last_config(out).get("training", {})
+    saved = {**{k: v for k, v in saved.items() if k != "spec"}, **saved.get("spec", {})}
+    changed = spec_changes(saved, current, must_match)
+    step, history, best = load_train_state(out, model, opt)
+    return step, history, best, {"from_step": step, "changed": changed}
