@@ -85,3 +85,14 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path):
     assert "| verify | done |" in md and "Robustness parity" in md
     for png in ("grid.png", "psf.png", "bench.png"):
         assert (tmp_path / "demo" / png).exists()
+
+
+def test_the_cli_starts_without_importing_torch():
+    """`udc-edge --help` and light commands must not pay torch's ~1 s import: command
+    modules import their heavy parts inside the commands."""
+    import subprocess
+    import sys
+
+    code = "import sys, udc_edge.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

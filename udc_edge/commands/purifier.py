@@ -10,7 +10,6 @@ import typer
 
 from udc_edge.commands.common import json_opt, quiet, set_threads, stdout
 from udc_edge.commands.train import train_app
-from udc_edge.training.distributed import is_main_process
 
 purifier_app = typer.Typer(help="Diffusion purifier: pick t* (tune), freeze a setting (configure), evaluate the "
                                 "defence (table).",
@@ -48,6 +47,7 @@ def train_purifier_cmd(
 ) -> None:
     """Train the diffusion purifier (DDPM, epsilon prediction) on degraded UDC images."""
     from udc_edge.progress import progress_bar
+    from udc_edge.training.distributed import is_main_process
     from udc_edge.training.purifier import PurifierTrainSpec, train_purifier
 
     spec = PurifierTrainSpec(data=data, out=str(out), domain=domain, unet=unet,
@@ -85,6 +85,7 @@ def distill_cmd(
     """Distil an N-step purifier into a k-step student (direct trajectory matching)."""
     from udc_edge.progress import progress_bar
     from udc_edge.training.distill import DistillSpec, distill
+    from udc_edge.training.distributed import is_main_process
 
     spec = DistillSpec(teacher=teacher, out=str(out), k=steps, teacher_steps=teacher_steps, train_steps=train_steps,
                        data=data, batch=batch, patch=patch, lr=lr, targets=targets, val_every=val_every,
@@ -125,6 +126,7 @@ def finetune_cmd(
     """Fine-tune a restorer on purified (and optionally adversarial) inputs."""
     from udc_edge.attacks import parse_eps
     from udc_edge.progress import progress_bar
+    from udc_edge.training.distributed import is_main_process
     from udc_edge.training.finetune import FinetuneSpec, finetune_restorer, parse_mix
 
     spec = FinetuneSpec(restorer=restorer, purifier=purifier, out=str(out), data=data, mix=parse_mix(mix),
