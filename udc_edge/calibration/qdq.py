@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -113,7 +112,3 @@ def auto_exclude(onnx_path: str | os.PathLike, ranges: dict, target: str, run: R
     return best
 
 
-def write_model(path: str | os.PathLike, data: bytes) -> Path:
-    from udc_edge.fileio import write_bytes_atomic
-
-    return write_bytes_atomic(path, data)

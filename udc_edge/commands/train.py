@@ -49,11 +49,5 @@ def train_restorer_cmd(
         stdout.print(report.summary())
 
 
-ModelArg = Annotated[str, typer.Argument(help="Shipped name (unet-s-poled), checkpoint folder or .safetensors file.")]
-ArchOpt = Annotated[str | None, typer.Option(help="Bring your own: preset, architecture or package.module:Class.")]
-ArchKwargsOpt = Annotated[str, typer.Option(help="JSON kwargs for --arch.")]
-WeightsOpt = Annotated[Path | None, typer.Option(help="Weights for --arch: .safetensors or a state dict (weights_only).")]
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(train_app, name="train")

@@ -48,12 +48,14 @@ class Engine(abc.ABC):
         self.manifest = manifest
         self._multiple = multiple
         self.active = False
+        self._input_names: list[str] | None = None  # read from info() once per activation
 
     # -- lifecycle -------------------------------------------------------------
     def activate(self) -> Engine:
         if not self.active:
             self._activate()
             self.active = True
+            self._input_names = [i.name for i in self.info().inputs]
         return self
 
     def deactivate(self) -> None:
@@ -103,10 +105,9 @@ class Engine(abc.ABC):
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
         if not self.active:
             self.activate()
-        if len(inputs) != self.num_inputs:
-            names = [i.name for i in self.info().inputs]
-            raise EngineError(f"engine takes {self.num_inputs} input(s) {names}, got {len(inputs)}")
-        names = [i.name for i in self.info().inputs]
+        names = self._input_names
+        if len(inputs) != len(names):
+            raise EngineError(f"engine takes {len(names)} input(s) {names}, got {len(inputs)}")
         for x, n in zip(inputs, names):
             self.check_input(x, n)
         h, w = inputs[0].shape[2:]
@@ -131,6 +132,8 @@ class Engine(abc.ABC):
 
 
 def _pad(n: int, m: int) -> int:
+    """``n`` rounded up to a multiple of ``m`` (``models.padding.padded_size`` without
+    importing torch: engines run on devices that have none)."""
     return -(-n // m) * m
 
 

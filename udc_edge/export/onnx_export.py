@@ -293,18 +293,11 @@ def _compare(cases: list[tuple], onnx_bytes: bytes, session_options: dict | None
     return results
 
 
-def parity(model: nn.Module, onnx_bytes: bytes, names: tuple[str, ...], sizes: list[tuple[int, int]],
-           n: int, session_options: dict | None = None) -> list[dict]:
-    """ONNX Runtime vs torch on real inputs at each size: max abs error and PSNR (dB).
-
-    Raises :class:`ParityError` (with the index of the size) when ONNX Runtime fails or its
-    output's shape differs."""
-    return _compare(_cases(model, names, sizes, n), onnx_bytes, session_options)
-
-
 def parity_with_retry(model: nn.Module, onnx_bytes: bytes, names: tuple[str, ...], sizes: list[tuple[int, int]],
                       n: int) -> tuple[list[dict], dict]:
-    """:func:`parity`, retried with each of :data:`SAFER_SESSION_OPTIONS` while ONNX Runtime
+    """ONNX Runtime vs torch on real inputs at each size (max abs error and PSNR, dB;
+    :class:`ParityError` with the size's index when ONNX Runtime fails or a shape differs),
+    retried with each of :data:`SAFER_SESSION_OPTIONS` while ONNX Runtime
     itself fails; returns (results, the session options that worked)."""
     cases = _cases(model, names, sizes, n)
     first: ParityError | None = None

@@ -6,7 +6,6 @@ process group with gloo on CPU or nccl on GPU. Rank 0 alone writes files.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 
@@ -66,11 +65,9 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def weights_digest(model: nn.Module) -> str:
     """SHA-256 over all parameters and buffers (to prove ranks hold identical weights)."""
-    h = hashlib.sha256()
-    for k, v in unwrap(model).state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    from udc_edge.models.purifier import state_digest
+
+    return state_digest(unwrap(model))
 
 
 def gather_strings(value: str, info: DistInfo) -> list[str]:
@@ -79,14 +76,6 @@ def gather_strings(value: str, info: DistInfo) -> list[str]:
     out: list[str] = [""] * info.world_size
     dist.all_gather_object(out, value)
     return out
-
-
-def broadcast_float(value: float, info: DistInfo) -> float:
-    if not info.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.broadcast(t, src=0)
-    return float(t.item())
 
 
 def finish(info: DistInfo) -> None:
