@@ -23,7 +23,6 @@ passes (atomic rename).
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import json
 import os
@@ -131,20 +130,12 @@ class ParityError(ExportError):
         self.runtime = runtime
 
 
-@functools.lru_cache(maxsize=1)
-def _poled_simulator():
-    """Built once per process: computing the P-OLED PSF is the slow part of making inputs."""
-    from udc_edge.data.synth import UDCSimulator
-
-    return UDCSimulator.for_display("poled")
-
-
 def example_inputs(names: tuple[str, ...], n: int, h: int, w: int, seed: int) -> list[np.ndarray]:
     """Real inputs: synthetic P-OLED captures of held-out photos; ``noise`` inputs are N(0, 1)."""
     from udc_edge.data.sources import make_source
-    from udc_edge.data.synth import image_rng
+    from udc_edge.data.synth import UDCSimulator, image_rng
 
-    sim = _poled_simulator()
+    sim = UDCSimulator.for_display("poled")
     sample, _ = make_source("photos:test")
     out = []
     for name in names:
