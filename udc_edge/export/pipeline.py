@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from udc_edge.models.padding import model_multiple, run_padded
+from udc_edge.models.padding import model_multiple
 
 
 class PurifierGraph(nn.Module):
@@ -29,16 +29,17 @@ class PurifierGraph(nn.Module):
 
 
 class PurifiedRestorer(nn.Module):
-    """``(input, noise) -> restored``: purify, then restore, as one graph."""
+    """``(input, noise) -> restored``: purify, then restore, as one graph. Inputs must be
+    multiples of :attr:`multiple` (both parts' multiples): callers pad (``Padded``,
+    ``run_padded``, engines), so the graph holds no pad/crop ops."""
 
     def __init__(self, sampler: nn.Module, restorer: nn.Module):
         super().__init__()
         self.sampler, self.restorer = sampler, restorer
-        a, b = model_multiple(sampler), model_multiple(restorer)
-        self.multiple = a * b // math.gcd(a, b)
+        self.multiple = math.lcm(model_multiple(sampler), model_multiple(restorer))
 
     def forward(self, input: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return run_padded(self.restorer, self.sampler(input, noise).clamp(0, 1))
+        return self.restorer(self.sampler(input, noise).clamp(0, 1))
 
 
 def purifier_module(purifier: str, restorer: nn.Module | None = None) -> nn.Module:

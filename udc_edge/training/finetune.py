@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -43,8 +42,8 @@ from torch import nn
 
 from udc_edge.attacks import AttackSpec, attack
 from udc_edge.errors import UsageError
+from udc_edge.export.pipeline import PurifiedRestorer
 from udc_edge.fileio import write_json_atomic
-from udc_edge.models.padding import model_multiple
 from udc_edge.models.purifier import PurifierSampler, load_purifier, state_digest
 from udc_edge.models.zoo import load_model
 from udc_edge.progress import Advance, _noop
@@ -150,19 +149,16 @@ def finetune_loss(pred: torch.Tensor, target: torch.Tensor, ssim_weight: float, 
     return loss
 
 
-class FixedNoisePipeline(nn.Module):
-    """purifier -> restorer with noise drawn from ``seed`` on every call (for validation)."""
+class FixedNoisePipeline(PurifiedRestorer):
+    """The exported purifier -> restorer pipeline with noise drawn from ``seed`` on every
+    call: a one-input model for validation."""
 
     def __init__(self, sampler: PurifierSampler, restorer: nn.Module, seed: int = 0):
-        super().__init__()
-        self.sampler, self.restorer, self.seed = sampler, restorer, seed
-        m_r, m_p = model_multiple(restorer), sampler.multiple
-        self.multiple = m_r * m_p // math.gcd(m_r, m_p)
-        self.in_channels = 3
+        super().__init__(sampler, restorer)
+        self.seed, self.in_channels = seed, 3
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(self.seed))
-        return self.restorer(self.sampler(x, noise))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x, torch.randn(x.shape, generator=torch.Generator().manual_seed(self.seed)))
 
 
 def _inputs(component: str, lq: torch.Tensor, gt: torch.Tensor, restorer: nn.Module, sampler: PurifierSampler,
