@@ -35,7 +35,9 @@ def test_bench_engine_and_model_side_by_side(engine, tiny_restorer_dir):
         assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
         assert r.images_per_s == pytest.approx(1000 / lat["mean"], rel=1e-6)
         assert r.gflops and r.gflops > 0 and 0 < r.peak_fraction
-    assert onnx_row.top_layers and abs(sum(t["share"] for t in onnx_row.top_layers)) <= 1.0 + 1e-6
+    top = onnx_row.top_layers
+    assert top and all(t["ms"] > 0 and t["op"] and 0 < t["share"] <= 1 for t in top)
+    assert [t["ms"] for t in top] == sorted((t["ms"] for t in top), reverse=True)  # the slowest first
     assert "| layer | op | ms | share |" in rep.to_markdown()
 
 

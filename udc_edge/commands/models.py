@@ -52,7 +52,7 @@ def models_cmd(
     from rich.table import Table
 
     from udc_edge.models import count_macs, count_params, create, list_models
-    from udc_edge.models.zoo import load_model, shipped_card, shipped_models
+    from udc_edge.models.zoo import load_model, shipped_models
 
     table = Table(title=f"restorer architectures (MACs at {size}x{size})")
     for col in ("name", "arch", "params", "GMACs"):
@@ -65,8 +65,7 @@ def models_cmd(
     for col in ("name", "arch", "params", "held-out PSNR in -> out (dB)", "trained"):
         shipped.add_column(col)
     for name in shipped_models():
-        card = shipped_card(name)
-        net, _ = load_model(name)
+        net, card = load_model(name)  # the description is the card (config.json)
         ho = card.get("heldout", {})
         res = f"{ho['input_psnr']:.2f} -> {ho['psnr']:.2f}" if ho else "-"
         arch = card["arch"]

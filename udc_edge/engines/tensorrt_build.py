@@ -158,7 +158,7 @@ class BuildPlan:
     def to_dict(self) -> dict[str, Any]:
         return {"precision": self.precision, "network_flags": list(self.network_flags), "flags": list(self.flags),
                 "cleared_flags": list(self.cleared_flags), "strongly_typed": self.strongly_typed,
-                "convert_fp16_onnx": self.convert_fp16_onnx, "calibrator": None}
+                "convert_fp16_onnx": self.convert_fp16_onnx}
 
 
 def plan_build(version: tuple[int, ...], precision: str) -> BuildPlan:

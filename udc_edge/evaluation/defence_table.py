@@ -29,6 +29,7 @@ from udc_edge.evaluation.defence import (
     measure,
     uses_bpda,
 )
+from udc_edge.evaluation.robustness import eps_label
 from udc_edge.fileio import atomic_dir
 from udc_edge.models.purifier import Purifier, check_pair
 from udc_edge.progress import Advance, _noop
@@ -79,7 +80,7 @@ class DefenceTable:
         return json.dumps(self.to_dict(), indent=2)
 
     def to_markdown(self) -> str:
-        eps = f"{self.spec['eps'] * 255:.0f}/255"
+        eps = eps_label(self.spec["eps"])
         cols = column_names(self.spec)
         head = (f"| defence | clean PSNR / SSIM | PGD {eps} non-adaptive | PGD {eps} adaptive | "
                 + "".join(f"{c.replace('cw', 'C&W-L2').replace('simba', 'SimBA').replace('square', 'Square')} | "

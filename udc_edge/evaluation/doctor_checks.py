@@ -249,13 +249,14 @@ def ops_and_speed(report: DoctorReport, net: nn.Module, graph: bytes, spec: Doct
     from udc_edge.engines.ort import make_session
     from udc_edge.engines.tensorrt_ops import SLOW_OPS, tensorrt_support
     from udc_edge.export.onnx_export import example_inputs
+    from udc_edge.models.padding import model_multiple, padded_size
 
     proto = onnx.load_from_string(graph)
     opts = report.chosen["session_options"]
     shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     h, w = (shape[2], shape[3]) if not report.chosen["dynamic"] else (spec.height, spec.width)
-    m = getattr(net, "multiple", 1)
-    h, w = -(-h // m) * m, -(-w // m) * m
+    m = model_multiple(net)
+    h, w = padded_size(h, m), padded_size(w, m)
     x = example_inputs(("input",), 1, h, w, seed=1)[0]
     threads = _threads(spec)
     sess = make_session(graph, threads, opts)

@@ -21,6 +21,7 @@ from torch import nn
 
 from udc_edge.errors import UsageError
 from udc_edge.evaluation.defence import DefenceSpec, DefendedPipeline, craft_on_restorer, measure
+from udc_edge.evaluation.robustness import eps_label
 from udc_edge.fileio import atomic_path, write_json_atomic, write_text_atomic
 from udc_edge.models.purifier import Purifier, check_average, check_t_star, t_index
 from udc_edge.progress import Advance, _noop
@@ -112,7 +113,7 @@ class TuneReport:
             ax.axvline(self.chosen, color="k", lw=0.8, label=f"chosen t* = {self.chosen:g}")
         ax.set_xlabel("t* (fraction of the 1000-step schedule)")
         ax.set_ylabel("PSNR (dB)")
-        ax.set_title(f"t* sweep, PGD {self.spec['eps'] * 255:.0f}/255")
+        ax.set_title(f"t* sweep, PGD {eps_label(self.spec['eps'])}")
         ax.legend(fontsize=7)
         fig.tight_layout()
         with atomic_path(path) as tmp:

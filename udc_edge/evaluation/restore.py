@@ -82,17 +82,17 @@ def restore_files(model: nn.Module, inputs: list[str | os.PathLike], out_dir: st
     report = RestoreReport(out_dir=str(out_dir))
     t0 = time.perf_counter()
     model.eval()
+    gt_files = {p.stem: p for p in list_images(gt_dir)} if gt_dir is not None else {}
     for f in files:
         img, info = read_image(f)
         restored = restore_array(model, img, tile, overlap)
         entry: dict = {"name": f.name, "size": list(img.shape[:2]), "bit_depth": info.bit_depth}
         if gt_dir is not None:
-            cands = [p for p in list_images(gt_dir) if p.stem == f.stem]
-            if not cands:
+            if f.stem not in gt_files:
                 raise DataError(f"no ground truth for {f.name} in {gt_dir}", "name gt files like the inputs")
-            gt, _ = read_image(cands[0])
+            gt, _ = read_image(gt_files[f.stem])
             if gt.shape != img.shape:
-                raise DataError(f"ground truth {cands[0].name} is {gt.shape[:2]}, input is {img.shape[:2]}")
+                raise DataError(f"ground truth {gt_files[f.stem].name} is {gt.shape[:2]}, input is {img.shape[:2]}")
             entry.update(input_psnr=psnr(img, gt), output_psnr=psnr(restored, gt),
                          input_ssim=ssim(img, gt), output_ssim=ssim(restored, gt))
         write_png(out_dir / (f.stem + ".png"), restored, bit_depth=16 if info.bit_depth == 16 else 8)
