@@ -103,10 +103,6 @@ def main() -> int:
     t_start = time.perf_counter()
     result: dict = {"benchmark": "purifier", "machine": platform.processor() or platform.machine(),
                     "torch": torch.__version__, "threads": args.threads, "args": vars(args), "notes": []}
-    if args.restorer == "unet-s-poled" and "unet-s-poled" not in shipped_models():
-        print("the shipped restorer unet-s-poled does not exist (udc_edge/weights/unet-s-poled); "
-              "give --restorer CHECKPOINT", file=sys.stderr)
-        return 1
     restorer, rdesc = load_model(args.restorer)
     result["restorer"] = {"name": args.restorer, "source": rdesc.get("source"), "shipped": args.restorer in shipped_models()}
     teacher, _ = load_purifier(args.teacher)
@@ -114,6 +110,8 @@ def main() -> int:
     students = [load_purifier(s)[0] for s in names]
     for name, s in zip(names, students):
         check_pair(teacher, s, args.teacher, name)
+    oneshot = load_purifier(args.oneshot)[0] if args.oneshot else None
+    loaded = {args.teacher: teacher, **dict(zip(names, students)), **({args.oneshot: oneshot} if oneshot else {})}
     x, y = load_eval_set("synth:poled", args.count, args.size, args.seed)
     spec = DefenceSpec(attack_steps=args.attack_steps, eot=args.eot, draws=args.draws, seed=args.seed)
     result["eval_set"] = {"data": "synth:poled (photos:test)", "count": args.count, "size": args.size,
@@ -122,9 +120,8 @@ def main() -> int:
     # Latency of the purifier alone (no restorer) at --latency-size, same noise and machine.
     xl = torch.rand(1, 3, args.latency_size, args.latency_size, generator=torch.Generator().manual_seed(0))
     lat = {args.teacher: latency_ms(DefendedPipeline(torch.nn.Identity(), teacher.sampler()), xl)}
-    oneshot = load_purifier(args.oneshot)[0] if args.oneshot else None
-    for name, s in [*zip(names, students), (args.oneshot, oneshot)]:
-        if s is not None:
+    for name, s in loaded.items():
+        if name != args.teacher:
             lat[name] = latency_ms(DefendedPipeline(torch.nn.Identity(), s.sampler()), xl)
     result["latency_ms_per_image"] = {"size": args.latency_size, **lat}
     result["latency_ratio_over_teacher"] = {n: lat[n] / lat[args.teacher] for n in lat if n != args.teacher}
@@ -134,7 +131,7 @@ def main() -> int:
     x_adv = craft_on_restorer(restorer, x, y, spec)
     plain = DefendedPipeline(restorer)
     rows = {"restorer": {"clean": measure(plain, x, y), "pgd_nonadaptive": measure(plain, x_adv, y)}}
-    for name, p in [(args.teacher, teacher), *zip(names, students)]:
+    for name, p in loaded.items():  # teacher, students, one-shot
         pipe = DefendedPipeline(restorer, p.sampler())
         rows[name] = {"clean": measure(pipe, x, y, args.draws, args.seed),
                       "pgd_nonadaptive": measure(pipe, x_adv, y, args.draws, args.seed),
@@ -147,12 +144,7 @@ def main() -> int:
     if gain_t <= 0:
         result["notes"].append("the teacher does not raise the attacked PSNR here, so gain recovery is undefined")
 
-    # The one-shot purifier in front of the plain restorer.
     if oneshot is not None:
-        pipe = DefendedPipeline(restorer, oneshot.sampler())
-        rows[args.oneshot] = {"clean": measure(pipe, x, y, args.draws, args.seed),
-                              "pgd_nonadaptive": measure(pipe, x_adv, y, args.draws, args.seed),
-                              "purifier": describe(oneshot)}
         result["goal_without_finetune"] = {args.oneshot: _goals(rows, args.oneshot)}
 
     # Adaptive PGD + EOT with exact gradients through the k=1 student and the one-shot purifier.
@@ -165,7 +157,7 @@ def main() -> int:
     ft_name = args.ft_purifier or args.oneshot or (names[0] if names else "")
     with tempfile.TemporaryDirectory() as work:
         if ft_name:
-            ft_pur = load_purifier(ft_name)[0]
+            ft_pur = loaded.get(ft_name) or load_purifier(ft_name)[0]
             ft_path, ft_info = (args.finetuned, {"made_here": False, "shipped": args.finetuned in shipped_models()}
                                 ) if args.finetuned else _finetune(
                 args, ft_name, Path(work))
