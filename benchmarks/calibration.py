@@ -19,6 +19,11 @@ from pathlib import Path
 import numpy as np
 
 
+def nchw(img: np.ndarray) -> np.ndarray:
+    """An HxWx3 image as the 1x3xHxW float32 array engines take."""
+    return np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="unet-s-poled")
@@ -30,7 +35,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/calibration.json")
     a = ap.parse_args()
 
-    from udc_edge.data.images import to_hwc, to_nchw
+    from udc_edge.data.images import to_hwc
     from udc_edge.engines import load_engine
     from udc_edge.engines.build import build_engine
     from udc_edge.engines.spec import BuildSpec
@@ -49,14 +54,14 @@ def main() -> None:
         export_onnx(model, tmp / "m.onnx", ExportSpec(height=a.size, width=a.size, parity_images=1))
         build_engine(tmp / "m.onnx", tmp / "fp32.onnx", BuildSpec(threads=a.threads))
         with load_engine(tmp / "fp32.onnx", a.threads) as e32:
-            ref = [to_hwc(e32(to_nchw(lq))) for lq, _ in pairs]
+            ref = [to_hwc(e32(nchw(lq))) for lq, _ in pairs]
         for method in a.methods.split(","):
             out = tmp / f"int8-{method}.onnx"
             build_engine(tmp / "m.onnx", out, BuildSpec(precision="int8", calib=f"synth:{a.display}",
                                                         calib_count=a.calib_count, calib_method=method,
                                                         threads=a.threads))
             with load_engine(out, a.threads) as e8:
-                y8 = [to_hwc(e8(to_nchw(lq))) for lq, _ in pairs]
+                y8 = [to_hwc(e8(nchw(lq))) for lq, _ in pairs]
             rows[method] = {
                 "psnr_vs_fp32_db": float(np.mean([psnr(y, r) for y, r in zip(y8, ref)])),
                 "psnr_vs_gt_db": float(np.mean([psnr(y, gt) for y, (_, gt) in zip(y8, pairs)])),

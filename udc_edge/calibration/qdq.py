@@ -3,9 +3,8 @@
 Two targets, because the fastest correct INT8 differs:
 
 * ``cpu`` (ONNX Runtime): uint8 asymmetric activations, int8 symmetric per-channel
-  weights. Measured on this project's UNet at 256 px (1 thread): 2.3x faster than torch
-  eager, while symmetric int8 activations ran no faster than torch (see
-  benchmarks/engines.py for the side-by-side numbers).
+  weights: 3.06x the speed of torch eager on the shipped UNet at 512 px, 1 thread
+  (``python benchmarks/engines.py``, benchmarks/results/engines.json).
 * ``tensorrt``: int8 activations and weights, symmetric, zero-point 0, per-channel
   weights: what TensorRT's explicit quantisation accepts (8.6 / 10.x / 11.x).
 

@@ -2,10 +2,11 @@
 
 Methods (ONNX Runtime's calibrators): ``percentile`` (99.999 % of a 2048-bin histogram,
 the default), ``minmax``, and ``entropy`` (KL divergence on a real 2048-bin histogram; ORT's
-128-bin default collapses to min-max). Measured on the shipped P-OLED UNet (held-out
-256 px, all convs INT8): percentile 42.1 dB vs FP32, minmax 41.1 dB, entropy 25.4 dB. KL
-thresholds were designed for classifiers and clip the highlights a restorer must keep. Ranges are cached as JSON keyed by the
-ONNX file's sha256, the method and its options, and the calibration set's hash; a cache
+128-bin default collapses to min-max). ``python benchmarks/calibration.py`` on the shipped
+P-OLED UNet (4 held-out 256 px images, every conv INT8; benchmarks/results/calibration.json):
+percentile 41.9 dB from FP32, minmax 41.1 dB, entropy 25.9 dB. KL thresholds were designed
+for classifiers and clip the highlights a restorer must keep. Ranges are cached as JSON
+keyed by the ONNX file's sha256, the method and its options, and the calibration set's hash; a cache
 that matches is reused, so requantising gives the identical model without recalibrating.
 """
 
@@ -36,7 +37,7 @@ def _key(onnx_sha: str, method: str, calib_sha: str, symmetric: bool) -> dict:
             "percentile": PERCENTILE if method == "percentile" else None}
 
 
-def compute_ranges(onnx_path: str | os.PathLike, calib: np.ndarray, method: str = "entropy",
+def compute_ranges(onnx_path: str | os.PathLike, calib: np.ndarray, method: str = "percentile",
                    op_types: tuple[str, ...] = ("Conv", "ConvTranspose", "MatMul", "Gemm"),
                    symmetric: bool = False, input_names: tuple[str, ...] = ("input",)) -> dict[str, list[float]]:
     """Run the calibrator over ``calib`` (N x 3 x H x W) and return {tensor: [lo, hi]}."""
