@@ -39,8 +39,10 @@ def _key(onnx_sha: str, method: str, calib_sha: str, symmetric: bool) -> dict:
 
 def compute_ranges(onnx_path: str | os.PathLike, calib: np.ndarray, method: str = "percentile",
                    op_types: tuple[str, ...] = ("Conv", "ConvTranspose", "MatMul", "Gemm"),
-                   symmetric: bool = False, input_names: tuple[str, ...] = ("input",)) -> dict[str, list[float]]:
-    """Run the calibrator over ``calib`` (N x 3 x H x W) and return {tensor: [lo, hi]}."""
+                   symmetric: bool = False, input_names: tuple[str, ...] = ("input",),
+                   session_options: dict | None = None) -> dict[str, list[float]]:
+    """Run the calibrator over ``calib`` (N x 3 x H x W) and return {tensor: [lo, hi]}.
+    ``session_options``: what export recorded the graph needs (None: read them from it)."""
     from onnxruntime.quantization.calibrate import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -72,7 +74,7 @@ def compute_ranges(onnx_path: str | os.PathLike, calib: np.ndarray, method: str 
             contextlib.redirect_stdout(io.StringIO()):  # no temp files in the cwd, no chatter
         cal = create_calibrator(Path(onnx_path), list(op_types), augmented_model_path=str(Path(tmp) / "aug.onnx"),
                                 calibrate_method=cm, extra_options=extra)
-        _apply_recorded_session_options(cal, onnx_path)
+        _apply_session_options(cal, onnx_path, session_options)
         cal.collect_data(Reader())
         data = cal.compute_data()
         del cal
@@ -80,32 +82,33 @@ def compute_ranges(onnx_path: str | os.PathLike, calib: np.ndarray, method: str 
             for name, td in data.items()}
 
 
-def _apply_recorded_session_options(cal, onnx_path: str | os.PathLike) -> None:
+def _apply_session_options(cal, onnx_path: str | os.PathLike, opts: dict | None) -> None:
     """Recreate the calibrator's session with the ONNX Runtime options export recorded
     (metadata ``udc_edge.session_options``), e.g. buffer reuse off for inverse-DFT graphs."""
-    import onnx
     import onnxruntime as ort
 
-    meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
-    opts = json.loads(meta.get("udc_edge.session_options", "{}") or "{}")
+    from udc_edge.engines.build import recorded_session_options
+    from udc_edge.engines.ort import session_options
+
+    opts = recorded_session_options(onnx_path) if opts is None else opts
     if not opts:
         return
-    so = ort.SessionOptions()
+    # the calibrator runs unoptimised anyway
+    so = session_options(options={k: v for k, v in opts.items() if k != "graph_optimization_level"})
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    for key, value in opts.items():
-        if key != "graph_optimization_level":  # the calibrator runs unoptimised anyway
-            setattr(so, key, value)
     cal.infer_session = ort.InferenceSession(cal.augmented_model_path, sess_options=so,
                                              providers=cal.execution_providers)
 
 
 def cached_ranges(onnx_path: str | os.PathLike, calib: CalibrationSet, method: str, symmetric: bool,
-                  cache: str | os.PathLike | None = None, input_names: tuple[str, ...] = ("input",)) -> tuple[dict, dict]:
+                  cache: str | os.PathLike | None = None, input_names: tuple[str, ...] = ("input",),
+                  session_options: dict | None = None, onnx_sha256: str | None = None) -> tuple[dict, dict]:
     """Ranges from ``cache`` when its key matches, else computed and written there.
 
     Returns ``(ranges, info)`` where info says whether the cache was hit and its key.
+    ``onnx_sha256``: the file's hash when the caller has it already.
     """
-    key = _key(sha256_file(onnx_path), method, calib.sha256, symmetric)
+    key = _key(onnx_sha256 or sha256_file(onnx_path), method, calib.sha256, symmetric)
     path = Path(cache) if cache else None
     if path is not None and path.is_file():
         try:
@@ -114,7 +117,8 @@ def cached_ranges(onnx_path: str | os.PathLike, calib: CalibrationSet, method: s
             doc = {}
         if doc.get("format") == CACHE_FORMAT and doc.get("key") == key:
             return doc["ranges"], {"cache": str(path), "hit": True, **key}
-    ranges = compute_ranges(onnx_path, calib.images, method, symmetric=symmetric, input_names=input_names)
+    ranges = compute_ranges(onnx_path, calib.images, method, symmetric=symmetric, input_names=input_names,
+                            session_options=session_options)
     if path is not None:
         write_json_atomic(path, {"format": CACHE_FORMAT, "key": key, "calibration": calib.describe(), "ranges": ranges})
     return ranges, {"cache": str(path) if path else None, "hit": False, **key}

@@ -10,6 +10,7 @@ target. TensorRT builds go through ``engines.tensorrt`` (explicit quantisation o
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import time
@@ -26,7 +27,7 @@ from udc_edge.engines.manifest import Manifest, host_device, write_manifest
 from udc_edge.engines.ort import get_version, make_session
 from udc_edge.engines.spec import DEFAULT_TRT_PROFILE, BuildSpec, Precision
 from udc_edge.errors import EngineError, InputError, UsageError
-from udc_edge.fileio import sha256_file, write_bytes_atomic
+from udc_edge.fileio import write_bytes_atomic
 from udc_edge.progress import Advance, _noop
 
 
@@ -89,16 +90,18 @@ def inspect_onnx(path: str | os.PathLike) -> tuple[onnx.ModelProto, int, list[st
     return model, int(meta.get("udc_edge.multiple", "1")), [i.name for i in inputs]
 
 
-def recorded_session_options(path: str | os.PathLike) -> dict:
+def recorded_session_options(path: str | os.PathLike, meta: dict[str, str] | None = None) -> dict:
     """ONNX Runtime session options export found the graph needs (metadata
-    ``udc_edge.session_options``, JSON), or {}."""
+    ``udc_edge.session_options``, JSON), or {}. ``meta``: the metadata, if already read."""
     import json
 
-    raw = onnx_metadata(path).get("udc_edge.session_options")
+    from udc_edge.export.onnx_export import SESSION_OPTIONS_KEY
+
+    raw = (onnx_metadata(path) if meta is None else meta).get(SESSION_OPTIONS_KEY)
     try:
         opts = json.loads(raw) if raw else {}
     except json.JSONDecodeError as exc:
-        raise EngineError(f"{path}: metadata udc_edge.session_options is not JSON ({exc})",
+        raise EngineError(f"{path}: metadata {SESSION_OPTIONS_KEY} is not JSON ({exc})",
                           "re-export the model with udc-edge export") from exc
     return opts if isinstance(opts, dict) else {}
 
@@ -138,15 +141,33 @@ def _speedup(fp32: bytes, int8: bytes, x: np.ndarray, threads: int, options: dic
     return float(np.median(a) / np.median(b))
 
 
+@dataclass(frozen=True)
+class _Source:
+    """The source ONNX of a build, read and parsed once: bytes, hash, model, metadata."""
+
+    data: bytes
+    sha256: str
+    model: onnx.ModelProto
+    names: list[str]
+    meta: dict[str, str]
+    session_options: dict
+
+    @classmethod
+    def of(cls, path: Path, model: onnx.ModelProto, names: list[str]) -> _Source:
+        data = path.read_bytes()
+        meta = {p.key: p.value for p in model.metadata_props}
+        return cls(data, hashlib.sha256(data).hexdigest(), model, names, meta, recorded_session_options(path, meta))
+
+
 def is_qdq(model: onnx.ModelProto) -> bool:
     """Whether a model is already quantised (explicit Q/DQ nodes)."""
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
-def _int8(onnx_path: Path, spec: BuildSpec, out: Path, progress: Advance) -> tuple[bytes, dict]:
-    model, _, names = inspect_onnx(onnx_path)
+def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: Advance) -> tuple[bytes, dict]:
+    model, names, opts, fp32 = src.model, src.names, src.session_options, src.data
     if is_qdq(model):  # e.g. a bundle's qdq-*.onnx: quantised already, calibration travelled with it
-        return onnx_path.read_bytes(), {"calibration": {"source": "pre-quantised Q/DQ model", "target": spec.quant_target},
+        return fp32, {"calibration": {"source": "pre-quantised Q/DQ model", "target": spec.quant_target},
                                         "fidelity_met": True, "excluded": [], "prequantised": True}
     hw = [d.dim_value if d.HasField("dim_value") else 0 for d in model.graph.input[0].type.tensor_type.shape.dim][2:]
     calib = load_calibration_set(spec.calib, spec.calib_count, max(hw) if all(hw) else spec.calib_size)
@@ -157,10 +178,9 @@ def _int8(onnx_path: Path, spec: BuildSpec, out: Path, progress: Advance) -> tup
     cache = spec.calib_cache or str(out.with_name(out.name + ".calib.json"))
     sub = type(calib)(cal_imgs, calib.source)
     ranges, cinfo = cached_ranges(onnx_path, sub, spec.calib_method, symmetric=spec.quant_target == "tensorrt",
-                                  cache=cache, input_names=tuple(names))
-    opts = recorded_session_options(onnx_path)
+                                  cache=cache, input_names=tuple(names), session_options=opts,
+                                  onnx_sha256=src.sha256)
     run = _runner(spec.threads, opts)
-    fp32 = onnx_path.read_bytes()
     ref = run(fp32, held)
     progress(0, status="quantising")
     if spec.auto_exclude:
@@ -184,15 +204,16 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
     """Build ``out`` (and ``out.json``) from ``onnx_path`` as ``spec`` says."""
     t0 = time.perf_counter()
     onnx_path, out = Path(onnx_path), Path(out)
-    _, multiple, names = inspect_onnx(onnx_path)
+    model, multiple, names = inspect_onnx(onnx_path)
+    src = _Source.of(onnx_path, model, names)
     if spec.backend == "trt":
-        return _build_trt(onnx_path, out, spec, multiple, names, t0, progress)
+        return _build_trt(onnx_path, src, out, spec, multiple, t0, progress)
     if out.suffix != ".onnx":
         raise UsageError(f"--out {out} must end in .onnx for the ONNX Runtime backend")
     warnings: list[str] = []
-    data, built, info = onnx_path.read_bytes(), Precision.FP32, {}
+    data, built, info = src.data, Precision.FP32, {}
     if spec.precision in (Precision.INT8, Precision.AUTO):
-        q, info = _int8(onnx_path, spec, out, progress)
+        q, info = _int8(onnx_path, src, spec, out, progress)
         if not info["fidelity_met"]:
             warnings.append(f"INT8 output is {info['fidelity_db']:.1f} dB from FP32, below --min-fidelity "
                             f"{spec.min_fidelity} dB" + ("" if spec.auto_exclude else "; try --exclude auto"))
@@ -208,15 +229,16 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
     size = out.stat().st_size / 2**20
     manifest = Manifest(
         backend="onnxruntime", backend_version=get_version(), precision=built.value,
-        requested_precision=spec.precision.value, engine_sha256=sha256_file(out), source_onnx=str(onnx_path),
-        source_onnx_sha256=sha256_file(onnx_path),
+        requested_precision=spec.precision.value,
+        engine_sha256=src.sha256 if data is src.data else hashlib.sha256(data).hexdigest(),
+        source_onnx=str(onnx_path), source_onnx_sha256=src.sha256,
         shape_profile=spec.profile.to_dict() if spec.profile else None, multiple=multiple, inputs=names,
         calibration=info.get("calibration"), excluded_layers=info.get("excluded", []),
-        session_options=recorded_session_options(onnx_path), device=host_device(), build_seconds=time.perf_counter() - t0,
+        session_options=src.session_options, device=host_device(), build_seconds=time.perf_counter() - t0,
         build_options={"target": spec.quant_target if built == Precision.INT8 else None,
                        "calib_method": spec.calib_method if info else None, "min_fidelity": spec.min_fidelity,
                        "auto_exclude": spec.auto_exclude,
-                       "macs_per_pixel": float(onnx_metadata(onnx_path).get("udc_edge.macs_per_pixel", 0)) or None},
+                       "macs_per_pixel": float(src.meta.get("udc_edge.macs_per_pixel", 0)) or None},
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met", "speedup") if k in info} | {"warnings": warnings},
     )
     write_manifest(out, manifest)
@@ -227,7 +249,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
                        warnings=warnings, calibration=info.get("calibration"))
 
 
-def _build_trt(onnx_path: Path, out: Path, spec: BuildSpec, multiple: int, names: list[str], t0: float,
+def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, multiple: int, t0: float,
                progress: Advance) -> BuildReport:
     from udc_edge.engines import tensorrt as trt_backend
 
@@ -236,20 +258,20 @@ def _build_trt(onnx_path: Path, out: Path, spec: BuildSpec, multiple: int, names
         raise UsageError("--precision auto is ONNX Runtime only for now", "build fp16 and int8 and compare with bench")
     profile = spec.profile or DEFAULT_TRT_PROFILE
     info: dict = {}
-    src = onnx_path
+    plan_src = onnx_path
     with tempfile.TemporaryDirectory(prefix="udc-edge-trt-") as tmp:
         if spec.precision == Precision.INT8:
-            q, info = _int8(onnx_path, spec, out, progress)
-            src = Path(tmp) / "qdq.onnx"
-            src.write_bytes(q)
+            q, info = _int8(onnx_path, source, spec, out, progress)
+            plan_src = Path(tmp) / "qdq.onnx"
+            plan_src.write_bytes(q)
         progress(0, status="building TensorRT engine")
-        plan, binfo = trt_backend.build_serialized(src, spec.precision.value, profile.to_dict())
+        plan, binfo = trt_backend.build_serialized(plan_src, spec.precision.value, profile.to_dict())
     write_bytes_atomic(out, plan)
     manifest = Manifest(
         backend="tensorrt", backend_version=trt_backend.get_version(), precision=spec.precision.value,
-        requested_precision=spec.precision.value, engine_sha256=sha256_file(out), source_onnx=str(onnx_path),
-        source_onnx_sha256=sha256_file(onnx_path), shape_profile=profile.to_dict(), multiple=multiple,
-        inputs=names, calibration=info.get("calibration"), excluded_layers=info.get("excluded", []),
+        requested_precision=spec.precision.value, engine_sha256=hashlib.sha256(plan).hexdigest(),
+        source_onnx=str(onnx_path), source_onnx_sha256=source.sha256, shape_profile=profile.to_dict(),
+        multiple=multiple, inputs=source.names, calibration=info.get("calibration"), excluded_layers=info.get("excluded", []),
         device=binfo.get("device", {}), build_seconds=time.perf_counter() - t0, build_options=binfo,
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met") if k in info},
     )
