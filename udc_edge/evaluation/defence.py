@@ -42,16 +42,14 @@ def load_eval_set(data: str, count: int = 8, size: int = 64, seed: int = 0) -> t
                          "raise the image count (--count/--limit) or --size")
     pairs = []
     if str(data).startswith("synth:"):
-        from udc_edge.data.sources import make_source
-        from udc_edge.data.synth import UDCSimulator, image_rng
+        from udc_edge.data.synth import UDCSimulator
+        from udc_edge.models.card import heldout_pairs
 
-        sim = UDCSimulator.for_display(str(data).split(":", 1)[1])
-        if size < sim.min_size:
-            raise UsageError(f"--size {size} is too small for the display's PSF", f"use --size >= {sim.min_size}")
-        sample, _ = make_source("photos:test")
-        for i in range(count):
-            rng = image_rng(seed + 200_003, i)
-            pairs.append(sim.simulate(sample(size, rng), rng))
+        display = str(data).split(":", 1)[1]
+        min_size = UDCSimulator.for_display(display).min_size
+        if size < min_size:
+            raise UsageError(f"--size {size} is too small for the display's PSF", f"use --size >= {min_size}")
+        pairs = heldout_pairs(display, count, size, seed + 200_003)
     else:
         from udc_edge.data.readers import open_paired_dataset
 

@@ -131,5 +131,5 @@ def make_train_data(data: str | os.PathLike, patch: int, seed: int, val_count: i
     n_val = max(1, min(val_count, n // 10))
     val_idx = list(range(n - n_val, n))
     sampler = FolderPairs(ds, list(range(n - n_val)), patch, progress=progress)
-    val = [(ds[i].lq, ds[i].gt) for i in val_idx]
+    val = [(p.lq, p.gt) for p in map(ds.__getitem__, val_idx)]  # each pair read once
     return TrainData(sampler, val)
