@@ -26,7 +26,6 @@ from udc_edge.models.purifier import (
     ddim_reverse,
     ddim_timesteps,
     diffuse,
-    export_sampler_onnx,
     load_purifier,
     save_purifier,
     state_digest,
@@ -98,15 +97,20 @@ def test_sampler_exports_to_one_onnx_graph_matching_torch(teacher, tmp_path):
 
     p, _ = teacher
     sampler = p.sampler(steps=2)
-    export_sampler_onnx(sampler, tmp_path / "p.onnx", 32, 32)
+    from udc_edge.export.onnx_export import ExportSpec, export_onnx
+    from udc_edge.export.pipeline import PurifierGraph
+
+    # the shipped path (export --purifier): checker, parity, metadata
+    export_onnx(PurifierGraph(sampler), tmp_path / "p.onnx",
+                ExportSpec(height=32, width=32, input_names=("input", "noise"), parity_images=1))
     sess = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
-    assert [i.name for i in sess.get_inputs()] == ["image", "noise"]
+    assert [i.name for i in sess.get_inputs()] == ["input", "noise"]
     for shape in [(1, 3, 32, 32), (2, 3, 48, 64)]:
         g = torch.Generator().manual_seed(sum(shape))
         x, n = torch.rand(shape, generator=g), torch.randn(shape, generator=g)
         with torch.no_grad():
             ref = sampler(x, n).numpy()
-        out = sess.run(None, {"image": x.numpy(), "noise": n.numpy()})[0]
+        out = sess.run(None, {"input": x.numpy(), "noise": n.numpy()})[0]
         assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-3
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from udc_edge.errors import ModelError, UsageError
-from udc_edge.models.purifier import MAX_AVERAGE, Purifier, export_sampler_onnx, noise_views
+from udc_edge.models.purifier import MAX_AVERAGE, Purifier, noise_views
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +58,20 @@ def test_averaging_sampler_exports_to_one_graph_matching_torch(purifier, tmp_pat
     import onnxruntime as ort
 
     sampler = purifier.sampler(steps=1, average=4)
-    export_sampler_onnx(sampler, tmp_path / "avg.onnx", 32, 32)
+    from udc_edge.export.onnx_export import ExportSpec, export_onnx
+    from udc_edge.export.pipeline import PurifierGraph
+
+    # the shipped path (export --purifier): checker, parity, metadata
+    export_onnx(PurifierGraph(sampler), tmp_path / "avg.onnx",
+                ExportSpec(height=32, width=32, input_names=("input", "noise"), parity_images=1))
     sess = ort.InferenceSession(str(tmp_path / "avg.onnx"), providers=["CPUExecutionProvider"])
-    assert [i.name for i in sess.get_inputs()] == ["image", "noise"]
+    assert [i.name for i in sess.get_inputs()] == ["input", "noise"]
     for shape in [(1, 3, 32, 32), (2, 3, 16, 24)]:
         g = torch.Generator().manual_seed(sum(shape))
         x, n = torch.rand(shape, generator=g), torch.randn(shape, generator=g)
         with torch.no_grad():
             ref = sampler(x, n).numpy()
-        out = sess.run(None, {"image": x.numpy(), "noise": n.numpy()})[0]
+        out = sess.run(None, {"input": x.numpy(), "noise": n.numpy()})[0]
         assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-4
 
 

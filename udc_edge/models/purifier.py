@@ -364,23 +364,3 @@ def check_pair(teacher: Purifier, student: Purifier, teacher_name: str = "teache
     if digest and digest != state_digest(teacher):
         raise ModelError(f"{student_name} was distilled from other teacher weights than {teacher_name}",
                          "give the teacher it was distilled from")
-
-
-def export_sampler_onnx(sampler: PurifierSampler, path: str | os.PathLike, height: int = 64, width: int = 64,
-                        opset: int = 17) -> None:
-    """Export ``sampler`` as ONE graph ``(image, noise) -> purified``, batch/H/W dynamic
-    (H, W must be multiples of ``sampler.multiple`` at run time), written atomically."""
-    import warnings
-
-    from udc_edge.fileio import atomic_path
-
-    if height % sampler.multiple or width % sampler.multiple:
-        raise UsageError(f"export size {height}x{width} is not a multiple of {sampler.multiple}",
-                         f"use sizes divisible by {sampler.multiple}")
-    x = torch.rand(1, 3, height, width)
-    axes = {0: "batch", 2: "height", 3: "width"}
-    with atomic_path(path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about shape checks baked as constants
-        torch.onnx.export(sampler.eval(), (x, torch.randn_like(x)), str(tmp), dynamo=False, opset_version=opset,
-                          input_names=["image", "noise"], output_names=["purified"],
-                          dynamic_axes={"image": axes, "noise": axes, "purified": axes})
