@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import tarfile
+import tempfile
+
 import pytest
 from typer.testing import CliRunner
 
@@ -19,23 +23,53 @@ def bundle(tiny_restorer_dir, tmp_path_factory):
     return out
 
 
-def test_device_builds_and_verifies_from_the_bundle(bundle, tmp_path):
-    b = open_bundle(bundle)
-    assert {"model.onnx", "qdq-cpu.onnx", "qdq-tensorrt.onnx", "README.md"} <= {p.name for p in b.root.iterdir()}
-    assert "udc-edge build --bundle" in (b.root / "README.md").read_text()
+def test_device_builds_and_verifies_from_the_bundle(bundle, tmp_path, monkeypatch):
+    with open_bundle(bundle) as b:
+        assert {"model.onnx", "qdq-cpu.onnx", "qdq-tensorrt.onnx", "README.md"} <= {p.name for p in b.root.iterdir()}
+        assert "udc-edge build --bundle" in (b.root / "README.md").read_text()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where build/verify unpack the .tar.gz
     res = runner.invoke(app, ["-q", "build", "--bundle", str(bundle), "--precision", "int8", "--out", str(tmp_path / "e.onnx")])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["-q", "verify", "--bundle", str(bundle), "--engine", str(tmp_path / "e.onnx"),
                               "--report", str(tmp_path / "v")])
     assert res.exit_code == 0, res.output
     assert "PASS" in res.output and "transferred" in res.output
+    assert not list(scratch.glob("udc-edge-bundle-*")), "build/verify left the unpacked bundle behind"
+
+
+def test_closing_a_tarball_bundle_deletes_what_it_unpacked(bundle, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with open_bundle(bundle) as b:
+        unpacked = b.unpacked
+        assert unpacked is not None and (b.root / "bundle.json").is_file()
+    assert not unpacked.exists()
+
+
+def test_a_refused_tarball_leaves_nothing_unpacked(bundle, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    with open_bundle(bundle) as b:
+        shutil.copytree(b.root, work / "tiny")
+    (work / "tiny" / "qdq-cpu.onnx").write_bytes(b"tampered")
+    bad = tmp_path / "bad.tar.gz"
+    with tarfile.open(bad, "w:gz") as tf:
+        tf.add(work / "tiny", arcname="tiny")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with pytest.raises(DataError, match="qdq-cpu.onnx does not match"):
+        open_bundle(bad)
+    (tmp_path / "junk.tar.gz").write_bytes(b"not a tarball")
+    with pytest.raises(DataError, match="not a readable .tar.gz"):
+        open_bundle(tmp_path / "junk.tar.gz")
+    assert list(scratch.iterdir()) == []
 
 
 def test_altered_or_missing_files_are_refused(bundle, tmp_path):
-    import shutil
-
     root = tmp_path / "copy"
-    shutil.copytree(open_bundle(bundle).root, root)
+    with open_bundle(bundle) as b:
+        shutil.copytree(b.root, root)
     (root / "qdq-cpu.onnx").write_bytes(b"tampered")
     with pytest.raises(DataError, match="qdq-cpu.onnx does not match"):
         open_bundle(root)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -110,29 +111,30 @@ def build_cmd(
     from udc_edge.errors import UsageError
     from udc_edge.progress import progress_bar
 
-    prequantised = False
-    if bundle is not None:
-        if onnx_path is not None:
-            raise UsageError("give an ONNX file or --bundle, not both")
-        from udc_edge.evaluation.bundle import open_bundle
-
-        b = open_bundle(bundle)
-        onnx_path = b.onnx_for(backend, precision)
-        prequantised = precision == "int8"
-        calib = calib or str(b.path("calib"))
-    if onnx_path is None:
-        raise UsageError("give the ONNX file to build (or --bundle)")
     shapes = [min_shape, opt_shape, max_shape]
     if any(shapes) and not all(shapes):
         raise UsageError("give all of --min-shape, --opt-shape and --max-shape, or none")
     profile = ShapeProfile.from_strings(*shapes) if all(shapes) else None
     names = tuple(n for n in exclude.split(",") if n and n != "auto")
-    spec = BuildSpec(backend=backend, precision=precision, calib=calib, calib_count=calib_count,
-                     calib_method=calib_method, calib_cache=str(calib_cache) if calib_cache else None, target=target,
-                     exclude=names, auto_exclude=exclude == "auto", min_fidelity=min_fidelity, profile=profile,
-                     threads=threads, prequantised=prequantised)
-    with progress_bar(f"building {backend} {precision}", None, quiet(ctx)) as adv:
-        report = build_engine(onnx_path, out, spec, progress=adv)
+    prequantised = False
+    with contextlib.ExitStack() as opened:  # an unpacked .tar.gz bundle is deleted after the build
+        if bundle is not None:
+            if onnx_path is not None:
+                raise UsageError("give an ONNX file or --bundle, not both")
+            from udc_edge.evaluation.bundle import open_bundle
+
+            b = opened.enter_context(open_bundle(bundle))
+            onnx_path = b.onnx_for(backend, precision)
+            prequantised = precision == "int8"
+            calib = calib or str(b.path("calib"))
+        if onnx_path is None:
+            raise UsageError("give the ONNX file to build (or --bundle)")
+        spec = BuildSpec(backend=backend, precision=precision, calib=calib, calib_count=calib_count,
+                         calib_method=calib_method, calib_cache=str(calib_cache) if calib_cache else None,
+                         target=target, exclude=names, auto_exclude=exclude == "auto", min_fidelity=min_fidelity,
+                         profile=profile, threads=threads, prequantised=prequantised)
+        with progress_bar(f"building {backend} {precision}", None, quiet(ctx)) as adv:
+            report = build_engine(onnx_path, out, spec, progress=adv)
     stdout.print(report.summary())
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from udc_edge.errors import DataError, InputError
 from udc_edge.fileio import (
@@ -107,8 +109,23 @@ def write_bundle(restorer: str, out: str | os.PathLike, calib: str = "synth:pole
 
 @dataclass
 class Bundle:
+    """An opened, checked bundle. Use it in a ``with`` block: a ``.tar.gz`` is unpacked to a
+    temporary folder that closing the bundle deletes (a folder bundle is left as it is)."""
+
     root: Path
     manifest: dict
+    unpacked: Path | None = None  # the temporary folder of an unpacked .tar.gz
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.unpacked is not None:
+            shutil.rmtree(self.unpacked, ignore_errors=True)
+            self.unpacked = None
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -125,18 +142,35 @@ class Bundle:
 
 
 def open_bundle(path: str | os.PathLike) -> Bundle:
-    """Open a bundle folder or ``.tar.gz`` and check every file's sha256 against its manifest."""
+    """Open a bundle folder or ``.tar.gz`` and check every file's sha256 against its manifest.
+
+    Close the result (or use it as a context manager) to delete an unpacked ``.tar.gz``; a
+    refused bundle leaves nothing behind.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"bundle {path} does not exist", "make one with udc-edge bundle")
-    if path.is_file():
-        if not path.name.endswith(".tar.gz"):
-            raise InputError(f"bundle {path} is neither a folder nor a .tar.gz")
-        dest = Path(tempfile.mkdtemp(prefix="udc-edge-bundle-"))
-        with tarfile.open(path) as tf:
-            tf.extractall(dest, filter="data")  # refuses absolute paths, links out, devices
+    if not path.is_file():
+        return _checked(path, None)
+    if not path.name.endswith(".tar.gz"):
+        raise InputError(f"bundle {path} is neither a folder nor a .tar.gz")
+    dest = Path(tempfile.mkdtemp(prefix="udc-edge-bundle-"))
+    try:
+        try:
+            with tarfile.open(path) as tf:
+                tf.extractall(dest, filter="data")  # refuses absolute paths, links out, devices
+        except tarfile.TarError as exc:
+            raise DataError(f"bundle {path} is not a readable .tar.gz ({exc})",
+                            "copy the bundle again, or rebuild it with udc-edge bundle") from exc
         roots = [p for p in dest.iterdir() if p.is_dir()]
-        path = roots[0] if len(roots) == 1 else dest
+        return _checked(roots[0] if len(roots) == 1 else dest, dest)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def _checked(path: Path, unpacked: Path | None) -> Bundle:
+    """The bundle at ``path`` once its manifest and every file's sha256 check out."""
     try:
         manifest = json.loads((path / "bundle.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -150,4 +184,4 @@ def open_bundle(path: str | os.PathLike) -> Bundle:
         if sha256_file(f) != digest:
             raise DataError(f"bundle file {name} does not match its sha256 in bundle.json (altered or truncated)",
                             "copy the bundle again, or rebuild it")
-    return Bundle(path, manifest)
+    return Bundle(path, manifest, unpacked)

@@ -293,7 +293,8 @@ def run_verify(engine_path: str | os.PathLike, report_dir: str | os.PathLike, sp
             raise UsageError("--bundle replaces --reference and --data", "give one or the other")
         from udc_edge.evaluation.bundle import open_bundle
 
-        rs = open_bundle(bundle).reference_set()
+        with open_bundle(bundle) as b:
+            rs = b.reference_set()  # arrays in memory: the unpacked bundle can go
         # The engine must face the same attacks (budget, steps, queries, seed) as the stored reference.
         p = rs.attack_params
         spec = replace(spec, **{k: tuple(p[k]) if k == "attacks" else p[k] for k in ATTACK_PARAMS if k in p})
