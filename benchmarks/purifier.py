@@ -67,6 +67,8 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--attack-steps", type=int, default=20)
     ap.add_argument("--eot", type=int, default=4, help="EOT samples of the adaptive attack on the k=1 student")
     ap.add_argument("--draws", type=int, default=2)
+    ap.add_argument("--attack-batch", type=int, default=0,
+                    help="images per adaptive (EOT) attack batch, 0: all; lower it for big sets (memory)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/purifier.json")
@@ -113,7 +115,8 @@ def main() -> int:
     oneshot = load_purifier(args.oneshot)[0] if args.oneshot else None
     loaded = {args.teacher: teacher, **dict(zip(names, students)), **({args.oneshot: oneshot} if oneshot else {})}
     x, y = load_eval_set("synth:poled", args.count, args.size, args.seed)
-    spec = DefenceSpec(attack_steps=args.attack_steps, eot=args.eot, draws=args.draws, seed=args.seed)
+    spec = DefenceSpec(attack_steps=args.attack_steps, eot=args.eot, draws=args.draws, seed=args.seed,
+                       attack_batch=args.attack_batch)
     result["eval_set"] = {"data": "synth:poled (photos:test)", "count": args.count, "size": args.size,
                           "pgd": spec.pgd().to_dict(), "draws": args.draws}
 

@@ -116,9 +116,10 @@ def test_table_has_cw_and_simba_columns_for_short_samplers(runs):
     res = runner.invoke(app, ["-q", "purifier", "table", "--restorer", str(runs / "restorer"), "--teacher",
                               str(runs / "teacher"), "--student", str(runs / "k1"), "--data", "synth:toled",
                               "--count", "1", "--size", "32", "--attack-steps", "2", "--eot", "2", "--draws", "1",
-                              "--simba-iterations", "5", "--out", str(out), "--threads", "1"])
+                              "--simba-iterations", "5", "--out", str(out), "--threads", "1", "--attack-batch", "1"])
     assert res.exit_code == 0, res.output
     table = json.loads((out / "defence.json").read_text())
+    assert table["spec"]["attack_batch"] == 1
     rows = {r["name"]: r for r in table["rows"]}
     assert set(rows["restorer"]["others"]) == {"cw non-adaptive", "simba black-box"}
     student = rows["+ student k=1"]["others"]

@@ -4,6 +4,7 @@ distillation and adaptive attacks, on tiny UNets and 32 px images."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 from udc_edge.errors import ModelError, UsageError
 from udc_edge.evaluation.defence import (
+    BATCH_SEED_STRIDE,
     DefenceSpec,
     DefendedPipeline,
     craft_adaptive,
@@ -194,3 +196,24 @@ def test_eot_adaptive_attack_is_at_least_as_strong_as_non_adaptive(teacher):
                    spec.draws)
     assert exact["psnr"] <= nonadaptive["psnr"] <= clean["psnr"]
     assert bpda["psnr"] <= nonadaptive["psnr"]
+
+
+def test_adaptive_attack_in_image_batches_is_each_batch_attacked_alone(teacher):
+    """--attack-batch bounds EOT memory without changing what each image faces: batch b is
+    the same attack as an unbatched run on its images with seed + b * BATCH_SEED_STRIDE."""
+    p, _ = teacher
+    torch.manual_seed(0)
+    restorer = create("unet-t").eval()
+    x = y = smooth_images(3, seed=5)
+    spec = DefenceSpec(attack_steps=3, eot=2, draws=1)
+    pipe = DefendedPipeline(restorer, p.sampler(steps=1))
+    whole = craft_adaptive(pipe, x, y, spec)
+    assert torch.equal(craft_adaptive(pipe, x, y, replace(spec, attack_batch=3)), whole)
+    batched = craft_adaptive(pipe, x, y, replace(spec, attack_batch=2))
+    assert batched.shape == x.shape and (batched - x).abs().max() <= spec.eps + 1e-6
+    assert torch.equal(batched[:2], craft_adaptive(pipe, x[:2], y[:2], spec))
+    alone = craft_adaptive(pipe, x[2:], y[2:], replace(spec, seed=spec.seed + BATCH_SEED_STRIDE))
+    assert torch.equal(batched[2:], alone)
+    assert not torch.equal(batched[2:], whole[2:])  # its own seed, not the unbatched stream
+    with pytest.raises(UsageError, match="--attack-batch"):
+        DefenceSpec(attack_batch=-1)

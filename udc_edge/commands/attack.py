@@ -11,6 +11,7 @@ import typer
 from udc_edge.commands.common import (
     ArchKwargsOpt,
     ArchOpt,
+    AttackBatchOpt,
     WeightsOpt,
     json_opt,
     quiet,
@@ -147,6 +148,7 @@ def eval_cmd(
     eot: Annotated[int, typer.Option(help="With --purifier: EOT noise samples per adaptive attack step.")] = 10,
     draws: Annotated[int, typer.Option(help="With --purifier: evaluation noise draws per image.")] = 4,
     size: Annotated[int, typer.Option(help="With --purifier: image side (centre crops; one batch).")] = 128,
+    attack_batch: AttackBatchOpt = 0,
 ) -> None:
     """Robustness table: output PSNR/SSIM under each attack and budget, vs clean.
 
@@ -180,7 +182,7 @@ def eval_cmd(
 
         given = {"simba_iterations": simba_iterations, "square_queries": square_queries,
                  "cw_search_steps": cw_search_steps, "cw_max_iter": cw_max_iter}
-        specs_d = [DefenceSpec(eps=e, attack_steps=steps, eot=eot, draws=draws, seed=seed,
+        specs_d = [DefenceSpec(eps=e, attack_steps=steps, eot=eot, draws=draws, seed=seed, attack_batch=attack_batch,
                                attacks=parse_attack_names(attacks or "pgd,cw,simba"),
                                **{k: v for k, v in given.items() if v is not None}) for e in eps_values]
         _eval_defended(ctx, model, purifier, str(data), specs_d, out_dir, 8 if limit is None else limit, size,

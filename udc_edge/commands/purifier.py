@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from udc_edge.commands.common import json_opt, quiet, set_threads, stdout
+from udc_edge.commands.common import AttackBatchOpt, json_opt, quiet, set_threads, stdout
 from udc_edge.commands.train import train_app
 
 purifier_app = typer.Typer(help="Diffusion purifier: pick t* (tune), freeze a setting (configure), evaluate the "
@@ -212,6 +212,7 @@ def table_cmd(
     eot: Annotated[int, typer.Option(help="EOT noise samples per adaptive PGD step.")] = 10,
     draws: Annotated[int, typer.Option(help="Evaluation noise draws per image.")] = 4,
     adaptive: Annotated[bool, typer.Option(help="Run the adaptive (EOT, BPDA/exact) attacks.")] = True,
+    attack_batch: AttackBatchOpt = 0,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 0,
     overwrite: OverwriteOpt = False,
@@ -233,7 +234,8 @@ def table_cmd(
     if finetuned_purifier and not finetuned:
         raise UsageError("--finetuned-purifier needs --finetuned", "give the fine-tuned restorer too")
     spec = DefenceSpec(eps=parse_eps(eps), attack_steps=attack_steps, eot=eot, draws=draws, seed=seed,
-                       adaptive=adaptive, attacks=attacks, simba_iterations=simba_iterations)
+                       adaptive=adaptive, attacks=attacks, simba_iterations=simba_iterations,
+                       attack_batch=attack_batch)
     check_output_dir(out, overwrite)
     net, _ = load_model(restorer)
     t = load_purifier(teacher)[0] if teacher else None

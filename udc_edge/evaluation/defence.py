@@ -137,6 +137,7 @@ class DefenceSpec:
     square_queries: int = 500
     cw_search_steps: int = 5
     cw_max_iter: int = 50
+    attack_batch: int = 0  # images per adaptive (EOT) attack batch; 0: all at once
 
     def __post_init__(self) -> None:
         from udc_edge.attacks import parse_attack_names
@@ -147,6 +148,8 @@ class DefenceSpec:
                      "cw_search_steps", "cw_max_iter"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.attack_batch < 0:
+            raise UsageError(f"--attack-batch must be >= 0 (0: all images at once), got {self.attack_batch}")
         names = self.attacks if isinstance(self.attacks, str) else ",".join(self.attacks)
         object.__setattr__(self, "attacks", tuple(dict.fromkeys(("pgd", *parse_attack_names(names)))))
         for name in self.attacks:  # every attack's own checks, before any attack runs
@@ -205,10 +208,26 @@ def craft_on_restorer(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spe
     return craft(Padded(restorer), x, y, spec.attack(name))
 
 
+#: Seed offset between the image batches of an adaptive attack (batch b uses 1 + b * this).
+BATCH_SEED_STRIDE = 1000
+
+
 def craft_adaptive(pipeline: DefendedPipeline, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec,
-                 name: str = "pgd") -> torch.Tensor:
-    """Adaptive: the attack on EOT(pipeline) (exact gradients, or BPDA if the pipeline says so)."""
-    return craft(EOT(pipeline, spec.eot, seed=spec.seed + 1), x, y, spec.attack(name, 1))
+                   name: str = "pgd") -> torch.Tensor:
+    """Adaptive: the attack on EOT(pipeline) (exact gradients, or BPDA if the pipeline says so).
+
+    EOT keeps every noise sample's graph until the backward pass, so memory grows with
+    images x samples x the purifier's draws; ``spec.attack_batch`` images at a time bounds
+    it. Batch b seeds its attack and EOT noise with offset ``1 + b * BATCH_SEED_STRIDE``: the
+    first batch (and an unbatched run) is the same attack as before batching existed.
+    """
+    step = spec.attack_batch or len(x)
+    parts = []
+    for b, start in enumerate(range(0, len(x), step)):
+        offset = 1 + b * BATCH_SEED_STRIDE
+        parts.append(craft(EOT(pipeline, spec.eot, seed=spec.seed + offset), x[start : start + step],
+                           y[start : start + step], spec.attack(name, offset)))
+    return torch.cat(parts)
 
 
 def black_box(pipeline: DefendedPipeline, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec,
