@@ -29,6 +29,7 @@ from udc_edge.engines.spec import DEFAULT_TRT_PROFILE, BuildSpec, Precision
 from udc_edge.errors import EngineError, InputError, UsageError
 from udc_edge.fileio import write_bytes_atomic
 from udc_edge.progress import Advance, _noop
+from udc_edge.timing import side_by_side
 
 
 @dataclass
@@ -120,25 +121,15 @@ def _runner(threads: int, options: dict | None = None):
     return run
 
 
-def _median_ms(model_bytes: bytes, x: np.ndarray, threads: int, runs: int = 5, options: dict | None = None) -> float:
-    sess = make_session(model_bytes, threads=threads, options=options)
-    feed = {i.name: x for i in sess.get_inputs()}
-    sess.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1e3
-
-
 def _speedup(fp32: bytes, int8: bytes, x: np.ndarray, threads: int, options: dict | None = None) -> float:
-    """FP32 time / INT8 time, measured interleaved on the same image."""
-    a, b = [], []
-    for _ in range(2):
-        a.append(_median_ms(fp32, x, threads, 3, options))
-        b.append(_median_ms(int8, x, threads, 3, options))
-    return float(np.median(a) / np.median(b))
+    """FP32 time / INT8 time, measured in alternating rounds on the same image."""
+    runs = []
+    for model in (fp32, int8):
+        sess = make_session(model, threads=threads, options=options)
+        feed = {i.name: x for i in sess.get_inputs()}
+        runs.append(lambda sess=sess, feed=feed: sess.run(None, feed))
+    t32, t8 = side_by_side(*runs, runs=3, rounds=2)
+    return t32 / t8
 
 
 @dataclass(frozen=True)

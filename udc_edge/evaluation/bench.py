@@ -20,6 +20,7 @@ from udc_edge.engines import Engine, EngineInfo, is_engine_path, load_engine
 from udc_edge.errors import UdcEdgeError, UsageError
 from udc_edge.evaluation.hostinfo import PowerMonitor, conv_peak_gflops, nvpmodel_mode, rss_mb
 from udc_edge.progress import Advance, _noop
+from udc_edge.timing import median_seconds
 
 
 @dataclass(frozen=True)
@@ -139,12 +140,7 @@ class _NullEngine(Engine):
 def measure_overhead(x: np.ndarray, calls: int = 200) -> float:
     """Median microseconds per timed call of the null engine through the full harness path."""
     eng = _NullEngine().activate()
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        eng(x)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1e6
+    return median_seconds(lambda: eng(x), calls, warmup=0) * 1e6
 
 
 def _stats(samples: list[float]) -> dict:

@@ -17,7 +17,6 @@ query). :mod:`udc_edge.evaluation.defence_table` assembles these into the defenc
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +28,7 @@ from udc_edge.errors import DataError, UsageError
 from udc_edge.evaluation.metrics import psnr, ssim
 from udc_edge.models.padding import Padded, run_padded
 from udc_edge.models.purifier import Purifier, PurifierSampler
+from udc_edge.timing import median_ms
 
 
 def load_eval_set(data: str, count: int = 8, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,14 +192,8 @@ def latency_ms(pipeline: DefendedPipeline, x: torch.Tensor, repeats: int = 5) ->
     """Median wall time (ms) of one image through the pipeline, after one warm-up run."""
     x1 = x[:1]
     noise = torch.randn(x1.shape, generator=torch.Generator().manual_seed(0))
-    times = []
     with torch.no_grad():
-        pipeline(x1, noise)
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            pipeline(x1, noise)
-            times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+        return median_ms(lambda: pipeline(x1, noise), repeats)
 
 
 def craft_on_restorer(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec,

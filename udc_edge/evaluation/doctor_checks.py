@@ -20,6 +20,7 @@ from torch import nn
 from udc_edge.errors import UdcEdgeError
 from udc_edge.evaluation.doctor import DoctorReport, DoctorSpec, ExporterResult, OpFinding
 from udc_edge.export import byo
+from udc_edge.timing import side_by_side
 
 
 def load(report: DoctorReport, model: str, arch: str | None, arch_kwargs: dict | None, weights: str | None,
@@ -179,25 +180,6 @@ def export_all(report: DoctorReport, net: nn.Module, spec: DoctorSpec) -> bytes 
         report.advice.append(f"ONNX Runtime needs session options {json.dumps(report.chosen['session_options'])} "
                              "for this graph; export records them and build/bench/verify reuse them")
     return chosen
-
-
-def _median_ms(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1e3
-
-
-def side_by_side(a, b, runs: int, rounds: int = 3) -> tuple[float, float]:
-    """Median ms of ``a`` and of ``b``, measured in alternating rounds on the same machine."""
-    ta, tb = [], []
-    for _ in range(rounds):
-        ta.append(_median_ms(a, runs))
-        tb.append(_median_ms(b, runs))
-    return float(np.median(ta)), float(np.median(tb))
 
 
 def _threads(spec: DoctorSpec) -> int:
