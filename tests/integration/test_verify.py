@@ -58,6 +58,12 @@ def test_damaged_int8_engine_fails(tiny_onnx, tiny_restorer_dir, data):
 def test_bad_thresholds_and_inputs(tiny_restorer_dir, data, tmp_path):
     with pytest.raises(UsageError, match="--max-psnr-drop"):
         VerifySpec(max_psnr_drop=-1)
+    # an explicit --limit is a requirement, even when it equals the default of "up to 8"
+    res = runner.invoke(app, ["verify", "--reference", str(tiny_restorer_dir), "--engine", str(data / "fp32.onnx"),
+                              "--data", str(data / "ds"), "--report", str(tmp_path / "r8"), "--limit", "8"])
+    assert res.exit_code == 1 and "2 pairs, fewer than --limit 8" in res.output
+    assert not (tmp_path / "r8").exists()
+    assert VerifySpec().pairs(2) == 2 and VerifySpec().pairs(20) == 8 and VerifySpec(limit=3).pairs(20) == 3
     res = runner.invoke(app, ["verify", "--engine", str(data / "fp32.onnx"), "--report", str(tmp_path / "r")])
     assert res.exit_code == 2 and "--reference" in res.output
     res = runner.invoke(app, ["verify", "--reference", str(tiny_restorer_dir), "--engine", str(data / "fp32.onnx"),

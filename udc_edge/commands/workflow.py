@@ -69,7 +69,8 @@ def verify_cmd(
     max_psnr_drop: Annotated[float, typer.Option(help="Largest allowed PSNR loss (dB) of engine vs reference.")] = 0.3,
     max_ssim_drop: Annotated[float, typer.Option(help="Largest allowed SSIM loss.")] = 0.01,
     min_fidelity: Annotated[float, typer.Option(help="Smallest allowed PSNR (dB) of engine output vs reference output.")] = 35.0,
-    limit: Annotated[int, typer.Option(help="Images to use.")] = 8,
+    limit: Annotated[int | None, typer.Option(
+        help="Images to use; the data must have that many [default: up to 8].")] = None,
     seed: Annotated[int, typer.Option(help="Attack seed.")] = 0,
     purifier: Annotated[str | None, typer.Option(help="Verify the defended pipeline: reference = purifier + "
                                                       "restorer, engine = export MODEL --purifier P_k graph.")] = None,

@@ -27,6 +27,9 @@ from udc_edge.evaluation.metrics import psnr, ssim
 from udc_edge.evaluation.robustness import as_target, forward, output_image, run_one
 from udc_edge.progress import Advance, _noop
 
+#: Pairs verified when --limit is not given (fewer if the data has fewer).
+DEFAULT_LIMIT = 8
+
 
 @dataclass(frozen=True)
 class VerifySpec:
@@ -37,16 +40,20 @@ class VerifySpec:
     max_psnr_drop: float = 0.3
     max_ssim_drop: float = 0.01
     min_fidelity: float = 35.0
-    limit: int = 8
+    limit: int | None = None  # None: up to DEFAULT_LIMIT pairs; a number: exactly that many
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name in ("max_psnr_drop", "max_ssim_drop", "min_fidelity"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.limit < 1:
+        if self.limit is not None and self.limit < 1:
             raise UsageError(f"--limit must be >= 1, got {self.limit}")
         object.__setattr__(self, "attacks", parse_attack_names(",".join(self.attacks)) if self.attacks else ())
+
+    def pairs(self, available: int) -> int:
+        """How many of ``available`` pairs a verification uses."""
+        return min(DEFAULT_LIMIT if self.limit is None else self.limit, available)
 
     def attack_spec(self, name: str) -> AttackSpec:
         return AttackSpec(name, eps=None if name == "cw" else self.eps, steps=self.steps, seed=self.seed,
@@ -142,17 +149,17 @@ def _fname(label: str) -> str:
 
 def make_reference_set(reference: Any, dataset: PairedDataset, spec: VerifySpec, progress: Advance = _noop,
                        craft_on: Any = None, craft_label: str = "") -> ReferenceSet:
-    """Run the torch reference (and craft the transferred attacks) on up to ``spec.limit`` pairs.
+    """Run the torch reference (and craft the transferred attacks) on ``spec.pairs(len(dataset))`` pairs.
 
     White-box attacks are crafted on ``craft_on`` when given (e.g. an EOT-averaged defended
     pipeline: the adaptive attack), else on the reference itself."""
     if not dataset.has_gt:
         raise DataError("verify needs ground truth (lq/ and gt/)", "give a paired dataset folder")
-    if len(dataset) < spec.limit and spec.limit != VerifySpec.limit:
+    if spec.limit is not None and len(dataset) < spec.limit:
         raise DataError(f"the data has {len(dataset)} pairs, fewer than --limit {spec.limit}", "lower --limit")
     ref = as_target(reference)
     crafter = as_target(craft_on) if craft_on is not None else ref
-    n = min(spec.limit, len(dataset))
+    n = spec.pairs(len(dataset))
     rs = ReferenceSet([], [], [], [], attack_params={k: getattr(spec, k) for k in ATTACK_PARAMS})
     for i in range(n):
         p = dataset[i]
@@ -317,7 +324,7 @@ def run_verify(engine_path: str | os.PathLike, report_dir: str | os.PathLike, sp
             fixed = FixedNoise(spec.seed, pipe.multiple)
             model = fixed.module(pipe)
             craft, label = EOT(DefendedPipeline(pipe.restorer, sampler), samples=eot, seed=spec.seed), f" adaptive+EOT{eot}"
-        with progress_bar("reference + transferred attacks", min(spec.limit, len(ds)), quiet) as adv:
+        with progress_bar("reference + transferred attacks", spec.pairs(len(ds)), quiet) as adv:
             rs = make_reference_set(model, ds, spec, progress=adv, craft_on=craft, craft_label=label)
     eng = load_engine(engine_path)
     if fixed is None and eng.activate().num_inputs != 1:
