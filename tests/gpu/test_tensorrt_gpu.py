@@ -16,7 +16,7 @@ import pytest
 from udc_edge.engines import tensorrt as trt_backend
 from udc_edge.engines.manifest import Manifest, write_manifest
 from udc_edge.errors import EngineError
-from udc_edge.fileio import sha256_file, write_bytes_atomic
+from udc_edge.fileio import sha256_file
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not trt_backend.is_available(), reason="needs TensorRT and a CUDA GPU")]
@@ -91,16 +91,18 @@ def ort_run(onnx_path, x: np.ndarray) -> np.ndarray:
 
 
 def build(models, precision: str):
-    """Build an engine and write it with its manifest, as udc-edge build does."""
+    """Build an engine with its manifest through build_engine, the path udc-edge build takes
+    (INT8 from the ORT-quantised Q/DQ model, as from a bundle). Returns (path, build info)."""
+    from udc_edge.engines.build import build_engine
+    from udc_edge.engines.manifest import read_manifest
+    from udc_edge.engines.spec import BuildSpec, ShapeProfile
+
     src = models["int8"] if precision == "int8" else models["fp32"]
-    data, info = trt_backend.build_serialized(src, precision, PROFILE, workspace_mb=512)
     path = models["dir"] / f"tiny_{precision}.engine"
-    write_bytes_atomic(path, data)
-    write_manifest(path, Manifest(backend="tensorrt", backend_version=trt_backend.get_version(),
-                                  precision=precision, requested_precision=precision,
-                                  engine_sha256=sha256_file(path), source_onnx=str(src),
-                                  shape_profile=PROFILE, device=info["device"], build_options=info))
-    return path, info
+    profile = ShapeProfile(*(tuple(PROFILE[k]) for k in ("min", "opt", "max")))
+    build_engine(src, path, BuildSpec(backend="trt", precision=precision, profile=profile,
+                                      prequantised=precision == "int8"))
+    return path, read_manifest(path).build_options
 
 
 @pytest.fixture(scope="module")

@@ -448,3 +448,28 @@ def test_standin_trt_engine_execution_logic_not_tensorrt(tmp_path, monkeypatch):
         assert eng._context.profiler is None  # ordinary calls stay unprofiled
         assert [i.name for i in eng.info().inputs] == ["input"] and eng.info().inputs[0].shape == (None, 3, None, None)
     assert cuda.closed and cuda.mem == {}
+
+
+# -- build_engine(backend="trt"): the path `udc-edge build --backend trt` takes ----------------
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_standin_build_engine_trt_writes_engine_and_manifest_not_tensorrt(tmp_path, monkeypatch, standin_gpu,
+                                                                          precision):
+    """STAND-IN builder (NOT TensorRT) behind build_engine: the plan bytes land in --out and the
+    manifest records the backend, version, precision, profile, source hash and device. INT8
+    here is a prequantised (bundle) Q/DQ model: no calibration is run."""
+    from udc_edge.engines.build import build_engine
+    from udc_edge.engines.manifest import read_manifest
+    from udc_edge.engines.spec import BuildSpec, ShapeProfile
+
+    inject(monkeypatch, "10.3.0")
+    src = make_qdq(tmp_path / "q.onnx") if precision == "int8" else export_conv(tmp_path / "m.onnx")
+    profile = ShapeProfile(tuple(PROFILE["min"]), tuple(PROFILE["opt"]), tuple(PROFILE["max"]))
+    out = tmp_path / f"m_{precision}.engine"
+    report = build_engine(src, out, BuildSpec(backend="trt", precision=precision, profile=profile,
+                                              prequantised=precision == "int8"))
+    assert out.read_bytes() == b"standin-engine"
+    m = read_manifest(out)
+    assert (m.backend, m.backend_version, m.precision) == ("tensorrt", "10.3.0", precision)
+    assert m.engine_sha256 == sha256_file(out) and m.source_onnx_sha256 == sha256_file(src)
+    assert m.shape_profile == PROFILE and m.device["name"] == "Standin GPU"
+    assert report.backend == "tensorrt" and report.precision == precision
