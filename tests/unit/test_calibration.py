@@ -89,3 +89,18 @@ def test_auto_exclude_keeps_sensitive_layers_in_float(tiny_onnx, calib):
     assert all("dB vs FP32" in e["reason"] for e in res.excluded)
     # The first excluded layer is the one that hurt most when quantised alone.
     assert res.excluded[0]["alone_db"] == pytest.approx(min(res.sensitivity.values()), abs=0.01)
+
+
+def test_quantising_a_prepared_model_matches_the_path_and_leaves_it_unchanged(tiny_onnx):
+    """auto_exclude/doctor prepare the model once and quantise copies: same bytes as from the
+    file, and the prepared model is not rewritten by the quantiser."""
+    from udc_edge.calibration.qdq import prepare
+
+    calib = load_calibration_set("synth:toled", 4, 32)
+    ranges = compute_ranges(tiny_onnx, calib.images, "minmax")
+    source = prepare(tiny_onnx)
+    before = source.SerializeToString()
+    node = quantizable_nodes(source)[0]
+    for kw in ({}, {"only": (node,)}, {"exclude": (node,)}):
+        assert quantize_bytes(source, ranges, "cpu", **kw) == quantize_bytes(tiny_onnx, ranges, "cpu", **kw)
+    assert source.SerializeToString() == before

@@ -33,17 +33,31 @@ def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in QUANT_OPS]
 
 
-def quantize_bytes(onnx_path: str | os.PathLike, ranges: dict[str, list[float]], target: str = "cpu",
+def prepare(onnx_path: str | os.PathLike) -> onnx.ModelProto:
+    """The float model as the quantiser takes it (loaded, shapes inferred, ORT's metadata):
+    made once when one model is quantised many ways (``auto_exclude``, ``doctor``)."""
+    from onnxruntime.quantization.quant_utils import add_infer_metadata
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path)))
+    add_infer_metadata(model)
+    return model
+
+
+def quantize_bytes(source: str | os.PathLike | onnx.ModelProto, ranges: dict[str, list[float]], target: str = "cpu",
                    exclude: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> bytes:
-    """A Q/DQ model (serialised) of ``onnx_path`` with the given activation ranges."""
+    """A Q/DQ model (serialised) of ``source`` (a path, or a :func:`prepare` d model, which is
+    not changed) with the given activation ranges."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
-    from onnxruntime.quantization.quant_utils import QuantType, add_infer_metadata
+    from onnxruntime.quantization.quant_utils import QuantType
 
     if target not in TARGETS:
         raise UsageError(f"--target must be cpu or tensorrt, got {target!r}")
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path)))
-    add_infer_metadata(model)
+    if isinstance(source, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(source)  # the quantiser rewrites the graph it is given
+    else:
+        model = prepare(source)
     names = set(quantizable_nodes(model))
     unknown = sorted(set(exclude) - names)
     if unknown:
@@ -89,18 +103,19 @@ def auto_exclude(onnx_path: str | os.PathLike, ranges: dict, target: str, run: R
     (lower = more sensitive). Layers are excluded in that order, in growing groups
     (1, 2, 4, ...), until the fidelity target is met or ``max_rounds`` is reached.
     """
-    full = quantize_bytes(onnx_path, ranges, target)
+    source = prepare(onnx_path)  # once: every trial below quantises a copy
+    full = quantize_bytes(source, ranges, target)
     fid = fidelity(run, full, images, reference)
     if fid >= min_fidelity:
         return ExclusionResult(full, fid)
-    nodes = quantizable_nodes(onnx.load(str(onnx_path)))
-    sens = {n: fidelity(run, quantize_bytes(onnx_path, ranges, target, only=(n,)), images, reference) for n in nodes}
+    nodes = quantizable_nodes(source)
+    sens = {n: fidelity(run, quantize_bytes(source, ranges, target, only=(n,)), images, reference) for n in nodes}
     order = sorted(nodes, key=lambda n: sens[n])
     best = ExclusionResult(full, fid, sensitivity=sens, met=False)
     k = 1
     for _ in range(max_rounds):
         k = min(k, len(order))
-        model = quantize_bytes(onnx_path, ranges, target, exclude=tuple(order[:k]))
+        model = quantize_bytes(source, ranges, target, exclude=tuple(order[:k]))
         fid = fidelity(run, model, images, reference)
         excl = [{"node": n, "reason": f"quantised alone: {sens[n]:.1f} dB vs FP32 (most sensitive first)",
                  "alone_db": round(sens[n], 2)} for n in order[:k]]

@@ -272,7 +272,7 @@ def ops_and_speed(report: DoctorReport, net: nn.Module, graph: bytes, spec: Doct
 def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
     """Calibrate on synthetic UDC captures, quantise one op type at a time, then all of them."""
     from udc_edge.calibration.dataset import load_calibration_set
-    from udc_edge.calibration.qdq import QUANT_OPS, fidelity, quantize_bytes
+    from udc_edge.calibration.qdq import QUANT_OPS, fidelity, prepare, quantize_bytes
     from udc_edge.calibration.ranges import compute_ranges
     from udc_edge.engines.ort import make_session
     from udc_edge.engines.tensorrt_ops import SLOW_OPS
@@ -300,12 +300,13 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
             ranges = compute_ranges(path, cal, "percentile")
             ref = run(graph, held)
             per = {}
+            source = prepare(path)  # once for every quantisation below
             for t in QUANT_OPS:
                 nodes = tuple(n.name for n in proto.graph.node if n.op_type == t)
                 if nodes:
-                    q = quantize_bytes(path, ranges, "cpu", only=nodes)
+                    q = quantize_bytes(source, ranges, "cpu", only=nodes)
                     per[t] = {"nodes": len(nodes), "psnr_db": fidelity(run, q, held, ref)}
-            full = quantize_bytes(path, ranges, "cpu")
+            full = quantize_bytes(source, ranges, "cpu")
             fid = fidelity(run, full, held, ref)
     except Exception as exc:  # noqa: BLE001 (a failing calibration/quantisation is reported)
         from udc_edge.export.onnx_export import short_error
