@@ -69,6 +69,34 @@ def make_session(path: str | os.PathLike | bytes, threads: int = 0, options: dic
                           "re-export the model (udc-edge export) or check the file is complete") from exc
 
 
+def profile_nodes(model: str | os.PathLike | bytes, inputs: list[np.ndarray], threads: int = 0,
+                  options: dict[str, Any] | None = None, runs: int = 10,
+                  providers: tuple[str, ...] = DEFAULT_PROVIDERS) -> list[tuple[str, str, float]]:
+    """Per-node mean time (ms) from ONNX Runtime's profiler over ``runs`` runs of ``inputs``
+    (in the model's input order): ``[(node, op_type, ms)]``, slowest first."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    src = model if isinstance(model, bytes) else str(model)
+    with tempfile.TemporaryDirectory(prefix="udc-edge-prof-") as tmp:
+        so = session_options(threads, options)
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "ort")
+        sess = ort.InferenceSession(src, sess_options=so, providers=list(providers))
+        feed = dict(zip([i.name for i in sess.get_inputs()], inputs))
+        for _ in range(runs):
+            sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    totals: dict[tuple[str, str], float] = {}
+    for ev in events:
+        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
+            key = (ev["name"][: -len("_kernel_time")], ev.get("args", {}).get("op_name", ""))
+            totals[key] = totals.get(key, 0.0) + ev.get("dur", 0) / 1000.0
+    return sorted(((name, op, ms / runs) for (name, op), ms in totals.items()), key=lambda r: -r[2])
+
+
 class OrtEngine(Engine):
     """An ONNX file run by an ONNX Runtime InferenceSession."""
 
@@ -108,25 +136,5 @@ class OrtEngine(Engine):
 
     def profile_layers(self, *inputs: np.ndarray, runs: int = 10) -> list[tuple[str, str, float]]:
         """Per-node mean time (ms) from ONNX Runtime's profiler: [(node, op_type, ms)], slowest first."""
-        import json
-        import tempfile
-
-        opts = self.manifest.session_options if self.manifest else {}
-        with tempfile.TemporaryDirectory(prefix="udc-edge-prof-") as tmp:
-            so = session_options(self.threads, opts)
-            so.enable_profiling = True
-            so.profile_file_prefix = str(Path(tmp) / "ort")
-            import onnxruntime as ort
-
-            sess = ort.InferenceSession(str(self.path), sess_options=so, providers=list(self.providers))
-            feed = dict(zip([i.name for i in sess.get_inputs()], inputs))
-            for _ in range(runs):
-                sess.run(None, feed)
-            events = json.loads(Path(sess.end_profiling()).read_text())
-        totals: dict[tuple[str, str], float] = {}
-        for ev in events:
-            if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
-                key = (ev["name"][: -len("_kernel_time")], ev.get("args", {}).get("op_name", ""))
-                totals[key] = totals.get(key, 0.0) + ev.get("dur", 0) / 1000.0
-        rows = [(name, op, ms / runs) for (name, op), ms in totals.items()]
-        return sorted(rows, key=lambda r: -r[2])
+        return profile_nodes(self.path, list(inputs), self.threads,
+                             self.manifest.session_options if self.manifest else {}, runs, tuple(self.providers))

@@ -206,23 +206,11 @@ def _layer(node: onnx.NodeProto) -> str:
 
 def _profile(graph: bytes, x: np.ndarray, threads: int, opts: dict, runs: int) -> dict[str, float]:
     """Milliseconds per run spent in each op type, from ONNX Runtime's profiler."""
-    import onnxruntime as ort
+    from udc_edge.engines.ort import profile_nodes
 
-    from udc_edge.engines.ort import session_options
-
-    with tempfile.TemporaryDirectory(prefix="udc-edge-doctor-") as tmp:
-        so = session_options(threads, opts)
-        so.enable_profiling = True
-        so.profile_file_prefix = str(Path(tmp) / "ort")
-        sess = ort.InferenceSession(graph, sess_options=so, providers=["CPUExecutionProvider"])
-        feed = {sess.get_inputs()[0].name: x}
-        for _ in range(runs):
-            sess.run(None, feed)
-        events = json.loads(Path(sess.end_profiling()).read_text())
     per: Counter = Counter()
-    for ev in events:
-        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
-            per[ev.get("args", {}).get("op_name", "")] += ev.get("dur", 0) / 1000.0 / runs
+    for _, op, ms in profile_nodes(graph, [x], threads, opts, runs):
+        per[op] += ms
     return dict(per)
 
 
