@@ -8,9 +8,12 @@ from PIL import Image, ImageDraw, ImageFont
 LABEL_HEIGHT = 14
 
 
-def _label(text: str, width: int) -> np.ndarray:
-    canvas = Image.new("RGB", (width, LABEL_HEIGHT), (255, 255, 255))
-    ImageDraw.Draw(canvas).text((2, 1), text, fill=(0, 0, 0), font=ImageFont.load_default())
+def text_image(text: str, width: int, height: int = LABEL_HEIGHT) -> np.ndarray:
+    """Black text on a white HxWx3 [0, 1] image: a column label, or a row's name cell (text
+    centred vertically in a cell taller than a label)."""
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    xy = (2, 1) if height <= LABEL_HEIGHT else (3, height // 2 - 6)
+    ImageDraw.Draw(canvas).text(xy, text, fill=(0, 0, 0), font=ImageFont.load_default())
     return np.asarray(canvas, np.float32) / 255.0
 
 
@@ -31,7 +34,7 @@ def image_grid(rows: list[list[np.ndarray]], col_labels: list[str] | None = None
     if col_labels:
         for j, text in enumerate(col_labels[:ncol]):
             x = pad + j * (cw + pad)
-            out[0:LABEL_HEIGHT, x : x + cw] = _label(text, cw)
+            out[0:LABEL_HEIGHT, x : x + cw] = text_image(text, cw)
         top += LABEL_HEIGHT
     for i, row in enumerate(rows):
         for j, im in enumerate(row):

@@ -312,18 +312,10 @@ def _aggregate(per_image: list[dict], specs: list[AttackSpec], keys: list[str], 
 
 def grid_image(grid: dict[str, list[np.ndarray]]) -> np.ndarray:
     """The PNG grid: a row per attack (labelled), columns as in :data:`GRID_COLUMNS`."""
-    from udc_edge.evaluation.figures import image_grid
+    from udc_edge.evaluation.figures import image_grid, text_image
 
-    rows = [[_text_cell(key, row[0].shape[0]), *row] for key, row in grid.items()]
+    rows = [[text_image(key, 96, row[0].shape[0]), *row] for key, row in grid.items()]
     return image_grid(rows, col_labels=["attack", *GRID_COLUMNS])
-
-
-def _text_cell(text: str, height: int, width: int = 96) -> np.ndarray:
-    from PIL import Image, ImageDraw, ImageFont
-
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    ImageDraw.Draw(canvas).text((3, height // 2 - 6), text, fill=(0, 0, 0), font=ImageFont.load_default())
-    return np.asarray(canvas, np.float32) / 255.0
 
 
 def check_output_dir(out: str | os.PathLike, overwrite: bool = False) -> None:
