@@ -102,10 +102,6 @@ class DistillSpec:
         if self.resume and self.overwrite:
             raise UsageError("--resume and --overwrite contradict each other", "pick one")
 
-    @property
-    def steps(self) -> int:  # for lr_at
-        return self.train_steps
-
 
 @dataclass
 class DistillReport:
@@ -219,7 +215,7 @@ def distill(spec: DistillSpec, progress: Advance = _noop, setup_progress: Advanc
     for step in range(start, spec.train_steps):
         student.train()
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, spec)  # type: ignore[arg-type]
+            g["lr"] = lr_at(step, spec.lr, spec.warmup, spec.train_steps)
         if pool is None:
             z, target = _draw(spec, data, teacher, n_teacher, step, info.rank)
         else:

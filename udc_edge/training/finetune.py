@@ -238,7 +238,7 @@ def finetune_restorer(spec: FinetuneSpec, progress: Advance = _noop, setup_progr
     elapsed_before = float(history[-1].get("seconds", 0.0))
     for step in range(start, spec.steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, spec)  # type: ignore[arg-type]
+            g["lr"] = lr_at(step, spec.lr, spec.warmup, spec.steps)
         rng = np.random.default_rng([spec.seed, step, info.rank])
         lq, gt = data.sampler.batch(rng, spec.batch)
         chunks = np.array_split(np.arange(spec.batch), len(spec.mix))

@@ -187,7 +187,7 @@ def train_purifier(spec: PurifierTrainSpec, progress: Advance = _noop, setup_pro
     for step in range(start, spec.steps):
         purifier.train()
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, spec)  # type: ignore[arg-type]  # duck-typed: lr, warmup, steps
+            g["lr"] = lr_at(step, spec.lr, spec.warmup, spec.steps)
         rng = np.random.default_rng([spec.seed, step, info.rank])
         x = domain_batch(data.sampler.batch(rng, spec.batch), spec.domain)
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))

@@ -101,12 +101,13 @@ class TrainReport:
                 f"SSIM {self.best_ssim:.4f} (input {self.input_ssim:.4f}); best checkpoint in {self.out}/best")
 
 
-def lr_at(step: int, spec: TrainSpec) -> float:
-    """Linear warm-up then cosine decay to 1 % of the peak."""
-    if step < spec.warmup:
-        return spec.lr * (step + 1) / spec.warmup
-    t = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
-    return spec.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+def lr_at(step: int, peak: float, warmup: int, total: int) -> float:
+    """Every trainer's schedule: linear warm-up over ``warmup`` steps, then cosine decay to
+    1 % of ``peak`` at step ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
 @torch.no_grad()
@@ -171,7 +172,7 @@ def train_restorer(spec: TrainSpec, progress: Advance = _noop, setup_progress: A
     for step in range(start, spec.steps):
         model.train()
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, spec)
+            g["lr"] = lr_at(step, spec.lr, spec.warmup, spec.steps)
         lq, gt = data.sampler.batch(np.random.default_rng([spec.seed, step, info.rank]), spec.batch)
         loss = restoration_loss(ddp(lq), gt, spec.pixel_loss, spec.fft_weight)
         opt.zero_grad(set_to_none=True)
