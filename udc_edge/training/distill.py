@@ -200,13 +200,16 @@ def distill(spec: DistillSpec, progress: Advance = _noop, setup_progress: Advanc
                                                    RESUME_MUST_MATCH)
     data = make_train_data(data_name, patch, spec.seed, spec.val_count, pool=spec.pool, progress=setup_progress)
     vx, vn = _val_set(data.val, teacher.domain, patch, spec.seed)
-    with torch.no_grad():
-        v_target = ddim_reverse(teacher.unet, diffuse(vx, teacher.t_star, vn), teacher.t_star, n_teacher)
+    v_target = None  # the teacher's N-step validation outputs: only rank 0 validates
+    if info.is_main:
+        with torch.no_grad():
+            v_target = ddim_reverse(teacher.unet, diffuse(vx, teacher.t_star, vn), teacher.t_star, n_teacher)
     # deterministic from (seed, rank) and the teacher, so recomputed (not cached) on resume
     pool = _target_pool(spec, data, teacher, n_teacher, info.rank, setup_progress) if spec.targets else None
     if not spec.resume:
-        history = [{"step": 0, "gap_mse": teacher_student_gap(teacher, student, vx, vn, n_teacher, spec.k, v_target),
-                    "seconds": 0.0}]
+        gap = (teacher_student_gap(teacher, student, vx, vn, n_teacher, spec.k, v_target) if info.is_main
+               else float("nan"))  # other ranks neither report nor save it
+        history = [{"step": 0, "gap_mse": gap, "seconds": 0.0}]
     gap0 = float(history[0]["gap_mse"])
     student.distillation["gap_mse_before"] = gap0
     unet = D.wrap_model(student.unet, info)
