@@ -90,3 +90,16 @@ def test_dead_leaves_has_many_occluding_discs():
     img = dead_leaves(64, np.random.default_rng(0))
     assert img.shape == (64, 64, 3) and 0 <= img.min() and img.max() <= 1
     assert len(np.unique(img.reshape(-1, 3).round(3), axis=0)) > 20
+
+
+def test_synth_pairs_are_reproducible_and_image_i_does_not_depend_on_count():
+    """The one recipe behind held-out sets, calibration and export examples."""
+    from udc_edge.data.synth import UDCSimulator, synth_pairs
+
+    a = synth_pairs("toled", "photos:test", 3, 8, seed=4)
+    b = synth_pairs("toled", "photos:test", 2, 8, seed=4)
+    assert all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in (0, 1))
+    side = UDCSimulator.for_display("toled").min_size
+    assert a[0][0].shape == (side, side, 3)  # raised to the PSF's minimum size
+    c = synth_pairs("toled", "photos:test", 1, 8, seed=5)
+    assert not np.array_equal(a[0][0], c[0][0])

@@ -53,15 +53,10 @@ def load_calibration_set(calib: str | Path, count: int = 16, size: int = 128, se
         raise UsageError(f"--calib-count must be >= 1, got {count}")
     key = str(calib)
     if key.startswith("synth:"):
-        from udc_edge.data.sources import make_source
-        from udc_edge.data.synth import UDCSimulator, image_rng
+        from udc_edge.data.synth import synth_pairs
 
-        sim = UDCSimulator.for_display(key.split(":", 1)[1])
-        sample, _ = make_source("photos:train")
-        imgs = []
-        for i in range(count):
-            rng = image_rng(seed + 424242, i)
-            imgs.append(sim.simulate(sample(max(size, sim.min_size), rng), rng)[0][:size, :size])
+        pairs = synth_pairs(key.split(":", 1)[1], "photos:train", count, size, seed + 424242)
+        imgs = [lq[:size, :size] for lq, _ in pairs]
         return CalibrationSet(np.stack(imgs).transpose(0, 3, 1, 2).astype(np.float32), key)
     from udc_edge.data.readers import open_paired_dataset
 

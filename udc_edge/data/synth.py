@@ -80,6 +80,21 @@ def image_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
+def synth_pairs(display: str, source: str, count: int, size: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``count`` (degraded, ground truth) HxWx3 pairs: image i is a crop of ``source`` of
+    ``size`` (at least the display's PSF minimum), degraded for ``display``, all drawn from
+    ``image_rng(seed, i)``. The one recipe behind held-out sets, calibration images and
+    export examples (callers crop to their own size)."""
+    sim = UDCSimulator.for_display(display)
+    sample, _ = make_source(source)
+    size = max(size, sim.min_size)
+    out = []
+    for i in range(count):
+        rng = image_rng(seed, i)
+        out.append(sim.simulate(sample(size, rng), rng))
+    return out
+
+
 def write_synthetic_dataset(
     out: str | os.PathLike, spec: SynthSpec, overwrite: bool = False, progress: Advance = _noop
 ) -> dict:

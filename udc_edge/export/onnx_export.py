@@ -132,24 +132,16 @@ class ParityError(ExportError):
 
 def example_inputs(names: tuple[str, ...], n: int, h: int, w: int, seed: int) -> list[np.ndarray]:
     """Real inputs: synthetic P-OLED captures of held-out photos; ``noise`` inputs are N(0, 1)."""
-    from udc_edge.data.sources import make_source
-    from udc_edge.data.synth import UDCSimulator, image_rng
+    from udc_edge.data.synth import image_rng, synth_pairs
 
-    sim = UDCSimulator.for_display("poled")
-    sample, _ = make_source("photos:test")
     out = []
     for name in names:
         rng = image_rng(seed, len(out))
         if name == "noise":
             out.append(rng.standard_normal((n, 3, h, w)).astype(np.float32))
             continue
-        imgs = []
-        for i in range(n):
-            r = image_rng(seed + 1, i)
-            size = max(h, w, sim.min_size)
-            lq, _ = sim.simulate(sample(size, r), r)
-            imgs.append(lq[:h, :w].transpose(2, 0, 1))
-        out.append(np.stack(imgs).astype(np.float32))
+        pairs = synth_pairs("poled", "photos:test", n, max(h, w), seed + 1)
+        out.append(np.stack([lq[:h, :w].transpose(2, 0, 1) for lq, _ in pairs]).astype(np.float32))
     return out
 
 

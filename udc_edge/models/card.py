@@ -19,16 +19,9 @@ HELDOUT_SEED = 2026
 
 def heldout_pairs(display: str, count: int = 16, size: int = 128, seed: int = HELDOUT_SEED):
     """(lq, gt) pairs of held-out photos for ``display`` (same as ``data synth --source photos:test``)."""
-    from udc_edge.data.sources import make_source
-    from udc_edge.data.synth import UDCSimulator, image_rng
+    from udc_edge.data.synth import synth_pairs
 
-    sim = UDCSimulator.for_display(display)
-    sample, _ = make_source("photos:test")
-    out = []
-    for i in range(count):
-        rng = image_rng(seed, i)
-        out.append(sim.simulate(sample(size, rng), rng))
-    return out
+    return synth_pairs(display, "photos:test", count, size, seed)
 
 
 def heldout_metrics(model: nn.Module, display: str, count: int = 16, size: int = 128) -> dict:

@@ -17,7 +17,7 @@ import torch
 
 from udc_edge.data.readers import PairedDataset, open_paired_dataset
 from udc_edge.data.sources import make_source
-from udc_edge.data.synth import UDCSimulator, image_rng
+from udc_edge.data.synth import UDCSimulator, image_rng, synth_pairs
 from udc_edge.errors import DataError, UsageError
 from udc_edge.progress import Advance, _noop
 
@@ -118,12 +118,7 @@ def make_train_data(data: str | os.PathLike, patch: int, seed: int, val_count: i
     if key.startswith("synth:"):
         display = key.split(":", 1)[1]
         sampler = SynthPairs(display, patch, pool=pool, seed=seed, progress=progress)
-        sample, _ = make_source("photos:train")
-        val = []
-        for i in range(val_count):
-            rng = image_rng(seed + 100_003, i)
-            val.append(sampler.sim.simulate(sample(max(val_size, patch), rng), rng))
-        return TrainData(sampler, val)
+        return TrainData(sampler, synth_pairs(display, "photos:train", val_count, max(val_size, patch), seed + 100_003))
     ds = open_paired_dataset(Path(key))
     n = len(ds)
     if n < 2:
