@@ -7,8 +7,9 @@ inputs, noise and machine for every row:
 - PSNR/SSIM on clean inputs and under PGD 8/255 *non-adaptive* (crafted on the restorer
   alone, then purified), and the fraction of the teacher's attacked-PSNR gain over the
   undefended restorer that each student recovers;
-- the one-shot purifier (``purifier-poled-oneshot``: the teacher's UNet, one step at a
-  lower t*, the mean of 8 noise draws) in front of the plain restorer;
+- the one-shot purifier (default ``purifier-poled-m-oneshot``: a 1.05 M-parameter DDPM
+  trained on t <= 0.1, one step at t* = 0.04, the mean of 8 noise draws; the earlier
+  ``purifier-poled-oneshot`` uses the teacher's UNet) in front of the plain restorer;
 - the restorer fine-tuned on purified inputs (``--finetuned``, or a short fine-tune made
   here and recorded) behind ``--ft-purifier`` (default the one-shot purifier): the issue's
   goal of at most 0.5 dB clean loss and at least half of the PGD loss won back;
@@ -52,8 +53,8 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--restorer", default="unet-s-poled", help="shipped name or checkpoint of the restorer")
     ap.add_argument("--teacher", default="purifier-poled")
     ap.add_argument("--students", default="purifier-poled-k1,purifier-poled-k2")
-    ap.add_argument("--oneshot", default="purifier-poled-oneshot", help="one-shot purifier ('' to skip)")
-    ap.add_argument("--finetuned", default="unet-s-poled-purified",
+    ap.add_argument("--oneshot", default="purifier-poled-m-oneshot", help="one-shot purifier ('' to skip)")
+    ap.add_argument("--finetuned", default="unet-s-poled-purified-m",
                     help="restorer fine-tuned on purified inputs; '' to fine-tune here (--ft-*)")
     ap.add_argument("--ft-purifier", default="", help="purifier in front of the fine-tuned restorer "
                     "(default: --oneshot, else the first student); also the one it is fine-tuned on")
