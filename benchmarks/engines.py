@@ -30,10 +30,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="same for every backend (0: each its default)")
     ap.add_argument("--calib-count", type=int, default=16)
     ap.add_argument("--quick", action="store_true", help="256 px, 5 rounds, 8 calibration images")
-    ap.add_argument("--out", default="benchmarks/results/engines.json")
+    ap.add_argument("--out", default=None,
+                    help="JSON path [default: benchmarks/results/engines.json, --quick: engines-quick.json]")
     a = ap.parse_args()
-    if a.quick:
+    if a.quick:  # its own file: a quick check never replaces the full run's results
         a.size, a.iters, a.calib_count = 256, 5, 8
+    a.out = a.out or f"benchmarks/results/engines{'-quick' if a.quick else ''}.json"
 
     from udc_edge.engines import load_engine
     from udc_edge.engines.build import build_engine
