@@ -42,6 +42,9 @@ def train_purifier_cmd(
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 0,
     pool: PoolOpt = 192,
+    device: Annotated[str, typer.Option(help="auto (a CUDA GPU when torch sees one), cpu, cuda or cuda:N.")] = "auto",
+    workers: Annotated[int, typer.Option(help="Processes that make batches ahead (0: in the training process). "
+                                               "On a GPU, synthesis bounds the step rate without them.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last and OUT/state.safetensors.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -54,7 +57,7 @@ def train_purifier_cmd(
                              unet_kwargs=json_opt(unet_kwargs, "--unet-kwargs"), steps=steps, batch=batch,
                              patch=patch, lr=lr, t_max=t_max, t_star=t_star, sample_steps=sample_steps,
                              val_every=val_every, val_count=val_count, seed=seed, threads=threads, pool=pool,
-                             resume=resume, overwrite=overwrite)
+                             device=device, workers=workers, resume=resume, overwrite=overwrite)
     silent = quiet(ctx) or not is_main_process()
     with progress_bar("preparing data", None, silent) as setup, progress_bar("training", steps, silent) as adv:
         report = train_purifier(spec, progress=adv, setup_progress=setup)

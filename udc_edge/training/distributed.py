@@ -35,6 +35,32 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` (CUDA when torch sees a GPU, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Raises a :class:`UsageError` naming ``--device`` for anything else, or for CUDA on a
+    machine where torch sees no GPU (a CPU-only build, or no driver).
+    """
+    from udc_edge.errors import UsageError
+
+    base, _, index = name.partition(":")
+    if base not in DEVICES or (index and (base != "cuda" or not index.isdigit())):
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if base == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if base == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: torch {torch.__version__} sees no CUDA GPU",
+                             "use --device cpu (or auto), or install a CUDA build of torch")
+        if index and int(index) >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible",
+                             "use a lower index")
+    return name
+
+
 def init_distributed(device: str | None = None) -> DistInfo:
     """Join the process group when launched by torchrun; otherwise a single-process info."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -9,6 +9,7 @@ before degradation, so the PSF's orientation stays physical.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,37 @@ class FolderPairs:
 
     def describe(self) -> dict:
         return {"kind": "folder", **self.info, "train_pairs": len(self.pairs)}
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``step`` is that step's ``(lq, gt, rng)``, drawn with ``default_rng([seed, step, rank])``.
+
+    ``rng`` is returned positioned after the batch, so a trainer draws its noise seeds from it
+    exactly as it would in-process: the batches do not depend on how many workers made them.
+    """
+
+    def __init__(self, sampler: SynthPairs | FolderPairs, seed: int, rank: int, n: int):
+        self.sampler, self.seed, self.rank, self.n = sampler, seed, rank, n
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, np.random.Generator]:
+        rng = np.random.default_rng([self.seed, step, self.rank])
+        lq, gt = self.sampler.batch(rng, self.n)
+        return lq, gt, rng
+
+
+def step_batches(sampler: SynthPairs | FolderPairs, seed: int, rank: int, n: int, steps: range,
+                 workers: int = 0, pin: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.random.Generator]]:
+    """The batches of ``steps`` in order: in this process, or made ahead by ``workers`` processes.
+
+    Synthesising a batch (PSF, HDR, sensor noise per crop) costs about 1.6 ms per 64 px crop on
+    one CPU core: on a GPU it, not the UNet, bounds the step rate unless workers make batches.
+    """
+    ds = StepBatches(sampler, seed, rank, n)
+    if workers <= 0:
+        return (ds[s] for s in steps)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, sampler=steps, num_workers=workers,
+                                         pin_memory=pin, prefetch_factor=4)
+    return iter(loader)
 
 
 @dataclass

@@ -39,7 +39,7 @@ from udc_edge.models.purifier import (
 )
 from udc_edge.progress import Advance, _noop
 from udc_edge.training import distributed as D
-from udc_edge.training.pairs import make_train_data
+from udc_edge.training.pairs import make_train_data, step_batches
 from udc_edge.training.restorer import lr_at, prepare_out_dir
 from udc_edge.training.state import STATE_NAME, options, resume_run, save_train_state
 
@@ -73,8 +73,12 @@ class PurifierTrainSpec:
     overwrite: bool = False
     threads: int = 0
     pool: int = 192
+    device: str = "auto"
+    workers: int = 0
 
     def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise UsageError(f"--workers must be >= 0, got {self.workers}", "0 makes batches in the training process")
         for name in ("steps", "batch", "patch", "val_every", "val_count", "pool", "warmup"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -146,8 +150,10 @@ class _ValSet:
     @torch.no_grad()
     def loss(self, purifier: Purifier) -> float:
         purifier.eval()
-        losses = [denoising_loss(purifier, self.x[i : i + 8], self.t[i : i + 8], self.noise[i : i + 8]).item()
-                  * len(self.x[i : i + 8]) for i in range(0, len(self.x), 8)]
+        dev = purifier.alphas_cumprod.device
+        x, t, noise = self.x.to(dev), self.t.to(dev), self.noise.to(dev)
+        losses = [denoising_loss(purifier, x[i : i + 8], t[i : i + 8], noise[i : i + 8]).item()
+                  * len(x[i : i + 8]) for i in range(0, len(x), 8)]
         return float(sum(losses) / len(self.x))
 
 
@@ -162,15 +168,19 @@ def _save(out: Path, purifier: Purifier, opt: torch.optim.Optimizer, m: dict, be
     return best
 
 
+def _device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+
+
 def train_purifier(spec: PurifierTrainSpec, progress: Advance = _noop, setup_progress: Advance = _noop
                    ) -> PurifierTrainReport:
     """Run the purifier training described by ``spec`` (single process or torchrun DDP)."""
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    info = D.init_distributed("cpu")
+    info = D.init_distributed(D.resolve_device(spec.device))
     out = prepare_out_dir(spec.out, spec.resume, spec.overwrite, info)
     torch.manual_seed(spec.seed)
-    purifier = Purifier(**spec.purifier_kwargs())
+    purifier = Purifier(**spec.purifier_kwargs()).to(info.device)
     data = make_train_data(spec.data, spec.patch, spec.seed, spec.val_count, pool=spec.pool,
                            progress=setup_progress)
     t_top = max(1, round(spec.t_max * TRAIN_TIMESTEPS))
@@ -184,15 +194,18 @@ def train_purifier(spec: PurifierTrainSpec, progress: Advance = _noop, setup_pro
     unet = D.wrap_model(purifier.unet, info)
     t0 = time.perf_counter()
     elapsed_before = float(history[-1]["seconds"]) if history else 0.0
-    for step in range(start, spec.steps):
+    dev = torch.device(info.device)
+    batches = step_batches(data.sampler, spec.seed, info.rank, spec.batch, range(start, spec.steps),
+                           spec.workers, pin=dev.type == "cuda")
+    for step, (lq, gt, rng) in zip(range(start, spec.steps), batches):
         purifier.train()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, spec.lr, spec.warmup, spec.steps)
-        rng = np.random.default_rng([spec.seed, step, info.rank])
-        x = domain_batch(data.sampler.batch(rng, spec.batch), spec.domain)
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        x = domain_batch((lq, gt), spec.domain)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))  # on the CPU: same draws on any device
         t = torch.randint(0, t_top, (spec.batch,), generator=gen)
         noise = torch.randn(x.shape, generator=gen)
+        x, t, noise = (v.to(dev, non_blocking=True) for v in (x, t, noise))
         loss = denoising_loss(purifier, x, t, noise, unet)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -215,6 +228,6 @@ def train_purifier(spec: PurifierTrainSpec, progress: Advance = _noop, setup_pro
             "spec": asdict(spec), "data": data.describe(), **asdict(report), "weights_digests": digests,
             "resumed": resumed,
             "ranks_identical": len(set(digests)) == 1, "torch": torch.__version__,
-            "threads": torch.get_num_threads()})
+            "threads": torch.get_num_threads(), "device": _device_name(dev)})
     D.finish(info)
     return report
