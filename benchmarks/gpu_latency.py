@@ -25,7 +25,7 @@ from udc_edge.models.zoo import load_model
 from udc_edge.timing import median_ms
 
 PURIFIERS = ("purifier-poled", "purifier-poled-k1", "purifier-poled-k2", "purifier-poled-oneshot",
-             "purifier-poled-m-oneshot")
+             "purifier-poled-m-oneshot", "purifier-poled-l-oneshot")
 
 
 def timed(fn, runs: int, dev: torch.device) -> float:

@@ -57,7 +57,8 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--students", default="purifier-poled-k1,purifier-poled-k2")
     ap.add_argument("--oneshot", default="purifier-poled-m-oneshot", help="one-shot purifier ('' to skip)")
     ap.add_argument("--finetuned", default="unet-s-poled-purified-m",
-                    help="restorer fine-tuned on purified inputs; '' to fine-tune here (--ft-*)")
+                    help="restorer fine-tuned on purified inputs; '' to fine-tune here (--ft-*); "
+                         "'none' for no fine-tuned rows (goal 2 is then reported for the purifier alone)")
     ap.add_argument("--ft-purifier", default="", help="purifier in front of the fine-tuned restorer "
                     "(default: --oneshot, else the first student); also the one it is fine-tuned on")
     ap.add_argument("--ft-steps", type=int, default=600)
@@ -160,7 +161,7 @@ def main() -> int:
             rows[name]["pgd_adaptive_eot"] = measure(pipe, craft_adaptive(pipe, x, y, spec), y, args.draws, args.seed)
 
     # The restorer fine-tuned on purified inputs, behind --ft-purifier.
-    ft_name = args.ft_purifier or args.oneshot or (names[0] if names else "")
+    ft_name = "" if args.finetuned == "none" else args.ft_purifier or args.oneshot or (names[0] if names else "")
     with tempfile.TemporaryDirectory() as work:
         if ft_name:
             ft_pur = loaded.get(ft_name) or load_purifier(ft_name)[0]

@@ -68,3 +68,4 @@ def test_train_purifier_cli_refuses_cuda_without_a_gpu_and_writes_nothing(monkey
     assert not out.exists()
     res = runner.invoke(app, ["-q", "train", "purifier", "--workers", "-1", "--out", str(out)])
     assert res.exit_code == 2 and "--workers must be >= 0" in res.output, res.output
+

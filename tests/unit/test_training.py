@@ -81,3 +81,13 @@ def test_trains_from_a_paired_folder(tmp_path):
     log = json.loads((tmp_path / "run" / "train_log.json").read_text())
     assert log["data"]["kind"] == "folder" and log["data"]["val_pairs"] == 1 and log["data"]["train_pairs"] == 3
     assert report.input_psnr > 0
+
+
+def test_finetune_summary_warns_when_no_step_beat_the_starting_restorer():
+    from udc_edge.training.finetune import FinetuneReport
+
+    before = {"psnr": 27.12, "clean_psnr": 27.67}
+    worse = FinetuneReport("run", 600, 1.0, before, {"psnr": 27.06, "clean_psnr": 27.35}, [])
+    better = FinetuneReport("run", 600, 1.0, before, {"psnr": 27.30, "clean_psnr": 27.50}, [])
+    assert "warning: no validation beat the restorer" in worse.summary()
+    assert "warning" not in better.summary()

@@ -188,9 +188,13 @@ class FinetuneReport:
 
     def summary(self) -> str:
         b, a = self.before, self.best
-        return (f"fine-tuned {self.steps} steps in {self.seconds:.0f} s: purified->restored PSNR "
+        text = (f"fine-tuned {self.steps} steps in {self.seconds:.0f} s: purified->restored PSNR "
                 f"{b['psnr']:.2f} -> {a['psnr']:.2f} dB, clean-input PSNR {b['clean_psnr']:.2f} -> "
                 f"{a['clean_psnr']:.2f} dB; restorer in {self.out}/best")
+        if a["psnr"] <= b["psnr"]:  # best/ is the best *fine-tuned* step, which can be worse than none
+            text += ("\nwarning: no validation beat the restorer before fine-tuning on purified inputs; "
+                     "the original restorer is the better choice behind this purifier")
+        return text
 
 
 def _validate(restorer: nn.Module, sampler: PurifierSampler, val: list, seed: int) -> dict[str, float]:
