@@ -66,7 +66,7 @@ downloaded.
 
 | set | input PSNR | output PSNR | gain | input SSIM | output SSIM |
 |---|---|---|---|---|---|
-| validation (training photos, seed {cfg.get('training', {}).get('spec', {}).get('seed', 0) + 100003}) | {v.get('input_psnr', 0):.2f} | {v.get('psnr', 0):.2f} | {v.get('psnr', 0) - v.get('input_psnr', 0):+.2f} dB | {v.get('input_ssim', 0):.4f} | {v.get('ssim', 0):.4f} |
+| validation (training photos, seed {cfg.get('training', {}).get('spec', {}).get('seed', 0) + 100003}) | {v.get('input_psnr', 0):.2f} | {v.get('psnr', 0):.2f} | {v.get('psnr', 0) - v.get('input_psnr', 0):+.2f} dB | {f"{v['input_ssim']:.4f}" if 'input_ssim' in v else '-'} | {v.get('ssim', 0):.4f} |
 | held-out (`photos:test`, seed {ho['seed']}, {ho['images']} x {ho['size']} px) | {ho['input_psnr']:.2f} | {ho['psnr']:.2f} | {ho['psnr'] - ho['input_psnr']:+.2f} dB | {ho['input_ssim']:.4f} | {ho['ssim']:.4f} |
 
 Reproduce the held-out row: `udc-edge data synth heldout --display {display} --source photos:test
