@@ -1,6 +1,6 @@
 """Latency of the restorer and of every shipped purifier setting in torch on a CUDA GPU.
 
-    python benchmarks/gpu_latency.py [--size 256] [--out benchmarks/results/gpu-latency.json]
+    python benchmarks/gpu_latency.py [--size 256]    # writes benchmarks/results/gpu-latency-256.json
 
 Measures torch eager on the GPU (what a user gets before building an engine), FP32 and FP16
 (autocast), batch 1, one fixed noise tensor; each call ends with ``torch.cuda.synchronize``
@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--restorer", default="unet-s-poled")
     ap.add_argument("--purifier", action="append", help="purifiers to time (default: every shipped one)")
     ap.add_argument("--device", default="cuda", help="cuda (the point), or cpu for a dry run of the script")
-    ap.add_argument("--out", default="benchmarks/results/gpu-latency.json")
+    ap.add_argument("--out", default="", help="default: benchmarks/results/gpu-latency-SIZE.json")
     args = ap.parse_args()
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -80,7 +80,7 @@ def main() -> None:
               "notes": "torch eager on the GPU, median of runs after 3 warm-ups, synchronised; "
                        "ratios are the claim, absolute times hold for this GPU only",
               "rows": rows, "seconds": time.perf_counter() - t0}
-    write_json_atomic(args.out, result)
+    write_json_atomic(args.out or f"benchmarks/results/gpu-latency-{args.size}.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
 
 
