@@ -20,7 +20,7 @@ import time
 import torch
 
 from udc_edge.fileio import write_json_atomic
-from udc_edge.models.purifier import load_purifier
+from udc_edge.models.purifier import Purifier, load_purifier
 from udc_edge.models.zoo import load_model
 from udc_edge.timing import median_ms
 
@@ -64,9 +64,8 @@ def main() -> None:
             with torch.autocast(dev.type, dtype=torch.float16 if dev.type == "cuda" else torch.bfloat16):
                 row["autocast_ms"] = timed(run, args.runs, dev)
             row["autocast_dtype"] = "float16" if dev.type == "cuda" else "bfloat16"
-        if hasattr(model, "config") and callable(model.config) and "t_star" in model.config():
-            cfg = model.config()
-            row["setting"] = {k: cfg[k] for k in ("t_star", "steps", "average")}
+        if isinstance(model, Purifier):
+            row["setting"] = {k: model.config()[k] for k in ("t_star", "steps", "average")}
         rows[name] = row
         print(f"{name:28s} fp32 {row['fp32_ms']:8.2f} ms   autocast {row['autocast_ms']:8.2f} ms", flush=True)
     teacher = rows.get("purifier-poled")

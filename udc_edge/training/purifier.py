@@ -132,9 +132,13 @@ def denoising_loss(purifier: Purifier, x: torch.Tensor, t: torch.Tensor, noise: 
 
 
 class _ValSet:
-    """Fixed validation images (center crops), timesteps and noise: a deterministic loss."""
+    """Fixed validation images (center crops), timesteps and noise: a deterministic loss.
 
-    def __init__(self, images: list[np.ndarray], patch: int, t_top: int, seed: int):
+    The noise is drawn on the CPU (the same on any device), then everything moves to
+    ``device`` once, so validations copy nothing.
+    """
+
+    def __init__(self, images: list[np.ndarray], patch: int, t_top: int, seed: int, device: str = "cpu"):
         crops = []
         for img in images:
             h, w = img.shape[:2]
@@ -146,12 +150,12 @@ class _ValSet:
         self.x = self.x.repeat(reps, 1, 1, 1)
         self.t = torch.linspace(0, t_top - 1, reps * len(crops)).round().long()
         self.noise = torch.randn(self.x.shape, generator=g)
+        self.x, self.t, self.noise = (v.to(device) for v in (self.x, self.t, self.noise))
 
     @torch.no_grad()
     def loss(self, purifier: Purifier) -> float:
         purifier.eval()
-        dev = purifier.alphas_cumprod.device
-        x, t, noise = self.x.to(dev), self.t.to(dev), self.noise.to(dev)
+        x, t, noise = self.x, self.t, self.noise
         losses = [denoising_loss(purifier, x[i : i + 8], t[i : i + 8], noise[i : i + 8]).item()
                   * len(x[i : i + 8]) for i in range(0, len(x), 8)]
         return float(sum(losses) / len(self.x))
@@ -184,7 +188,8 @@ def train_purifier(spec: PurifierTrainSpec, progress: Advance = _noop, setup_pro
     data = make_train_data(spec.data, spec.patch, spec.seed, spec.val_count, pool=spec.pool,
                            progress=setup_progress)
     t_top = max(1, round(spec.t_max * TRAIN_TIMESTEPS))
-    val = _ValSet([p[0] if spec.domain == "lq" else p[1] for p in data.val], spec.patch, t_top, spec.seed)
+    val = _ValSet([p[0] if spec.domain == "lq" else p[1] for p in data.val], spec.patch, t_top, spec.seed,
+                  info.device)
     opt = torch.optim.AdamW(purifier.unet.parameters(), lr=spec.lr, weight_decay=spec.weight_decay,
                             betas=(0.9, 0.99))
     start, history, best = 0, [], {"val_loss": float("inf")}
