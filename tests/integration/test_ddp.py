@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_ranks_train_to_identical_weights(tmp_path):
     out = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        # --standalone: torchrun picks its own free port (a port probed here could be taken
+        # by another process before torchrun binds it)
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "udc_edge.cli", "-q", "train", "restorer", "--arch", "unet-t", "--data", "synth:toled",
         "--steps", "4", "--batch", "2", "--patch", "48", "--pool", "4", "--val-every", "4",
         "--val-count", "1", "--threads", "1", "--out", str(out),
