@@ -15,8 +15,8 @@ import pytest
 
 from udc_edge.engines import tensorrt as trt_backend
 from udc_edge.engines.manifest import Manifest, write_manifest
-from udc_edge.errors import EngineError
-from udc_edge.fileio import sha256_file
+from udc_edge.core.errors import EngineError
+from udc_edge.core.fileio import sha256_file
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not trt_backend.is_available(), reason="needs TensorRT and a CUDA GPU")]

@@ -127,7 +127,7 @@ def engine(setup):
     pytest.importorskip("onnxruntime")
     from udc_edge.engines.manifest import Manifest, write_manifest
     from udc_edge.engines.ort import get_version
-    from udc_edge.fileio import sha256_file
+    from udc_edge.core.fileio import sha256_file
     from udc_edge.models import load_checkpoint
 
     model, _ = load_checkpoint(setup / "ckpt")

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from udc_edge.errors import ModelError, UsageError
-from udc_edge.evaluation.defence import (
+from udc_edge.core.errors import ModelError, UsageError
+from udc_edge.defence.defence import (
     BATCH_SEED_STRIDE,
     DefenceSpec,
     DefendedPipeline,
@@ -21,7 +21,7 @@ from udc_edge.evaluation.defence import (
     measure,
 )
 from udc_edge.models import create
-from udc_edge.models.purifier import (
+from udc_edge.diffusion.purifier import (
     Purifier,
     alphas_cumprod,
     check_pair,
@@ -100,7 +100,7 @@ def test_sampler_exports_to_one_onnx_graph_matching_torch(teacher, tmp_path):
     p, _ = teacher
     sampler = p.sampler(steps=2)
     from udc_edge.export.onnx_export import ExportSpec, export_onnx
-    from udc_edge.export.pipeline import PurifierGraph
+    from udc_edge.diffusion.pipeline import PurifierGraph
 
     # the shipped path (export --purifier): checker, parity, metadata
     export_onnx(PurifierGraph(sampler), tmp_path / "p.onnx",

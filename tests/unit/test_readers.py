@@ -19,7 +19,7 @@ from udc_edge.data.readers import (
     open_paired_dataset,
 )
 from udc_edge.data.tonemap import tone_map
-from udc_edge.errors import DataError, InputError, UsageError
+from udc_edge.core.errors import DataError, InputError, UsageError
 
 H, W = 12, 16
 

@@ -20,8 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from udc_edge.engines import tensorrt as trt_backend
 from udc_edge.engines.manifest import Manifest, write_manifest
-from udc_edge.errors import BackendUnavailableError, EngineError, UsageError
-from udc_edge.fileio import sha256_file
+from udc_edge.core.errors import BackendUnavailableError, EngineError, UsageError
+from udc_edge.core.fileio import sha256_file
 
 PROFILE = {"min": [1, 3, 16, 16], "opt": [1, 3, 32, 32], "max": [2, 3, 64, 64]}
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from udc_edge.errors import UsageError
-from udc_edge.evaluation.metrics import psnr
+from udc_edge.core.errors import UsageError
+from udc_edge.core.metrics import psnr
 
 QUANT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 TARGETS = ("cpu", "tensorrt")

@@ -23,10 +23,10 @@ from udc_edge.data.layouts import DisplayLayout, get_layout
 from udc_edge.data.psf import compute_psf, psf_to_image
 from udc_edge.data.sources import make_source
 from udc_edge.data.tonemap import TONE_MAP_K, tone_map
-from udc_edge.errors import UsageError
-from udc_edge.evaluation.metrics import psnr
-from udc_edge.fileio import atomic_dir, write_json_atomic
-from udc_edge.progress import Advance, _noop
+from udc_edge.core.errors import UsageError
+from udc_edge.core.metrics import psnr
+from udc_edge.core.fileio import atomic_dir, write_json_atomic
+from udc_edge.core.progress import Advance, _noop
 
 DATASET_FORMAT = "udc-edge-synth/1"
 

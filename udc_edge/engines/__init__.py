@@ -12,7 +12,7 @@ from pathlib import Path
 
 from udc_edge.engines.base import Engine, EngineInfo, IOSpec
 from udc_edge.engines.manifest import Manifest, read_manifest
-from udc_edge.errors import EngineError
+from udc_edge.core.errors import EngineError
 
 ENGINE_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
 

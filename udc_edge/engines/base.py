@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from udc_edge.engines.manifest import Manifest
-from udc_edge.errors import EngineError
+from udc_edge.core.errors import EngineError
 
 
 @dataclass(frozen=True)

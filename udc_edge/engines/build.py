@@ -26,10 +26,10 @@ from udc_edge.calibration.ranges import cached_ranges
 from udc_edge.engines.manifest import Manifest, host_device, write_manifest
 from udc_edge.engines.ort import get_version, make_session
 from udc_edge.engines.spec import DEFAULT_TRT_PROFILE, BuildSpec, Precision
-from udc_edge.errors import EngineError, InputError, UsageError
-from udc_edge.fileio import write_bytes_atomic
-from udc_edge.progress import Advance, _noop
-from udc_edge.timing import side_by_side
+from udc_edge.core.errors import EngineError, InputError, UsageError
+from udc_edge.core.fileio import write_bytes_atomic
+from udc_edge.core.progress import Advance, _noop
+from udc_edge.core.timing import side_by_side
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 
 from udc_edge.engines.base import Engine, EngineInfo, IOSpec
 from udc_edge.engines.manifest import Manifest
-from udc_edge.errors import EngineError
+from udc_edge.core.errors import EngineError
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 
 class Precision(str, Enum):

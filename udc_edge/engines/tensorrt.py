@@ -37,7 +37,7 @@ from udc_edge.engines.tensorrt_build import (
     trt_logger,
     version_tuple,
 )
-from udc_edge.errors import BackendUnavailableError, EngineError
+from udc_edge.core.errors import BackendUnavailableError, EngineError
 
 __all__ = ["BuildPlan", "TrtEngine", "build_serialized", "check_manifest", "device_info", "get_version",
            "is_available", "parse_version", "plan_build", "require_tensorrt", "version_tuple"]

@@ -26,11 +26,11 @@ from udc_edge.attacks import AttackSpec, QueryTarget, attack, is_torch_target, t
 from udc_edge.attacks.io import encode_adversarial, write_adversarial
 from udc_edge.data.images import to_hwc, to_nchw
 from udc_edge.data.readers import PairedDataset
-from udc_edge.errors import BackendUnavailableError, DataError, InputError, OutputError, UsageError
-from udc_edge.evaluation.metrics import psnr, ssim
-from udc_edge.fileio import atomic_dir, write_json_atomic, write_text_atomic
+from udc_edge.core.errors import BackendUnavailableError, DataError, InputError, OutputError, UsageError
+from udc_edge.core.metrics import psnr, ssim
+from udc_edge.core.fileio import atomic_dir, write_json_atomic, write_text_atomic
 from udc_edge.models.padding import Padded
-from udc_edge.progress import Advance, _noop
+from udc_edge.core.progress import Advance, _noop
 
 GRID_COLUMNS = ("degraded", "attacked", "perturbation x10", "output clean", "output attacked", "ground truth")
 NON_ADAPTIVE = "non-adaptive: the attacks see the target as given (no purifier-aware gradients, no EOT)"
@@ -312,7 +312,7 @@ def _aggregate(per_image: list[dict], specs: list[AttackSpec], keys: list[str], 
 
 def grid_image(grid: dict[str, list[np.ndarray]]) -> np.ndarray:
     """The PNG grid: a row per attack (labelled), columns as in :data:`GRID_COLUMNS`."""
-    from udc_edge.evaluation.figures import image_grid, text_image
+    from udc_edge.core.figures import image_grid, text_image
 
     rows = [[text_image(key, 96, row[0].shape[0]), *row] for key, row in grid.items()]
     return image_grid(rows, col_labels=["attack", *GRID_COLUMNS])

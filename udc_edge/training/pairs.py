@@ -19,8 +19,8 @@ import torch
 from udc_edge.data.readers import PairedDataset, open_paired_dataset
 from udc_edge.data.sources import make_source
 from udc_edge.data.synth import UDCSimulator, image_rng, synth_pairs
-from udc_edge.errors import DataError, UsageError
-from udc_edge.progress import Advance, _noop
+from udc_edge.core.errors import DataError, UsageError
+from udc_edge.core.progress import Advance, _noop
 
 
 def _to_tensor(batch: list[np.ndarray]) -> torch.Tensor:

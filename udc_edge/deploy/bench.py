@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from udc_edge.engines import Engine, EngineInfo, is_engine_path, load_engine
-from udc_edge.errors import UdcEdgeError, UsageError
-from udc_edge.evaluation.hostinfo import PowerMonitor, conv_peak_gflops, nvpmodel_mode, rss_mb
-from udc_edge.progress import Advance, _noop
-from udc_edge.timing import median_seconds
+from udc_edge.core.errors import UdcEdgeError, UsageError
+from udc_edge.deploy.hostinfo import PowerMonitor, conv_peak_gflops, nvpmodel_mode, rss_mb
+from udc_edge.core.progress import Advance, _noop
+from udc_edge.core.timing import median_seconds
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ def compare_reports(new: BenchReport, old_path: str | Path) -> list[str]:
 
 def save_report(report: BenchReport, out_dir: str | Path) -> list[Path]:
     """bench.json, bench.md and bench.png (latency box plot) in ``out_dir``."""
-    from udc_edge.fileio import write_text_atomic
+    from udc_edge.core.fileio import write_text_atomic
 
     out = Path(out_dir)
     files = [write_text_atomic(out / "bench.json", report.to_json()),
@@ -247,7 +247,7 @@ def save_report(report: BenchReport, out_dir: str | Path) -> list[Path]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from udc_edge.fileio import atomic_path
+        from udc_edge.core.fileio import atomic_path
 
         fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(ok)), 3.2))
         ax.boxplot([r.samples for r in ok], showfliers=True)

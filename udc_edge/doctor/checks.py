@@ -1,4 +1,4 @@
-"""The checks behind :func:`udc_edge.evaluation.doctor.diagnose`, one function per section of
+"""The checks behind :func:`udc_edge.doctor.doctor.diagnose`, one function per section of
 the report. Each fills its part of the report and adds blockers (the model cannot go the
 whole way) or advice (it can, with the flags or caveats named)."""
 
@@ -17,10 +17,10 @@ import onnx
 import torch
 from torch import nn
 
-from udc_edge.errors import UdcEdgeError
-from udc_edge.evaluation.doctor import DoctorReport, DoctorSpec, ExporterResult, OpFinding
+from udc_edge.core.errors import UdcEdgeError
+from udc_edge.doctor.doctor import DoctorReport, DoctorSpec, ExporterResult, OpFinding
 from udc_edge.export import byo
-from udc_edge.timing import side_by_side
+from udc_edge.core.timing import side_by_side
 
 
 def load(report: DoctorReport, model: str, arch: str | None, arch_kwargs: dict | None, weights: str | None,

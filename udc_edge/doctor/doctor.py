@@ -5,7 +5,7 @@ One report: loading on the CPU, the forward's structure, the ONNX each exporter 
 ONNX Runtime parity and speed against eager torch, INT8 friendliness per quantisable op
 type, and TensorRT parser support per op type (static table, no TensorRT needed).
 ``blockers`` empty means the model can go the whole way (export -> build fp32/int8 -> run).
-The checks are in :mod:`udc_edge.evaluation.doctor_checks`.
+The checks are in :mod:`udc_edge.doctor.checks`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from udc_edge.errors import UsageError
-from udc_edge.progress import Advance, _noop
+from udc_edge.core.errors import UsageError
+from udc_edge.core.progress import Advance, _noop
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def diagnose(model: str, arch: str | None = None, arch_kwargs: dict | None = Non
              progress: Advance = _noop) -> DoctorReport:
     """Run every check on ``model`` (shipped name, checkpoint, ``package.module:Class``, or
     ``-`` with ``arch``) and return the report; never raises for what the model does wrong."""
-    from udc_edge.evaluation import doctor_checks as checks
+    from udc_edge.doctor import checks
 
     report = DoctorReport(model=arch or model, spec={k: v for k, v in asdict(spec).items() if k != "extra_inputs"})
     progress(0, status="loading")

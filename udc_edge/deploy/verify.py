@@ -22,10 +22,10 @@ import torch
 from udc_edge.attacks import AttackSpec, parse_attack_names
 from udc_edge.data.images import to_hwc
 from udc_edge.data.readers import PairedDataset
-from udc_edge.errors import DataError, EngineError, UsageError
-from udc_edge.evaluation.metrics import psnr, ssim
+from udc_edge.core.errors import DataError, EngineError, UsageError
+from udc_edge.core.metrics import psnr, ssim
 from udc_edge.evaluation.robustness import as_target, forward, output_image, run_one
-from udc_edge.progress import Advance, _noop
+from udc_edge.core.progress import Advance, _noop
 
 #: Pairs verified when --limit is not given (fewer if the data has fewer).
 DEFAULT_LIMIT = 8
@@ -288,9 +288,9 @@ def run_verify(engine_path: str | os.PathLike, report_dir: str | os.PathLike, sp
     the k-step purifier, averaged over ``eot`` noise draws (EOT)."""
     from udc_edge.data.images import write_png
     from udc_edge.engines import load_engine
-    from udc_edge.evaluation.figures import image_grid
-    from udc_edge.fileio import atomic_dir, write_text_atomic
-    from udc_edge.progress import progress_bar
+    from udc_edge.core.figures import image_grid
+    from udc_edge.core.fileio import atomic_dir, write_text_atomic
+    from udc_edge.core.progress import progress_bar
 
     fixed = None
     if bundle is not None:
@@ -298,7 +298,7 @@ def run_verify(engine_path: str | os.PathLike, report_dir: str | os.PathLike, sp
             raise UsageError("--purifier is not supported with --bundle yet", "verify the defended pipeline live")
         if reference or data:
             raise UsageError("--bundle replaces --reference and --data", "give one or the other")
-        from udc_edge.evaluation.bundle import open_bundle
+        from udc_edge.deploy.bundle import open_bundle
 
         with open_bundle(bundle) as b:
             rs = b.reference_set()  # arrays in memory: the unpacked bundle can go
@@ -315,9 +315,9 @@ def run_verify(engine_path: str | os.PathLike, report_dir: str | os.PathLike, sp
         ds = open_paired_dataset(data)
         craft, label = None, ""
         if purifier:
-            from udc_edge.evaluation.defence import EOT, DefendedPipeline
-            from udc_edge.export.pipeline import PurifiedRestorer
-            from udc_edge.models.purifier import load_purifier
+            from udc_edge.defence.defence import EOT, DefendedPipeline
+            from udc_edge.diffusion.pipeline import PurifiedRestorer
+            from udc_edge.diffusion.purifier import load_purifier
 
             sampler = load_purifier(purifier)[0].sampler()
             pipe = PurifiedRestorer(sampler, model).eval()

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from udc_edge.attacks.spec import BLACKBOX_ATTACKS, WHITEBOX_ATTACKS
-from udc_edge.errors import UsageError
-from udc_edge.evaluation.defence import (
+from udc_edge.core.errors import UsageError
+from udc_edge.defence.defence import (
     DefenceSpec,
     DefendedPipeline,
     black_box,
@@ -30,9 +30,9 @@ from udc_edge.evaluation.defence import (
     uses_bpda,
 )
 from udc_edge.evaluation.robustness import eps_label
-from udc_edge.fileio import atomic_dir
-from udc_edge.models.purifier import Purifier, check_pair
-from udc_edge.progress import Advance, _noop
+from udc_edge.core.fileio import atomic_dir
+from udc_edge.diffusion.purifier import Purifier, check_pair
+from udc_edge.core.progress import Advance, _noop
 
 
 @dataclass
