@@ -85,7 +85,7 @@ def models(tmp_path_factory):
 
 
 def ort_run(onnx_path, x: np.ndarray) -> np.ndarray:
-    from udc_edge.engines.ort import make_session
+    from udc_edge.export.onnxrt import make_session
 
     return make_session(onnx_path).run(None, {"input": x})[0]
 

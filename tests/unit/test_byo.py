@@ -13,7 +13,7 @@ import onnx
 import pytest
 import torch
 
-from udc_edge.engines.ort import make_session, session_options
+from udc_edge.export.onnxrt import make_session, session_options
 from udc_edge.engines.tensorrt_ops import tensorrt_support
 from udc_edge.core.errors import ExportError, InputError, ModelError, UsageError
 from udc_edge.export import byo

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from udc_edge.engines.ort import make_session
+from udc_edge.export.onnxrt import make_session
 from udc_edge.core.errors import ExportError, UsageError
 from udc_edge.export.onnx_export import ExportSpec, export_onnx
 

@@ -87,8 +87,7 @@ def _apply_session_options(cal, onnx_path: str | os.PathLike, opts: dict | None)
     (metadata ``udc_edge.session_options``), e.g. buffer reuse off for inverse-DFT graphs."""
     import onnxruntime as ort
 
-    from udc_edge.engines.build import recorded_session_options
-    from udc_edge.engines.ort import session_options
+    from udc_edge.export.onnxrt import recorded_session_options, session_options
 
     opts = recorded_session_options(onnx_path) if opts is None else opts
     if not opts:

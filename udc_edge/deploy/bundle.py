@@ -65,7 +65,7 @@ def write_bundle(restorer: str, out: str | os.PathLike, calib: str = "synth:pole
     from udc_edge.data.images import write_png
     from udc_edge.data.readers import open_paired_dataset
     from udc_edge.data.synth import SynthSpec, write_synthetic_dataset
-    from udc_edge.deploy.verify import VerifySpec, make_reference_set
+    from udc_edge.deploy.reference import VerifySpec, make_reference_set
     from udc_edge.export.onnx_export import ExportSpec, export_onnx
     from udc_edge.models.zoo import load_model
 
@@ -136,7 +136,7 @@ class Bundle:
         return self.path("model.onnx")
 
     def reference_set(self):
-        from udc_edge.deploy.verify import ReferenceSet
+        from udc_edge.deploy.reference import ReferenceSet
 
         return ReferenceSet.load(self.root / "reference")
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from udc_edge.core.errors import UdcEdgeError
-from udc_edge.doctor.doctor import DoctorReport, DoctorSpec, ExporterResult, OpFinding
+from udc_edge.doctor.report import DoctorReport, DoctorSpec, ExporterResult, OpFinding
 from udc_edge.export import byo
 from udc_edge.core.timing import side_by_side
 
@@ -206,7 +206,7 @@ def _layer(node: onnx.NodeProto) -> str:
 
 def _profile(graph: bytes, x: np.ndarray, threads: int, opts: dict, runs: int) -> dict[str, float]:
     """Milliseconds per run spent in each op type, from ONNX Runtime's profiler."""
-    from udc_edge.engines.ort import profile_nodes
+    from udc_edge.export.onnxrt import profile_nodes
 
     per: Counter = Counter()
     for _, op, ms in profile_nodes(graph, [x], threads, opts, runs):
@@ -216,7 +216,7 @@ def _profile(graph: bytes, x: np.ndarray, threads: int, opts: dict, runs: int) -
 
 def ops_and_speed(report: DoctorReport, net: nn.Module, graph: bytes, spec: DoctorSpec) -> None:
     """Parity, ONNX Runtime vs eager speed (side by side) and the slow or unsupported ops."""
-    from udc_edge.engines.ort import make_session
+    from udc_edge.export.onnxrt import make_session
     from udc_edge.engines.tensorrt_ops import SLOW_OPS, tensorrt_support
     from udc_edge.export.onnx_export import example_inputs
     from udc_edge.models.padding import model_multiple, padded_size
@@ -262,7 +262,7 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
     from udc_edge.calibration.dataset import load_calibration_set
     from udc_edge.calibration.qdq import QUANT_OPS, fidelity, prepare, quantize_bytes
     from udc_edge.calibration.ranges import compute_ranges
-    from udc_edge.engines.ort import make_session
+    from udc_edge.export.onnxrt import make_session
     from udc_edge.engines.tensorrt_ops import SLOW_OPS
 
     h, w = report.ort["size"]

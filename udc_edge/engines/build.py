@@ -24,12 +24,13 @@ from udc_edge.calibration.dataset import load_calibration_set
 from udc_edge.calibration.qdq import auto_exclude, fidelity, quantize_bytes
 from udc_edge.calibration.ranges import cached_ranges
 from udc_edge.engines.manifest import Manifest, host_device, write_manifest
-from udc_edge.engines.ort import get_version, make_session
+from udc_edge.engines.ort import get_version
 from udc_edge.engines.spec import DEFAULT_TRT_PROFILE, BuildSpec, Precision
 from udc_edge.core.errors import EngineError, InputError, UsageError
 from udc_edge.core.fileio import write_bytes_atomic
 from udc_edge.core.progress import Advance, _noop
 from udc_edge.core.timing import side_by_side
+from udc_edge.export.onnxrt import make_session, recorded_session_options
 
 
 @dataclass
@@ -64,11 +65,6 @@ class BuildReport:
         return text
 
 
-def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The ``metadata_props`` udc-edge export wrote (multiple, exporter, MACs per pixel)."""
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-
-
 def inspect_onnx(path: str | os.PathLike) -> tuple[onnx.ModelProto, int, list[str]]:
     """Load and check an ONNX file: (model, network multiple, input names)."""
     path = Path(path)
@@ -89,22 +85,6 @@ def inspect_onnx(path: str | os.PathLike) -> tuple[onnx.ModelProto, int, list[st
                              "export the restorer with a 1x3xHxW input")
     meta = {p.key: p.value for p in model.metadata_props}
     return model, int(meta.get("udc_edge.multiple", "1")), [i.name for i in inputs]
-
-
-def recorded_session_options(path: str | os.PathLike, meta: dict[str, str] | None = None) -> dict:
-    """ONNX Runtime session options export found the graph needs (metadata
-    ``udc_edge.session_options``, JSON), or {}. ``meta``: the metadata, if already read."""
-    import json
-
-    from udc_edge.export.onnx_export import SESSION_OPTIONS_KEY
-
-    raw = (onnx_metadata(path) if meta is None else meta).get(SESSION_OPTIONS_KEY)
-    try:
-        opts = json.loads(raw) if raw else {}
-    except json.JSONDecodeError as exc:
-        raise EngineError(f"{path}: metadata {SESSION_OPTIONS_KEY} is not JSON ({exc})",
-                          "re-export the model with udc-edge export") from exc
-    return opts if isinstance(opts, dict) else {}
 
 
 def _runner(threads: int, options: dict | None = None):

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from udc_edge.engines.base import Engine, EngineInfo, IOSpec
 from udc_edge.engines.manifest import Manifest
-from udc_edge.core.errors import EngineError
-
-DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+from udc_edge.export.onnxrt import DEFAULT_PROVIDERS, make_session, profile_nodes
 
 
 def is_available() -> bool:
@@ -33,68 +30,6 @@ def get_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__
-
-
-def session_options(threads: int = 0, options: dict[str, Any] | None = None):
-    """SessionOptions with full graph optimisation plus recorded overrides."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-    for key, value in (options or {}).items():
-        if not hasattr(so, key):
-            raise EngineError(f"unknown ONNX Runtime session option {key!r} in the manifest")
-        if key == "graph_optimization_level" and isinstance(value, str):  # JSON-recorded enum name
-            value = getattr(ort.GraphOptimizationLevel, value)
-        setattr(so, key, value)
-    return so
-
-
-def make_session(path: str | os.PathLike | bytes, threads: int = 0, options: dict[str, Any] | None = None,
-                 providers: tuple[str, ...] = DEFAULT_PROVIDERS):
-    """An InferenceSession, with a clear error for corrupt or unsupported models."""
-    import onnxruntime as ort
-
-    avail = set(ort.get_available_providers())
-    chosen = [p for p in providers if p in avail] or ["CPUExecutionProvider"]
-    src = path if isinstance(path, bytes) else str(path)
-    try:
-        return ort.InferenceSession(src, sess_options=session_options(threads, options), providers=chosen)
-    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
-        name = "in-memory model" if isinstance(path, bytes) else str(path)
-        raise EngineError(f"ONNX Runtime cannot load {name}: {str(exc).splitlines()[0][:300]}",
-                          "re-export the model (udc-edge export) or check the file is complete") from exc
-
-
-def profile_nodes(model: str | os.PathLike | bytes, inputs: list[np.ndarray], threads: int = 0,
-                  options: dict[str, Any] | None = None, runs: int = 10,
-                  providers: tuple[str, ...] = DEFAULT_PROVIDERS) -> list[tuple[str, str, float]]:
-    """Per-node mean time (ms) from ONNX Runtime's profiler over ``runs`` runs of ``inputs``
-    (in the model's input order): ``[(node, op_type, ms)]``, slowest first."""
-    import json
-    import tempfile
-
-    import onnxruntime as ort
-
-    src = model if isinstance(model, bytes) else str(model)
-    with tempfile.TemporaryDirectory(prefix="udc-edge-prof-") as tmp:
-        so = session_options(threads, options)
-        so.enable_profiling = True
-        so.profile_file_prefix = str(Path(tmp) / "ort")
-        sess = ort.InferenceSession(src, sess_options=so, providers=list(providers))
-        feed = dict(zip([i.name for i in sess.get_inputs()], inputs))
-        for _ in range(runs):
-            sess.run(None, feed)
-        events = json.loads(Path(sess.end_profiling()).read_text())
-    totals: dict[tuple[str, str], float] = {}
-    for ev in events:
-        if ev.get("cat") == "Node" and ev.get("name", "").endswith("_kernel_time"):
-            key = (ev["name"][: -len("_kernel_time")], ev.get("args", {}).get("op_name", ""))
-            totals[key] = totals.get(key, 0.0) + ev.get("dur", 0) / 1000.0
-    return sorted(((name, op, ms / runs) for (name, op), ms in totals.items()), key=lambda r: -r[2])
 
 
 class OrtEngine(Engine):

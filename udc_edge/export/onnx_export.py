@@ -39,10 +39,10 @@ from torch import nn
 
 from udc_edge.core.errors import ExportError, UsageError
 from udc_edge.core.fileio import sha256_file, write_bytes_atomic
+from udc_edge.export.onnxrt import SESSION_OPTIONS_KEY, make_session
 from udc_edge.models.padding import model_multiple, padded_size
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
-SESSION_OPTIONS_KEY = "udc_edge.session_options"
 # Tried in order until ONNX Runtime runs the graph: memory-pattern planning off, then buffer
 # reuse off, then only basic graph optimisations.
 SAFER_SESSION_OPTIONS: tuple[dict, ...] = (
@@ -250,7 +250,6 @@ def _cases(model: nn.Module, names: tuple[str, ...], sizes: list[tuple[int, int]
 
 
 def _compare(cases: list[tuple], onnx_bytes: bytes, session_options: dict | None) -> list[dict]:
-    from udc_edge.engines.ort import make_session
     from udc_edge.core.metrics import psnr
 
     # Kernel failures are reported by the ParityError; keep ORT's own log quiet while retrying.
