@@ -26,7 +26,7 @@ from udc_edge.data.tonemap import TONE_MAP_K, tone_map
 from udc_edge.core.errors import UsageError
 from udc_edge.core.metrics import psnr
 from udc_edge.core.fileio import atomic_dir, write_json_atomic
-from udc_edge.core.progress import Advance, _noop
+from udc_edge.core.progress import Advance, noop
 
 DATASET_FORMAT = "udc-edge-synth/1"
 
@@ -96,7 +96,7 @@ def synth_pairs(display: str, source: str, count: int, size: int, seed: int) -> 
 
 
 def write_synthetic_dataset(
-    out: str | os.PathLike, spec: SynthSpec, overwrite: bool = False, progress: Advance = _noop
+    out: str | os.PathLike, spec: SynthSpec, overwrite: bool = False, progress: Advance = noop
 ) -> dict:
     """Write a synthetic dataset folder atomically; returns the ``dataset.json`` contents."""
     sim = UDCSimulator.for_display(spec.display, noise=spec.noise, lights=spec.lights)

@@ -32,7 +32,7 @@ from udc_edge.defence.defence import (
 from udc_edge.evaluation.robustness import eps_label
 from udc_edge.core.fileio import atomic_dir
 from udc_edge.diffusion.purifier import Purifier, check_pair
-from udc_edge.core.progress import Advance, _noop
+from udc_edge.core.progress import Advance, noop
 
 
 @dataclass
@@ -178,7 +178,7 @@ def _crafted(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Defenc
 def defence_table(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec | None = None,
                   teacher: Purifier | None = None, students: list[Purifier] | tuple = (),
                   finetuned: nn.Module | None = None, finetuned_purifier: Purifier | None = None,
-                  progress: Advance = _noop, purifiers: list[tuple[str, Purifier]] | tuple = (),
+                  progress: Advance = noop, purifiers: list[tuple[str, Purifier]] | tuple = (),
                   cache: dict | None = None) -> DefenceTable:
     """Rows: restorer; + teacher; + each student; + each of ``purifiers`` (label, purifier);
     + purifier and fine-tuned restorer (``finetuned_purifier``, default the first student,

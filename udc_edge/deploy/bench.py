@@ -19,7 +19,7 @@ import numpy as np
 from udc_edge.engines import Engine, EngineInfo, is_engine_path, load_engine
 from udc_edge.core.errors import UdcEdgeError, UsageError
 from udc_edge.deploy.hostinfo import PowerMonitor, conv_peak_gflops, nvpmodel_mode, rss_mb
-from udc_edge.core.progress import Advance, _noop
+from udc_edge.core.progress import Advance, noop
 from udc_edge.core.timing import median_seconds
 
 
@@ -161,7 +161,7 @@ def _fill(row: BenchRow, samples: list[float], meta: dict, shape: tuple, peak: f
         row.peak_fraction = row.gflops / peak if peak else None
 
 
-def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advance = _noop) -> BenchReport:
+def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advance = noop) -> BenchReport:
     """Benchmark every target on the same input, interleaved; a failing target gets a status, not a crash."""
     if not targets:
         raise UsageError("give at least one engine or model to bench")

@@ -27,7 +27,7 @@ from udc_edge.core.fileio import (
     write_json_atomic,
     write_text_atomic,
 )
-from udc_edge.core.progress import Advance, _noop
+from udc_edge.core.progress import Advance, noop
 
 BUNDLE_FORMAT = "udc-edge-bundle/1"
 
@@ -54,7 +54,7 @@ Files: {files}
 
 def write_bundle(restorer: str, out: str | os.PathLike, calib: str = "synth:poled", calib_count: int = 16,
                  verify_data: str | None = None, verify_count: int = 4, attacks: tuple[str, ...] = ("pgd", "simba"),
-                 progress: Advance = _noop, overwrite: bool = False) -> Path:
+                 progress: Advance = noop, overwrite: bool = False) -> Path:
     """Write a bundle folder (or ``.tar.gz`` when ``out`` ends with it) for ``restorer``."""
     import platform
 

@@ -17,7 +17,7 @@ import numpy as np
 from udc_edge.attacks import AttackSpec, parse_attack_names
 from udc_edge.core.errors import DataError, UsageError
 from udc_edge.core.metrics import psnr, ssim
-from udc_edge.core.progress import Advance, _noop
+from udc_edge.core.progress import Advance, noop
 from udc_edge.data.images import to_hwc
 from udc_edge.data.readers import PairedDataset
 from udc_edge.evaluation.robustness import as_target, forward, output_image, run_one
@@ -105,7 +105,7 @@ def _fname(label: str) -> str:
     return label.replace("/", "_").replace("@", "-")
 
 
-def make_reference_set(reference: Any, dataset: PairedDataset, spec: VerifySpec, progress: Advance = _noop,
+def make_reference_set(reference: Any, dataset: PairedDataset, spec: VerifySpec, progress: Advance = noop,
                        craft_on: Any = None, craft_label: str = "") -> ReferenceSet:
     """Run the torch reference (and craft the transferred attacks) on ``spec.pairs(len(dataset))`` pairs.
 

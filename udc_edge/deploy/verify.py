@@ -20,7 +20,7 @@ import torch
 
 from udc_edge.core.errors import EngineError, UsageError
 from udc_edge.core.metrics import psnr, ssim
-from udc_edge.core.progress import Advance, _noop
+from udc_edge.core.progress import Advance, noop
 from udc_edge.deploy.reference import ATTACK_PARAMS, ReferenceSet, VerifySpec, make_reference_set
 from udc_edge.evaluation.robustness import forward, output_image, run_one
 
@@ -52,11 +52,11 @@ class FixedNoise:
         return _Fixed().eval()
 
     def engine(self, engine: Any) -> Any:
-        from udc_edge.engines.base import _pad_array
+        from udc_edge.engines.base import pad_array
 
         def call(x: np.ndarray) -> np.ndarray:
             h, w = x.shape[2:]
-            xp = _pad_array(np.ascontiguousarray(x, dtype=np.float32), self.multiple)
+            xp = pad_array(np.ascontiguousarray(x, dtype=np.float32), self.multiple)
             return engine(xp, self.noise(xp.shape).numpy())[:, :, :h, :w]
 
         return call
@@ -110,7 +110,7 @@ def _drop_checks(label: str, ref_out: list, eng_out: list, gts: list, spec: Veri
 
 
 def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "engine",
-                  progress: Advance = _noop) -> tuple[VerifyReport, list[np.ndarray]]:
+                  progress: Advance = noop) -> tuple[VerifyReport, list[np.ndarray]]:
     """Compare ``engine`` with a reference set; returns the report and the worst image's grid row."""
     first = engine(rs.lq[0].transpose(2, 0, 1)[None].copy())
     if first.shape[1:] != (3, *rs.lq[0].shape[:2]):

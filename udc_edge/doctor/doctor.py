@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from udc_edge.core.progress import Advance, _noop
+from udc_edge.core.progress import Advance, noop
 from udc_edge.doctor import checks
 from udc_edge.doctor.report import DoctorReport, DoctorSpec
 
@@ -21,7 +21,7 @@ STEPS = 5
 
 def diagnose(model: str, arch: str | None = None, arch_kwargs: dict | None = None, weights: str | None = None,
              stub_modules: tuple[str, ...] = (), spec: DoctorSpec = DoctorSpec(),
-             progress: Advance = _noop) -> DoctorReport:
+             progress: Advance = noop) -> DoctorReport:
     """Run every check on ``model`` (shipped name, checkpoint, ``package.module:Class``, or
     ``-`` with ``arch``) and return the report; never raises for what the model does wrong."""
     report = DoctorReport(model=arch or model, spec={k: v for k, v in asdict(spec).items() if k != "extra_inputs"})

@@ -112,7 +112,7 @@ class Engine(abc.ABC):
             self.check_input(x, n)
         h, w = inputs[0].shape[2:]
         m = self.multiple
-        padded = [_pad_array(x, m) for x in inputs]
+        padded = [pad_array(x, m) for x in inputs]
         y = self._infer(*padded)
         if y.shape[2:] == (h, w):
             return y
@@ -137,7 +137,7 @@ def _pad(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
-def _pad_array(x: np.ndarray, m: int) -> np.ndarray:
+def pad_array(x: np.ndarray, m: int) -> np.ndarray:
     """Reflect-pad H/W at the bottom/right up to a multiple of ``m`` (replicate if too small)."""
     h, w = x.shape[2:]
     ph, pw = _pad(h, m) - h, _pad(w, m) - w

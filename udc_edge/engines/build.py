@@ -28,7 +28,7 @@ from udc_edge.engines.ort import get_version
 from udc_edge.engines.spec import DEFAULT_TRT_PROFILE, BuildSpec, Precision
 from udc_edge.core.errors import EngineError, InputError, UsageError
 from udc_edge.core.fileio import write_bytes_atomic
-from udc_edge.core.progress import Advance, _noop
+from udc_edge.core.progress import Advance, noop
 from udc_edge.core.timing import side_by_side
 from udc_edge.export.onnxrt import make_session, recorded_session_options
 
@@ -171,7 +171,7 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
 
 
 def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: BuildSpec,
-                 progress: Advance = _noop) -> BuildReport:
+                 progress: Advance = noop) -> BuildReport:
     """Build ``out`` (and ``out.json``) from ``onnx_path`` as ``spec`` says."""
     t0 = time.perf_counter()
     onnx_path, out = Path(onnx_path), Path(out)

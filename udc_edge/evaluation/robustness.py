@@ -30,7 +30,7 @@ from udc_edge.core.errors import BackendUnavailableError, DataError, InputError,
 from udc_edge.core.metrics import psnr, ssim
 from udc_edge.core.fileio import atomic_dir, write_json_atomic, write_text_atomic
 from udc_edge.models.padding import Padded
-from udc_edge.core.progress import Advance, _noop
+from udc_edge.core.progress import Advance, noop
 
 GRID_COLUMNS = ("degraded", "attacked", "perturbation x10", "output clean", "output attacked", "ground truth")
 NON_ADAPTIVE = "non-adaptive: the attacks see the target as given (no purifier-aware gradients, no EOT)"
@@ -239,7 +239,7 @@ def _grid_row(lq: np.ndarray, adv: np.ndarray, out: np.ndarray, out_adv: np.ndar
 
 def evaluate_robustness(target: Any, dataset: PairedDataset, specs: list[AttackSpec], *,
                         limit: int | None = None, surrogate: Any = None, model_info: dict | None = None,
-                        target_name: str = "the target", progress: Advance = _noop
+                        target_name: str = "the target", progress: Advance = noop
                         ) -> tuple[RobustnessReport, dict[str, list[np.ndarray]]]:
     """Attack every image with every spec; return the report and the first image's grid rows.
 
@@ -342,7 +342,7 @@ def write_report(report: RobustnessReport, grid: dict[str, list[np.ndarray]], ou
 def craft_dataset(target: Any, dataset: PairedDataset, spec: AttackSpec, out: str | os.PathLike, *,
                   fmt: str = "npy", limit: int | None = None, surrogate: Any = None,
                   model_info: dict | None = None, target_name: str = "the target", overwrite: bool = False,
-                  progress: Advance = _noop) -> dict:
+                  progress: Advance = noop) -> dict:
     """Attack each image and write ``out/adv/NAME.npy|png`` plus ``out/attack.json``.
 
     The per-image record is measured on the file as written (16-bit rounding included,

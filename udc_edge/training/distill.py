@@ -49,7 +49,7 @@ from udc_edge.diffusion.purifier import (
     save_purifier,
     state_digest,
 )
-from udc_edge.core.progress import Advance, _noop
+from udc_edge.core.progress import Advance, noop
 from udc_edge.training import distributed as D
 from udc_edge.training.pairs import make_train_data
 from udc_edge.training.purifier import domain_batch
@@ -169,7 +169,7 @@ def _target_pool(spec: DistillSpec, data: Any, teacher: Purifier, n_teacher: int
     return torch.cat(zs)[: spec.targets], torch.cat(ts)[: spec.targets]
 
 
-def distill(spec: DistillSpec, progress: Advance = _noop, setup_progress: Advance = _noop) -> DistillReport:
+def distill(spec: DistillSpec, progress: Advance = noop, setup_progress: Advance = noop) -> DistillReport:
     """Train a k-step student from ``spec.teacher``; returns the report (rank 0's view)."""
     if spec.threads:
         torch.set_num_threads(spec.threads)

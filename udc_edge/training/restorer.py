@@ -35,7 +35,7 @@ from udc_edge.models import (
     run_padded,
     save_checkpoint,
 )
-from udc_edge.core.progress import Advance, _noop
+from udc_edge.core.progress import Advance, noop
 from udc_edge.training import distributed as D
 from udc_edge.training.losses import restoration_loss
 from udc_edge.training.pairs import make_train_data
@@ -145,7 +145,7 @@ def save_run(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, conf
     return best
 
 
-def train_restorer(spec: TrainSpec, progress: Advance = _noop, setup_progress: Advance = _noop) -> TrainReport:
+def train_restorer(spec: TrainSpec, progress: Advance = noop, setup_progress: Advance = noop) -> TrainReport:
     """Run the training described by ``spec``; returns the report (rank 0's view)."""
     if spec.threads:
         torch.set_num_threads(spec.threads)
