@@ -17,6 +17,7 @@ from torch import nn
 
 from udc_edge.attacks import AttackResult, AttackSpec, parse_eps
 from udc_edge.attacks import attack as _run_attack
+from udc_edge.core.backends import Backend
 from udc_edge.deploy.bench import BenchReport, BenchSpec, run_bench
 from udc_edge.deploy.reference import VerifySpec
 from udc_edge.deploy.verify import VerifyReport, run_verify
@@ -71,7 +72,7 @@ def export(model: nn.Module | str, out: PathLike, **options: Any) -> ExportRepor
     return export_onnx(net, out, ExportSpec(**options))
 
 
-def build(onnx_path: PathLike, out: PathLike, backend: str = "ort", precision: str = "fp32",
+def build(onnx_path: PathLike, out: PathLike, backend: Backend | str = Backend.ORT, precision: str = "fp32",
           **options: Any) -> BuildReport:
     """Build an engine (and its manifest ``out.json``) from an exported ONNX file; INT8
     needs ``calib`` (a folder of degraded images or ``"synth:poled"``). ``options`` are

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from udc_edge.calibration.dataset import CalibrationSet
+from udc_edge.export.onnxrt import image_feed
 from udc_edge.core.errors import UsageError
 from udc_edge.core.fileio import sha256_file, write_json_atomic
 
@@ -62,10 +63,7 @@ def compute_ranges(onnx_path: str | os.PathLike, calib: np.ndarray, method: str 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             rng = np.random.default_rng(0)
-            self.items = iter([
-                {n: (calib[i : i + 1] if n != "noise" else rng.standard_normal(calib[i : i + 1].shape).astype(np.float32))
-                 for n in input_names} for i in range(len(calib))
-            ])
+            self.items = iter([image_feed(input_names, calib[i : i + 1], rng) for i in range(len(calib))])
 
         def get_next(self):
             return next(self.items, None)

@@ -72,9 +72,10 @@ def export_cmd(
         from dataclasses import replace
 
         from udc_edge.diffusion.pipeline import purifier_module
+        from udc_edge.export.onnxrt import NOISE_INPUT
 
         net = purifier_module(purifier, net)
-        spec = replace(spec, input_names=("input", "noise"))
+        spec = replace(spec, input_names=("input", NOISE_INPUT))
         desc = {"name": f"{purifier}+{desc.get('name') or desc.get('path') or desc.get('arch')}" if model else purifier}
     meta = {"udc_edge.model": str(desc.get("name") or desc.get("path") or desc.get("arch"))}
     report = export_onnx(net, out, spec, metadata=meta)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from udc_edge.core.backends import QDQ_TARGETS, Backend
 from udc_edge.core.errors import DataError, InputError
 from udc_edge.core.fileio import (
     atomic_dir,
@@ -80,8 +81,8 @@ def write_bundle(restorer: str, out: str | os.PathLike, calib: str = "synth:pole
         (tmp / "calib").mkdir()
         for i, img in enumerate(cs.images[:4]):
             write_png(tmp / "calib" / f"{i:04d}.png", img.transpose(1, 2, 0), 16)
-        for target in ("cpu", "tensorrt"):
-            ranges, _ = cached_ranges(tmp / "model.onnx", cs, "percentile", symmetric=target == "tensorrt",
+        for target in QDQ_TARGETS:
+            ranges, _ = cached_ranges(tmp / "model.onnx", cs, "percentile", symmetric=target == Backend.TRT.qdq_target,
                                       cache=tmp / f"calib-cache-{target}.json")
             (tmp / f"qdq-{target}.onnx").write_bytes(quantize_bytes(tmp / "model.onnx", ranges, target))
             progress(1, status=f"quantised for {target}")
@@ -132,7 +133,7 @@ class Bundle:
 
     def onnx_for(self, backend: str, precision: str) -> Path:
         if precision == "int8":
-            return self.path("qdq-tensorrt.onnx" if backend == "trt" else "qdq-cpu.onnx")
+            return self.path(f"qdq-{Backend.parse(backend).qdq_target}.onnx")
         return self.path("model.onnx")
 
     def reference_set(self):

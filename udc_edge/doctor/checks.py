@@ -17,6 +17,7 @@ import onnx
 import torch
 from torch import nn
 
+from udc_edge.core.backends import Backend
 from udc_edge.core.errors import UdcEdgeError
 from udc_edge.doctor.report import DoctorReport, DoctorSpec, ExporterResult, OpFinding
 from udc_edge.export import byo
@@ -329,7 +330,7 @@ def tensorrt(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
     bad = [f"{t['op_type']} x{t['count']} ({t['note']})" for t in report.tensorrt if t["supported"] is False]
     if bad:
         text = f"TensorRT's ONNX parser rejects {', '.join(bad)}"
-        if spec.backend == "trt":
+        if spec.backend is Backend.TRT:
             report.blockers.append(text)
         else:
             report.advice.append(text + ": the ONNX Runtime path works; TensorRT needs another layer there")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from udc_edge.core.backends import Backend
 from udc_edge.core.errors import UsageError
 
 
@@ -18,15 +19,14 @@ class DoctorSpec:
     output_index: int | None = None
     extra_inputs: tuple = ()  # tuple[byo.ExtraInput, ...]
     opset: int = 17
-    backend: str = "ort"  # which path must work for a clean bill: ort, or trt (adds TensorRT support)
+    backend: Backend = Backend.ORT  # which path must work for a clean bill: ort, or trt (adds TensorRT support)
     min_fidelity: float = 35.0  # INT8 output vs FP32, dB
     calib_count: int = 6
     runs: int = 5
     threads: int = 0  # ONNX Runtime threads; 0: torch's current thread count (side by side)
 
     def __post_init__(self) -> None:
-        if self.backend not in ("ort", "trt"):
-            raise UsageError(f"--backend must be ort or trt, got {self.backend!r}")
+        object.__setattr__(self, "backend", Backend.parse(self.backend))
         if self.height < 8 or self.width < 8:
             raise UsageError(f"--height/--width must be >= 8, got {self.height}x{self.width}")
         if self.calib_count < 3 or self.runs < 1:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from udc_edge.core.backends import Backend
 from udc_edge.engines.base import Engine, EngineInfo, IOSpec
 from udc_edge.engines.manifest import Manifest
 from udc_edge.export.onnxrt import DEFAULT_PROVIDERS, make_session, profile_nodes
@@ -35,7 +36,7 @@ def get_version() -> str:
 class OrtEngine(Engine):
     """An ONNX file run by an ONNX Runtime InferenceSession."""
 
-    backend = "onnxruntime"
+    backend = Backend.ORT.manifest_name
 
     def __init__(self, path: str | os.PathLike, manifest: Manifest | None = None, threads: int = 0,
                  providers: tuple[str, ...] = DEFAULT_PROVIDERS, multiple: int | None = None):
@@ -62,7 +63,7 @@ class OrtEngine(Engine):
             return IOSpec(t.name, tuple(d if isinstance(d, int) else None for d in t.shape), "float32")
         prec = self.manifest.precision if self.manifest else "fp32"
         req = self.manifest.requested_precision if self.manifest else prec
-        return EngineInfo("onnxruntime", get_version(), prec, req,
+        return EngineInfo(Backend.ORT.manifest_name, get_version(), prec, req,
                           [spec(t) for t in sess.get_inputs()], [spec(t) for t in sess.get_outputs()],
                           {"providers": sess.get_providers()})
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from udc_edge.core.errors import ExportError, UsageError
 from udc_edge.core.fileio import sha256_file, write_bytes_atomic
-from udc_edge.export.onnxrt import SESSION_OPTIONS_KEY, make_session
+from udc_edge.export.onnxrt import NOISE_INPUT, SESSION_OPTIONS_KEY, make_session
 from udc_edge.models.padding import model_multiple, padded_size
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
@@ -137,7 +137,7 @@ def example_inputs(names: tuple[str, ...], n: int, h: int, w: int, seed: int) ->
     out = []
     for name in names:
         rng = image_rng(seed, len(out))
-        if name == "noise":
+        if name == NOISE_INPUT:
             out.append(rng.standard_normal((n, 3, h, w)).astype(np.float32))
             continue
         pairs = synth_pairs("poled", "photos:test", n, max(h, w), seed + 1)

@@ -21,6 +21,15 @@ from udc_edge.core.errors import EngineError
 
 #: ONNX metadata key under which export records the session options a graph needs (JSON).
 SESSION_OPTIONS_KEY = "udc_edge.session_options"
+#: The input through which a purifier graph takes its diffusion noise (an input, never a
+#: random op, so every backend can be fed the same draw).
+NOISE_INPUT = "noise"
+
+
+def image_feed(names: list[str] | tuple[str, ...], x: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The feed for one image ``x``: ``x`` to every input, except the noise input, which
+    gets a standard-normal draw of ``x``'s shape from ``rng`` (calibration, INT8 checks)."""
+    return {n: (x if n != NOISE_INPUT else rng.standard_normal(x.shape).astype(np.float32)) for n in names}
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
