@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from udc_edge.engines import Engine, EngineInfo, is_engine_path, load_engine
+from udc_edge.engines.base import LayerProfiler
 from udc_edge.core.errors import UdcEdgeError, UsageError
 from udc_edge.deploy.hostinfo import PowerMonitor, conv_peak_gflops, nvpmodel_mode, rss_mb
 from udc_edge.core.progress import Advance, noop
@@ -202,11 +203,10 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
         if hasattr(eng, "timed_call"):
             timings = [eng.timed_call(*inputs)[1] for _ in range(5)]
             row.gpu_ms = {k: float(np.median([t[k] for t in timings])) for k in timings[0]}
-        if spec.profile and hasattr(eng, "profile_layers"):
+        if spec.profile and isinstance(eng, LayerProfiler):
             layers = eng.profile_layers(*inputs, runs=5)
-            total = sum(r[-1] for r in layers) or 1.0
-            row.top_layers = [{"layer": r[0], "op": r[1] if len(r) > 2 else "", "ms": r[-1], "share": r[-1] / total}
-                              for r in layers[:10]]
+            total = sum(r.ms for r in layers) or 1.0
+            row.top_layers = [{"layer": r.layer, "op": r.op, "ms": r.ms, "share": r.ms / total} for r in layers[:10]]
         eng.deactivate()
     host = {"conv_peak_gflops": peak, "threads": spec.threads, "nvpmodel": nvpmodel_mode()}
     spec_d = {**asdict(spec), "shape": list(spec.shape), "iters": rounds}

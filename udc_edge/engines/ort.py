@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from udc_edge.core.backends import Backend
-from udc_edge.engines.base import Engine, EngineInfo, IOSpec
+from udc_edge.engines.base import Engine, EngineInfo, IOSpec, LayerTime
 from udc_edge.engines.manifest import Manifest
 from udc_edge.export.onnxrt import DEFAULT_PROVIDERS, make_session, profile_nodes
 
@@ -51,6 +51,7 @@ class OrtEngine(Engine):
         self.session = make_session(self.path, self.threads, opts, self.providers)
         self._in = [i.name for i in self.session.get_inputs()]
         self._out = self.session.get_outputs()[0].name
+        self._outs = [o.name for o in self.session.get_outputs()]
 
     def _deactivate(self) -> None:
         self.session = None
@@ -70,7 +71,10 @@ class OrtEngine(Engine):
     def _infer(self, *inputs: np.ndarray) -> np.ndarray:
         return self.session.run([self._out], dict(zip(self._in, inputs)))[0]
 
-    def profile_layers(self, *inputs: np.ndarray, runs: int = 10) -> list[tuple[str, str, float]]:
-        """Per-node mean time (ms) from ONNX Runtime's profiler: [(node, op_type, ms)], slowest first."""
-        return profile_nodes(self.path, list(inputs), self.threads,
-                             self.manifest.session_options if self.manifest else {}, runs, tuple(self.providers))
+    def _infer_all(self, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._outs, self.session.run(None, dict(zip(self._in, inputs)))))
+
+    def profile_layers(self, *inputs: np.ndarray, runs: int = 10) -> list[LayerTime]:
+        """Per-node mean time (ms) from ONNX Runtime's profiler, slowest first."""
+        return [LayerTime(*r) for r in profile_nodes(self.path, list(inputs), self.threads,
+                             self.manifest.session_options if self.manifest else {}, runs, tuple(self.providers))]

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from udc_edge.engines.base import Engine, EngineInfo, IOSpec
+from udc_edge.engines.base import Engine, EngineInfo, IOSpec, LayerTime
 from udc_edge.engines.manifest import Manifest, read_manifest
 from udc_edge.engines.tensorrt_build import (
     INSTALL_HINT,
@@ -313,7 +313,7 @@ class TrtEngine(Engine):
         y = self(*inputs)
         return y, dict(self.last_times)
 
-    def profile_layers(self, *inputs: np.ndarray, runs: int = 10) -> list[tuple[str, float]]:
+    def profile_layers(self, *inputs: np.ndarray, runs: int = 10) -> list[LayerTime]:
         """Mean time per layer (ms) over ``runs`` calls, in execution order, via an IProfiler.
 
         A separate execution context carries the profiler, so ordinary calls stay unprofiled.
@@ -342,4 +342,4 @@ class TrtEngine(Engine):
         finally:
             self._context = main
             del prof_ctx
-        return [(name, sum(v) / max(1, runs)) for name, v in times.items()]
+        return [LayerTime(name, "", sum(v) / max(1, runs)) for name, v in times.items()]
