@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from udc_edge.core.fileio import write_json_atomic
 from udc_edge.defence.defence import (
     DefenceSpec,
     DefendedPipeline,
@@ -47,7 +48,6 @@ from udc_edge.defence.defence import (
     load_eval_set,
     measure,
 )
-from udc_edge.core.fileio import write_json_atomic
 from udc_edge.diffusion.purifier import check_pair, load_purifier
 from udc_edge.models.zoo import load_model, shipped_models
 

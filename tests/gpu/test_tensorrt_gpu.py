@@ -13,10 +13,10 @@ import warnings
 import numpy as np
 import pytest
 
-from udc_edge.engines import tensorrt as trt_backend
-from udc_edge.engines.manifest import Manifest, write_manifest
 from udc_edge.core.errors import EngineError
 from udc_edge.core.fileio import sha256_file
+from udc_edge.engines import tensorrt as trt_backend
+from udc_edge.engines.manifest import Manifest, write_manifest
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not trt_backend.is_available(), reason="needs TensorRT and a CUDA GPU")]

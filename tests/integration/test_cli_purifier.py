@@ -9,8 +9,8 @@ import torch
 from typer.testing import CliRunner
 
 from udc_edge.cli import app
-from udc_edge.models import create, save_checkpoint
 from udc_edge.diffusion.purifier import Purifier, save_purifier
+from udc_edge.models import create, save_checkpoint
 
 runner = CliRunner()
 TINY_DATA = ["--data", "synth:toled", "--patch", "32", "--pool", "2", "--val-count", "1", "--threads", "1"]

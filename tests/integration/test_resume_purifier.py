@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from udc_edge.cli import app
 from udc_edge.core.errors import UsageError
-from udc_edge.models import create, save_checkpoint
 from udc_edge.diffusion.purifier import Purifier, save_purifier
+from udc_edge.models import create, save_checkpoint
 from udc_edge.training.distill import DistillSpec, distill
 from udc_edge.training.finetune import FinetuneSpec, finetune_restorer
 

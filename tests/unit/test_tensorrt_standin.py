@@ -18,10 +18,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from udc_edge.engines import tensorrt as trt_backend
-from udc_edge.engines.manifest import Manifest, write_manifest
 from udc_edge.core.errors import BackendUnavailableError, EngineError, UsageError
 from udc_edge.core.fileio import sha256_file
+from udc_edge.engines import tensorrt as trt_backend
+from udc_edge.engines.manifest import Manifest, write_manifest
 
 PROFILE = {"min": [1, 3, 16, 16], "opt": [1, 3, 32, 32], "max": [2, 3, 64, 64]}
 

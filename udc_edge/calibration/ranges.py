@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from udc_edge.calibration.dataset import CalibrationSet
-from udc_edge.export.onnxrt import image_feed
 from udc_edge.core.errors import UsageError
 from udc_edge.core.fileio import sha256_file, write_json_atomic
+from udc_edge.export.onnxrt import image_feed
 
 METHODS = ("minmax", "entropy", "percentile")
 CACHE_FORMAT = "udc-edge-calib/1"

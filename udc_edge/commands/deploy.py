@@ -42,9 +42,9 @@ def export_cmd(
 ) -> None:
     """Export a restorer to ONNX, check it, and prove ONNX Runtime matches torch."""
     from udc_edge.core.errors import ModelError, UsageError
+    from udc_edge.core.fileio import write_json_atomic
     from udc_edge.export.byo import ExtraInput, load_byo
     from udc_edge.export.onnx_export import ExportSpec, export_onnx
-    from udc_edge.core.fileio import write_json_atomic
 
     if model is None and purifier is None:
         raise UsageError("give the MODEL to export, or --purifier P_k")
@@ -107,10 +107,10 @@ def build_cmd(
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: default).")] = 0,
 ) -> None:
     """Build an engine (and its manifest ENGINE.json) from an ONNX file."""
-    from udc_edge.engines.build import build_engine
-    from udc_edge.engines.spec import BuildSpec, ShapeProfile
     from udc_edge.core.errors import UsageError
     from udc_edge.core.progress import progress_bar
+    from udc_edge.engines.build import build_engine
+    from udc_edge.engines.spec import BuildSpec, ShapeProfile
 
     shapes = [min_shape, opt_shape, max_shape]
     if any(shapes) and not all(shapes):

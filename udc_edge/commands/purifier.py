@@ -172,11 +172,11 @@ def tune_cmd(
     """Sweep t* and pick the best attacked PSNR within a clean-PSNR-drop bound."""
 
     from udc_edge.attacks import parse_eps
+    from udc_edge.core.progress import progress_bar
     from udc_edge.defence.defence import load_eval_set
     from udc_edge.defence.purifier_tune import TuneSpec, parse_t_stars, tune_t_star
     from udc_edge.diffusion.purifier import load_purifier
     from udc_edge.models.zoo import load_model
-    from udc_edge.core.progress import progress_bar
 
     set_threads(threads)
     spec = TuneSpec(t_stars=parse_t_stars(t_stars), max_clean_drop=max_drop, eps=parse_eps(eps),
@@ -225,13 +225,13 @@ def table_cmd(
 
     from udc_edge.attacks import parse_eps
     from udc_edge.core.errors import UsageError
+    from udc_edge.core.fileio import atomic_dir
+    from udc_edge.core.progress import progress_bar
     from udc_edge.defence.defence import DefenceSpec, load_eval_set
     from udc_edge.defence.defence_table import defence_table
-    from udc_edge.evaluation.robustness import check_output_dir
-    from udc_edge.core.fileio import atomic_dir
     from udc_edge.diffusion.purifier import load_purifier
+    from udc_edge.evaluation.robustness import check_output_dir
     from udc_edge.models.zoo import load_model
-    from udc_edge.core.progress import progress_bar
 
     set_threads(threads)
     if finetuned_purifier and not finetuned:

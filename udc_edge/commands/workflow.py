@@ -25,9 +25,9 @@ def bench_cmd(
     """Latency of engines and models, interleaved so machine noise hits all alike."""
     from rich.table import Table
 
-    from udc_edge.engines.spec import ShapeProfile
-    from udc_edge.deploy.bench import BenchSpec, compare_reports, run_bench, save_report
     from udc_edge.core.progress import progress_bar
+    from udc_edge.deploy.bench import BenchSpec, compare_reports, run_bench, save_report
+    from udc_edge.engines.spec import ShapeProfile
 
     spec = BenchSpec(shape=ShapeProfile.parse_shape(shape, "--shape"), warmup=warmup, iters=iters,
                      duration=duration, threads=threads, profile=profile)
@@ -116,8 +116,8 @@ def bundle_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle folder.")] = False,
 ) -> None:
     """Write what a device needs to build and verify its own engines (no PyTorch needed there)."""
-    from udc_edge.deploy.bundle import write_bundle
     from udc_edge.core.progress import progress_bar
+    from udc_edge.deploy.bundle import write_bundle
 
     with progress_bar("bundling", 4, quiet(ctx)) as adv:
         path = write_bundle(restorer, out, calib=calib, calib_count=calib_count,

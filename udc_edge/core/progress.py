@@ -16,7 +16,6 @@ Advance = Callable[..., None]
 
 def noop(n: int = 1, **_: object) -> None:
     """The progress callback that reports nowhere (the default when no bar is shown)."""
-    return None
 
 
 @contextlib.contextmanager

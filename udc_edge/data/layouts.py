@@ -209,8 +209,8 @@ def _layout_from_json(path: Path) -> DisplayLayout:
 
 
 def _read_mask(path: Path) -> np.ndarray:
-    from udc_edge.data.images import read_image
     from udc_edge.core.errors import InputError
+    from udc_edge.data.images import read_image
 
     try:
         img, _ = read_image(path)

@@ -17,16 +17,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from udc_edge.core.errors import UsageError
+from udc_edge.core.fileio import atomic_dir, write_json_atomic
+from udc_edge.core.metrics import psnr
+from udc_edge.core.progress import Advance, noop
 from udc_edge.data.formation import DEFAULT_NOISE, SensorNoise, degrade, hdr_scene
 from udc_edge.data.images import encode_png, write_png
 from udc_edge.data.layouts import DisplayLayout, get_layout
 from udc_edge.data.psf import compute_psf, psf_to_image
 from udc_edge.data.sources import make_source
 from udc_edge.data.tonemap import TONE_MAP_K, tone_map
-from udc_edge.core.errors import UsageError
-from udc_edge.core.metrics import psnr
-from udc_edge.core.fileio import atomic_dir, write_json_atomic
-from udc_edge.core.progress import Advance, noop
 
 DATASET_FORMAT = "udc-edge-synth/1"
 

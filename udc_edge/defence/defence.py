@@ -26,9 +26,9 @@ from torch import nn
 from udc_edge.attacks import AttackSpec, attack, craft
 from udc_edge.core.errors import DataError, UsageError
 from udc_edge.core.metrics import psnr, ssim
-from udc_edge.models.padding import Padded, run_padded
-from udc_edge.diffusion.purifier import Purifier, PurifierSampler
 from udc_edge.core.timing import median_ms
+from udc_edge.diffusion.purifier import Purifier, PurifierSampler
+from udc_edge.models.padding import Padded, run_padded
 
 
 def load_eval_set(data: str, count: int = 8, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

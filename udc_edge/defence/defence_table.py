@@ -18,6 +18,8 @@ from torch import nn
 
 from udc_edge.attacks.spec import BLACKBOX_ATTACKS, WHITEBOX_ATTACKS
 from udc_edge.core.errors import UsageError
+from udc_edge.core.fileio import atomic_dir
+from udc_edge.core.progress import Advance, noop
 from udc_edge.defence.defence import (
     DefenceSpec,
     DefendedPipeline,
@@ -29,10 +31,8 @@ from udc_edge.defence.defence import (
     measure,
     uses_bpda,
 )
-from udc_edge.evaluation.robustness import eps_label
-from udc_edge.core.fileio import atomic_dir
 from udc_edge.diffusion.purifier import Purifier, check_pair
-from udc_edge.core.progress import Advance, noop
+from udc_edge.evaluation.robustness import eps_label
 
 
 @dataclass

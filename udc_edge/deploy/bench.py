@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from udc_edge.engines import Engine, EngineInfo, is_engine_path, load_engine
-from udc_edge.engines.base import LayerProfiler
 from udc_edge.core.errors import UdcEdgeError, UsageError
-from udc_edge.deploy.hostinfo import PowerMonitor, conv_peak_gflops, nvpmodel_mode, rss_mb
 from udc_edge.core.progress import Advance, noop
 from udc_edge.core.timing import median_seconds
+from udc_edge.deploy.hostinfo import PowerMonitor, conv_peak_gflops, nvpmodel_mode, rss_mb
+from udc_edge.engines import Engine, EngineInfo, is_engine_path, load_engine
+from udc_edge.engines.base import LayerProfiler
 
 
 @dataclass(frozen=True)

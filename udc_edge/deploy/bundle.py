@@ -59,10 +59,10 @@ def write_bundle(restorer: str, out: str | os.PathLike, calib: str = "synth:pole
     """Write a bundle folder (or ``.tar.gz`` when ``out`` ends with it) for ``restorer``."""
     import platform
 
-    from udc_edge.core.version import __version__
     from udc_edge.calibration.dataset import load_calibration_set
     from udc_edge.calibration.qdq import quantize_bytes
     from udc_edge.calibration.ranges import cached_ranges
+    from udc_edge.core.version import __version__
     from udc_edge.data.images import write_png
     from udc_edge.data.readers import open_paired_dataset
     from udc_edge.data.synth import SynthSpec, write_synthetic_dataset

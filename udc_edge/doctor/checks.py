@@ -19,9 +19,9 @@ from torch import nn
 
 from udc_edge.core.backends import Backend
 from udc_edge.core.errors import UdcEdgeError
+from udc_edge.core.timing import side_by_side
 from udc_edge.doctor.report import DoctorReport, DoctorSpec, ExporterResult, OpFinding
 from udc_edge.export import byo
-from udc_edge.core.timing import side_by_side
 
 
 def load(report: DoctorReport, model: str, arch: str | None, arch_kwargs: dict | None, weights: str | None,
@@ -217,9 +217,9 @@ def _profile(graph: bytes, x: np.ndarray, threads: int, opts: dict, runs: int) -
 
 def ops_and_speed(report: DoctorReport, net: nn.Module, graph: bytes, spec: DoctorSpec) -> None:
     """Parity, ONNX Runtime vs eager speed (side by side) and the slow or unsupported ops."""
-    from udc_edge.export.onnxrt import make_session
     from udc_edge.engines.tensorrt_ops import SLOW_OPS, tensorrt_support
     from udc_edge.export.onnx_export import example_inputs
+    from udc_edge.export.onnxrt import make_session
     from udc_edge.models.padding import model_multiple, padded_size
 
     proto = onnx.load_from_string(graph)
@@ -263,8 +263,8 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
     from udc_edge.calibration.dataset import load_calibration_set
     from udc_edge.calibration.qdq import QUANT_OPS, fidelity, prepare, quantize_bytes
     from udc_edge.calibration.ranges import compute_ranges
-    from udc_edge.export.onnxrt import make_session
     from udc_edge.engines.tensorrt_ops import SLOW_OPS
+    from udc_edge.export.onnxrt import make_session
 
     h, w = report.ort["size"]
     opts, threads = report.chosen["session_options"], _threads(spec)

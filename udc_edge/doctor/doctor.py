@@ -20,7 +20,7 @@ STEPS = 5
 
 
 def diagnose(model: str, arch: str | None = None, arch_kwargs: dict | None = None, weights: str | None = None,
-             stub_modules: tuple[str, ...] = (), spec: DoctorSpec = DoctorSpec(),
+             stub_modules: tuple[str, ...] = (), spec: DoctorSpec = DoctorSpec(),  # noqa: B008 (frozen)
              progress: Advance = noop) -> DoctorReport:
     """Run every check on ``model`` (shipped name, checkpoint, ``package.module:Class``, or
     ``-`` with ``arch``) and return the report; never raises for what the model does wrong."""

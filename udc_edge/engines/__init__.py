@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from udc_edge.engines.base import Engine, EngineInfo, IOSpec
-from udc_edge.engines.manifest import Manifest, read_manifest
 from udc_edge.core.backends import Backend
 from udc_edge.core.errors import EngineError
+from udc_edge.engines.base import Engine, EngineInfo, IOSpec
+from udc_edge.engines.manifest import Manifest, read_manifest
 
 ENGINE_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
 

@@ -18,8 +18,8 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-from udc_edge.engines.manifest import Manifest
 from udc_edge.core.errors import EngineError
+from udc_edge.engines.manifest import Manifest
 
 
 @dataclass(frozen=True)

@@ -20,17 +20,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from udc_edge.core.backends import Backend
 from udc_edge.calibration.dataset import load_calibration_set
 from udc_edge.calibration.qdq import auto_exclude, fidelity, quantize_bytes
 from udc_edge.calibration.ranges import cached_ranges
-from udc_edge.engines.manifest import Manifest, host_device, write_manifest
-from udc_edge.engines.ort import get_version
-from udc_edge.engines.spec import DEFAULT_TRT_PROFILE, BuildSpec, Precision
+from udc_edge.core.backends import Backend
 from udc_edge.core.errors import EngineError, InputError, UsageError
 from udc_edge.core.fileio import write_bytes_atomic
 from udc_edge.core.progress import Advance, noop
 from udc_edge.core.timing import side_by_side
+from udc_edge.engines.manifest import Manifest, host_device, write_manifest
+from udc_edge.engines.ort import get_version
+from udc_edge.engines.spec import DEFAULT_TRT_PROFILE, BuildSpec, Precision
 from udc_edge.export.onnxrt import image_feed, make_session, recorded_session_options
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from udc_edge.core.backends import Backend
+from udc_edge.core.errors import BackendUnavailableError, EngineError
 from udc_edge.engines.base import Engine, EngineInfo, IOSpec, LayerTime
 from udc_edge.engines.manifest import Manifest, read_manifest
 from udc_edge.engines.tensorrt_build import (
@@ -37,8 +39,6 @@ from udc_edge.engines.tensorrt_build import (
     trt_logger,
     version_tuple,
 )
-from udc_edge.core.backends import Backend
-from udc_edge.core.errors import BackendUnavailableError, EngineError
 
 __all__ = ["BuildPlan", "TrtEngine", "build_serialized", "check_manifest", "device_info", "get_version",
            "is_available", "parse_version", "plan_build", "require_tensorrt", "version_tuple"]

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from udc_edge.data.images import list_images, read_image, to_hwc, to_nchw, write_png
 from udc_edge.core.errors import DataError, InputError
 from udc_edge.core.metrics import psnr, ssim
+from udc_edge.core.progress import Advance, noop
+from udc_edge.data.images import list_images, read_image, to_hwc, to_nchw, write_png
 from udc_edge.models.padding import run_padded
 from udc_edge.models.tiling import run_tiled
-from udc_edge.core.progress import Advance, noop
 
 
 @dataclass

@@ -24,13 +24,19 @@ import torch
 
 from udc_edge.attacks import AttackSpec, QueryTarget, attack, is_torch_target, transfer_attack
 from udc_edge.attacks.io import encode_adversarial, write_adversarial
+from udc_edge.core.errors import (
+    BackendUnavailableError,
+    DataError,
+    InputError,
+    OutputError,
+    UsageError,
+)
+from udc_edge.core.fileio import atomic_dir, write_json_atomic, write_text_atomic
+from udc_edge.core.metrics import psnr, ssim
+from udc_edge.core.progress import Advance, noop
 from udc_edge.data.images import to_hwc, to_nchw
 from udc_edge.data.readers import PairedDataset
-from udc_edge.core.errors import BackendUnavailableError, DataError, InputError, OutputError, UsageError
-from udc_edge.core.metrics import psnr, ssim
-from udc_edge.core.fileio import atomic_dir, write_json_atomic, write_text_atomic
 from udc_edge.models.padding import Padded
-from udc_edge.core.progress import Advance, noop
 
 GRID_COLUMNS = ("degraded", "attacked", "perturbation x10", "output clean", "output attacked", "ground truth")
 NON_ADAPTIVE = "non-adaptive: the attacks see the target as given (no purifier-aware gradients, no EOT)"

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from udc_edge.core.errors import UsageError
 from udc_edge.core.fileio import write_json_atomic
+from udc_edge.core.progress import Advance, noop
 from udc_edge.diffusion.purifier import (
     Purifier,
     check_steps,
@@ -49,7 +50,6 @@ from udc_edge.diffusion.purifier import (
     save_purifier,
     state_digest,
 )
-from udc_edge.core.progress import Advance, noop
 from udc_edge.training import distributed as D
 from udc_edge.training.pairs import make_train_data
 from udc_edge.training.purifier import domain_batch

@@ -42,11 +42,11 @@ from torch import nn
 
 from udc_edge.attacks import AttackSpec, attack
 from udc_edge.core.errors import UsageError
-from udc_edge.diffusion.pipeline import PurifiedRestorer
 from udc_edge.core.fileio import write_json_atomic
+from udc_edge.core.progress import Advance, noop
+from udc_edge.diffusion.pipeline import PurifiedRestorer
 from udc_edge.diffusion.purifier import PurifierSampler, load_purifier, state_digest
 from udc_edge.models.zoo import load_model
-from udc_edge.core.progress import Advance, noop
 from udc_edge.training import distributed as D
 from udc_edge.training.losses import fft_l1
 from udc_edge.training.pairs import make_train_data

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from udc_edge.core.errors import DataError, UsageError
+from udc_edge.core.progress import Advance, noop
 from udc_edge.data.readers import PairedDataset, open_paired_dataset
 from udc_edge.data.sources import make_source
 from udc_edge.data.synth import UDCSimulator, image_rng, synth_pairs
-from udc_edge.core.errors import DataError, UsageError
-from udc_edge.core.progress import Advance, noop
 
 
 def _to_tensor(batch: list[np.ndarray]) -> torch.Tensor:

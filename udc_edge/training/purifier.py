@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from udc_edge.core.errors import UsageError
 from udc_edge.core.fileio import write_json_atomic
+from udc_edge.core.progress import Advance, noop
 from udc_edge.diffusion.purifier import (
     DOMAINS,
     TRAIN_TIMESTEPS,
@@ -37,7 +38,6 @@ from udc_edge.diffusion.purifier import (
     to_model,
     unet_config,
 )
-from udc_edge.core.progress import Advance, noop
 from udc_edge.training import distributed as D
 from udc_edge.training.pairs import make_train_data, step_batches
 from udc_edge.training.restorer import lr_at, prepare_out_dir

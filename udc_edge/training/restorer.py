@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from udc_edge.data.images import to_hwc, to_nchw
 from udc_edge.core.errors import OutputError, UsageError
-from udc_edge.core.metrics import psnr, ssim
 from udc_edge.core.fileio import write_json_atomic
+from udc_edge.core.metrics import psnr, ssim
+from udc_edge.core.progress import Advance, noop
+from udc_edge.data.images import to_hwc, to_nchw
 from udc_edge.models import (
     build,
     load_checkpoint,
@@ -35,7 +36,6 @@ from udc_edge.models import (
     run_padded,
     save_checkpoint,
 )
-from udc_edge.core.progress import Advance, noop
 from udc_edge.training import distributed as D
 from udc_edge.training.losses import restoration_loss
 from udc_edge.training.pairs import make_train_data
