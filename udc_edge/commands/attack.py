@@ -242,8 +242,12 @@ def _print_table(report) -> None:
         return "-" if v is None else f"{v:.{d}f}"
 
     transfer = any(r.transfer for r in report.rows)
-    table = Table(title=f"robustness on {report.images} image(s): output vs {report.reference} (PSNR in dB)",
-                  box=box.SIMPLE_HEAD, pad_edge=False, caption="* transfer: crafted on the surrogate" if transfer else None)
+    table = Table(
+        title=f"robustness on {report.images} image(s): output vs {report.reference} (PSNR in dB)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption="* transfer: crafted on the surrogate" if transfer else None,
+    )
     for col in ("attack", "eps", "PSNR", "worst", "drop", "SSIM", "worst", "L2", "queries", "sec"):
         table.add_column(col, justify="left" if col in ("attack", "eps") else "right", no_wrap=True)
     c = report.clean

@@ -48,7 +48,9 @@ DisplayOpt = Annotated[
 ModelArg = Annotated[str, typer.Argument(help="Shipped name (unet-s-poled), checkpoint folder or .safetensors file.")]
 ArchOpt = Annotated[str | None, typer.Option(help="Bring your own: preset, architecture or package.module:Class.")]
 ArchKwargsOpt = Annotated[str, typer.Option(help="JSON kwargs for --arch.")]
-WeightsOpt = Annotated[Path | None, typer.Option(help="Weights for --arch: .safetensors or a state dict (weights_only).")]
+WeightsOpt = Annotated[
+    Path | None, typer.Option(help="Weights for --arch: .safetensors or a state dict (weights_only).")
+]
 AttackBatchOpt = Annotated[int, typer.Option(
     help="Images per adaptive (EOT) attack batch; 0: all at once. Lower it if memory runs out: EOT holds "
          "every noise sample's graph through the purifier.")]

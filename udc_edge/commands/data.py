@@ -44,7 +44,9 @@ def data_synth(
 @data_app.command("psf")
 def data_psf(
     display: DisplayOpt = "poled",
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="PSF picture (.png); a .npy is written beside it.")] = Path("psf.png"),
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="PSF picture (.png); a .npy is written beside it.")
+    ] = Path("psf.png"),
 ) -> None:
     """Compute a display's PSF and write it as a log-scaled PNG and a .npy array."""
     from udc_edge.data.psf import write_psf

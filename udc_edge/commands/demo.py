@@ -12,10 +12,14 @@ from udc_edge.commands.common import quiet, stdout
 
 def demo(
     ctx: typer.Context,
-    out_dir: Annotated[Path, typer.Argument(help="Where to write the demo's report and files.")] = Path("udc-edge-demo"),
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the demo's report and files.")] = Path(
+        "udc-edge-demo"
+    ),
     quick: Annotated[bool, typer.Option(help="A smaller run (under a minute), as used by the tests.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty output folder.")] = True,
-    threads: Annotated[int, typer.Option(help="torch threads (1 keeps timings steady on shared CPUs; 0: default).")] = 1,
+    threads: Annotated[
+        int, typer.Option(help="torch threads (1 keeps timings steady on shared CPUs; 0: default).")
+    ] = 1,
 ) -> None:
     """Run the main job end to end on the built-in default (P-OLED) and write a report."""
     from udc_edge.demo.run import run_demo

@@ -22,14 +22,29 @@ from udc_edge.commands.doctor import ExtraInputOpt, OutputIndexOpt, StubModuleOp
 
 def export_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .onnx file.")],
-    model: Annotated[str | None, typer.Argument(help="Shipped name, checkpoint folder, .safetensors, package.module:Class "
-                                                     "(with --weights), or '-' with --arch. Omit with --purifier alone.")] = None,
-    purifier: Annotated[str | None, typer.Option(help="Distilled purifier (e.g. purifier-poled-k1): exported alone, or "
-                                                      "with MODEL as one purifier + restorer graph; inputs (input, noise).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Argument(
+            help="Shipped name, checkpoint folder, .safetensors, package.module:Class "
+            "(with --weights), or '-' with --arch. Omit with --purifier alone."
+        ),
+    ] = None,
+    purifier: Annotated[
+        str | None,
+        typer.Option(
+            help="Distilled purifier (e.g. purifier-poled-k1): exported alone, or "
+            "with MODEL as one purifier + restorer graph; inputs (input, noise)."
+        ),
+    ] = None,
     height: Annotated[int, typer.Option(help="Example input height (rounded up to the network's multiple).")] = 256,
     width: Annotated[int, typer.Option(help="Example input width.")] = 256,
-    dynamic: Annotated[bool, typer.Option("--dynamic/--fixed-shape", help="Dynamic batch/H/W, or a fixed shape "
-                                          "(for models that bake their input size into the graph).")] = True,
+    dynamic: Annotated[
+        bool,
+        typer.Option(
+            "--dynamic/--fixed-shape",
+            help="Dynamic batch/H/W, or a fixed shape (for models that bake their input size into the graph).",
+        ),
+    ] = True,
     opset: Annotated[int, typer.Option(help="ONNX opset (dynamo needs >= 18).")] = 17,
     exporter: Annotated[str, typer.Option(help="auto (TorchScript, then dynamo), torchscript or dynamo.")] = "auto",
     tolerance: Annotated[float, typer.Option(help="Fail above this max abs error vs torch.")] = 1e-3,
@@ -91,13 +106,23 @@ def build_cmd(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Engine file (.onnx for ort, .engine for trt).")],
     onnx_path: Annotated[Path | None, typer.Argument(help="ONNX model from udc-edge export.")] = None,
-    bundle: Annotated[Path | None, typer.Option(help="Build from a bundle (udc-edge bundle) instead of an ONNX.")] = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="Build from a bundle (udc-edge bundle) instead of an ONNX.")
+    ] = None,
     backend: Annotated[str, typer.Option(help="ort (ONNX Runtime, CPU) or trt (TensorRT, NVIDIA GPU).")] = "ort",
-    precision: Annotated[str, typer.Option(help="fp32, fp16 (trt), int8, or auto (fastest meeting --min-fidelity).")] = "fp32",
-    calib: Annotated[str | None, typer.Option(help="Calibration images: a folder (lq/ of a paired set) or synth:poled.")] = None,
+    precision: Annotated[
+        str, typer.Option(help="fp32, fp16 (trt), int8, or auto (fastest meeting --min-fidelity).")
+    ] = "fp32",
+    calib: Annotated[
+        str | None, typer.Option(help="Calibration images: a folder (lq/ of a paired set) or synth:poled.")
+    ] = None,
     calib_count: Annotated[int, typer.Option(help="Calibration images to use.")] = 16,
-    calib_method: Annotated[str, typer.Option(help="percentile (99.999 %), minmax or entropy (KL, 2048 bins).")] = "percentile",
-    calib_cache: Annotated[Path | None, typer.Option(help="Calibration cache JSON (default: beside the engine).")] = None,
+    calib_method: Annotated[
+        str, typer.Option(help="percentile (99.999 %), minmax or entropy (KL, 2048 bins).")
+    ] = "percentile",
+    calib_cache: Annotated[
+        Path | None, typer.Option(help="Calibration cache JSON (default: beside the engine).")
+    ] = None,
     target: Annotated[str | None, typer.Option(help="Q/DQ flavour: cpu (u8/s8) or tensorrt (symmetric s8).")] = None,
     exclude: Annotated[str, typer.Option(help="'auto' (by measured sensitivity) or NODE,NODE kept in float.")] = "",
     min_fidelity: Annotated[float, typer.Option(help="Target PSNR (dB) of INT8 output vs FP32.")] = 40.0,

@@ -21,7 +21,9 @@ OutputIndexOpt = Annotated[int | None, typer.Option(
 
 def doctor_cmd(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="package.module:Class, a shipped name, a checkpoint, or '-' with --arch.")],
+    model: Annotated[
+        str, typer.Argument(help="package.module:Class, a shipped name, a checkpoint, or '-' with --arch.")
+    ],
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = "",
     weights: WeightsOpt = None,
@@ -31,8 +33,13 @@ def doctor_cmd(
     extra_input: ExtraInputOpt = None,
     stub_module: StubModuleOpt = None,
     opset: Annotated[int, typer.Option(help="ONNX opset for the TorchScript exporter (dynamo uses >= 18).")] = 17,
-    backend: Annotated[str, typer.Option(help="Target that must work for exit code 0: ort, or trt (also needs "
-                                              "every op in the ONNX-TensorRT support table).")] = "ort",
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="Target that must work for exit code 0: ort, or trt (also needs "
+            "every op in the ONNX-TensorRT support table)."
+        ),
+    ] = "ort",
     min_fidelity: Annotated[float, typer.Option(help="INT8 vs FP32 PSNR (dB) below which doctor advises.")] = 35.0,
     runs: Annotated[int, typer.Option(help="Timed runs per measurement.")] = 5,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for doctor.json and doctor.md.")] = None,

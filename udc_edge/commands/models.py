@@ -73,7 +73,9 @@ def models_cmd(
             k = card["kwargs"]
             avg = f", mean of {k['average']}" if k.get("average", 1) > 1 else ""
             arch = f"purifier {k['role']}: t* {k['t_star']:g}, {k['steps']} step(s){avg}"
-        shipped.add_row(name, arch, f"{count_params(net):,}", res, card.get("training", {}).get("data", {}).get("display", ""))
+        shipped.add_row(
+            name, arch, f"{count_params(net):,}", res, card.get("training", {}).get("data", {}).get("display", "")
+        )
     stdout.print(shipped)
 
 

@@ -26,10 +26,14 @@ PurifierArg = Annotated[str, typer.Argument(help="Purifier: shipped name (purifi
 def train_purifier_cmd(
     ctx: typer.Context,
     data: DataOpt = "synth:poled",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, state, train_log.json.")] = Path("runs/purifier"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, state, train_log.json.")] = Path(
+        "runs/purifier"
+    ),
     domain: Annotated[str, typer.Option(help="lq: the restorer's degraded inputs; gt: clean images.")] = "lq",
     unet: Annotated[str, typer.Option(help="UNet preset: purifier-s (shipped) or purifier-t (tiny).")] = "purifier-s",
-    unet_kwargs: Annotated[str, typer.Option(help="JSON overrides: block_out_channels, layers_per_block, norm_num_groups.")] = "",
+    unet_kwargs: Annotated[
+        str, typer.Option(help="JSON overrides: block_out_channels, layers_per_block, norm_num_groups.")
+    ] = "",
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 4000,
     batch: Annotated[int, typer.Option(help="Batch size per process.")] = 8,
     patch: Annotated[int, typer.Option(help="Random crop size (the purifier's training resolution).")] = 64,
@@ -43,8 +47,13 @@ def train_purifier_cmd(
     threads: ThreadsOpt = 0,
     pool: PoolOpt = 192,
     device: Annotated[str, typer.Option(help="auto (a CUDA GPU when torch sees one), cpu, cuda or cuda:N.")] = "auto",
-    workers: Annotated[int, typer.Option(help="Processes that make batches ahead (0: in the training process). "
-                                               "On a GPU, synthesis bounds the step rate without them.")] = 0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Processes that make batches ahead (0: in the training process). "
+            "On a GPU, synthesis bounds the step rate without them."
+        ),
+    ] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last and OUT/state.safetensors.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -68,7 +77,9 @@ def train_purifier_cmd(
 def distill_cmd(
     ctx: typer.Context,
     teacher: PurifierArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder of the student: best/, last/, state, train_log.json.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run folder of the student: best/, last/, state, train_log.json.")
+    ],
     steps: Annotated[int, typer.Option(help="Student sampling steps k (1, 2 or 4).")] = 1,
     teacher_steps: Annotated[int, typer.Option(help="Teacher DDIM steps N (0: the teacher's own).")] = 0,
     train_steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 1000,
@@ -107,7 +118,9 @@ def finetune_cmd(
     purifier: Annotated[str, typer.Option(help="Purifier (usually a distilled student).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, state, train_log.json.")],
     data: DataOpt = "synth:poled",
-    mix: Annotated[str, typer.Option(help="Inputs: clean, purified, adversarial, purified-adversarial.")] = "clean,purified",
+    mix: Annotated[
+        str, typer.Option(help="Inputs: clean, purified, adversarial, purified-adversarial.")
+    ] = "clean,purified",
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 500,
     batch: Annotated[int, typer.Option(help="Batch size (split evenly over --mix).")] = 8,
     patch: Annotated[int, typer.Option(help="Crop size.")] = 64,
@@ -116,8 +129,10 @@ def finetune_cmd(
     attack_steps: Annotated[int, typer.Option(help="PGD steps per training batch.")] = 5,
     ssim_weight: Annotated[float, typer.Option(help="Weight of 1 - SSIM.")] = 0.2,
     fft_weight: Annotated[float, typer.Option(help="Weight of the FFT L1 term.")] = 0.05,
-    target: Annotated[str, typer.Option(
-        help="Learn ground truth (gt) or the original restorer's output on the clean input (restorer).")] = "gt",
+    target: Annotated[
+        str,
+        typer.Option(help="Learn ground truth (gt) or the original restorer's output on the clean input (restorer)."),
+    ] = "gt",
     val_every: Annotated[int, typer.Option(help="Validate and checkpoint every K steps.")] = 100,
     val_count: Annotated[int, typer.Option(help="Validation images.")] = 8,
     seed: SeedOpt = 0,
@@ -156,8 +171,12 @@ def tune_cmd(
     restorer: Annotated[str, typer.Option(help="Restorer: shipped name, checkpoint or run folder.")],
     purifier: Annotated[str, typer.Option(help="Teacher purifier.")] = "purifier-poled",
     data: EvalDataOpt = "synth:poled",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tune.json, tune.md, tune.png.")] = Path("purifier-tune"),
-    t_stars: Annotated[str, typer.Option(help="Comma-separated t* values in (0, 1).")] = "0.02,0.04,0.06,0.08,0.1,0.12,0.15",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tune.json, tune.md, tune.png.")] = Path(
+        "purifier-tune"
+    ),
+    t_stars: Annotated[
+        str, typer.Option(help="Comma-separated t* values in (0, 1).")
+    ] = "0.02,0.04,0.06,0.08,0.1,0.12,0.15",
     max_drop: Annotated[float, typer.Option(help="Largest clean PSNR drop (dB) allowed for the chosen t*.")] = 1.0,
     steps: Annotated[int, typer.Option(help="Teacher DDIM steps (0: its own, capped below t*; 1: one-shot).")] = 0,
     average: Annotated[int, typer.Option(help="Noise draws averaged per purification (1-8).")] = 1,
@@ -195,16 +214,28 @@ def tune_cmd(
 def table_cmd(
     ctx: typer.Context,
     restorer: Annotated[str, typer.Option(help="Restorer: shipped name, checkpoint or run folder.")],
-    teacher: Annotated[str | None, typer.Option(
-        help="Teacher purifier (its adaptive attack uses BPDA when it runs more than 4 steps).")] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(help="Teacher purifier (its adaptive attack uses BPDA when it runs more than 4 steps)."),
+    ] = None,
     student: Annotated[list[str] | None, typer.Option(help="Distilled student(s); repeat the option.")] = None,
     finetuned: Annotated[str | None, typer.Option(help="Restorer fine-tuned on purified inputs.")] = None,
-    purifier: Annotated[list[str] | None, typer.Option(
-        help="Further purifier(s) in front of the restorer (e.g. purifier-poled-oneshot); repeat the option.")] = None,
-    finetuned_purifier: Annotated[str | None, typer.Option(
-        help="Purifier in front of the fine-tuned restorer (default: the first student, else the teacher).")] = None,
-    attacks: Annotated[str, typer.Option(
-        help="Columns beside PGD: cw, ifgsm, mifgsm (on the restorer alone), simba, square (black-box).")] = "pgd,cw,simba",
+    purifier: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Further purifier(s) in front of the restorer (e.g. purifier-poled-oneshot); repeat the option."
+        ),
+    ] = None,
+    finetuned_purifier: Annotated[
+        str | None,
+        typer.Option(
+            help="Purifier in front of the fine-tuned restorer (default: the first student, else the teacher)."
+        ),
+    ] = None,
+    attacks: Annotated[
+        str,
+        typer.Option(help="Columns beside PGD: cw, ifgsm, mifgsm (on the restorer alone), simba, square (black-box)."),
+    ] = "pgd,cw,simba",
     simba_iterations: Annotated[int, typer.Option(help="SimBA iterations per image.")] = 500,
     data: EvalDataOpt = "synth:poled",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for defence.json and defence.md.")] = Path("defence"),

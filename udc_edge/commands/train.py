@@ -15,14 +15,22 @@ train_app = typer.Typer(help="Train restorers and the diffusion purifier.", no_a
 @train_app.command("restorer")
 def train_restorer_cmd(
     ctx: typer.Context,
-    arch: Annotated[str, typer.Option(help="Preset (unet-s), architecture, package.module:Class, or a checkpoint to fine-tune.")] = "unet-s",
-    data: Annotated[str, typer.Option(help="synth:poled, synth:toled, synth:LAYOUT.json, or a paired dataset folder.")] = "synth:poled",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, state, train_log.json.")] = Path("runs/restorer"),
+    arch: Annotated[
+        str, typer.Option(help="Preset (unet-s), architecture, package.module:Class, or a checkpoint to fine-tune.")
+    ] = "unet-s",
+    data: Annotated[
+        str, typer.Option(help="synth:poled, synth:toled, synth:LAYOUT.json, or a paired dataset folder.")
+    ] = "synth:poled",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, state, train_log.json.")] = Path(
+        "runs/restorer"
+    ),
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 2000,
     batch: Annotated[int, typer.Option(help="Batch size per process.")] = 8,
     patch: Annotated[int, typer.Option(help="Random crop size.")] = 96,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine schedule).")] = 2e-3,
-    loss: Annotated[str, typer.Option(help="Pixel loss: charbonnier, l1, l2 (plus --fft-weight x FFT L1).")] = "charbonnier",
+    loss: Annotated[
+        str, typer.Option(help="Pixel loss: charbonnier, l1, l2 (plus --fft-weight x FFT L1).")
+    ] = "charbonnier",
     fft_weight: Annotated[float, typer.Option(help="Weight of the frequency (FFT L1) term.")] = 0.05,
     val_every: Annotated[int, typer.Option(help="Validate and checkpoint every K steps.")] = 250,
     val_count: Annotated[int, typer.Option(help="Held-out validation pairs.")] = 8,

@@ -60,20 +60,34 @@ def verify_cmd(
     report: Annotated[Path, typer.Option(help="Folder for verify.json, verify.md and worst.png.")],
     reference: Annotated[str | None, typer.Option(help="PyTorch reference: shipped name or checkpoint.")] = None,
     data: Annotated[Path | None, typer.Option(help="Paired dataset (lq/ + gt/).")] = None,
-    bundle: Annotated[Path | None, typer.Option(help="A bundle from udc-edge bundle: its images and stored "
-                                                     "reference outputs replace --reference/--data.")] = None,
-    attacks: Annotated[str, typer.Option(help="Attacks: white-box ones are transferred, black-box ones run on the engine.")] = "pgd,simba",
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="A bundle from udc-edge bundle: its images and stored reference outputs replace --reference/--data."
+        ),
+    ] = None,
+    attacks: Annotated[
+        str, typer.Option(help="Attacks: white-box ones are transferred, black-box ones run on the engine.")
+    ] = "pgd,simba",
     eps: Annotated[str, typer.Option(help="L-inf budget, e.g. 8/255.")] = "8/255",
     steps: Annotated[int, typer.Option(help="PGD steps.")] = 20,
     simba_iterations: Annotated[int, typer.Option(help="SimBA/Square query budget per image.")] = 200,
     max_psnr_drop: Annotated[float, typer.Option(help="Largest allowed PSNR loss (dB) of engine vs reference.")] = 0.3,
     max_ssim_drop: Annotated[float, typer.Option(help="Largest allowed SSIM loss.")] = 0.01,
-    min_fidelity: Annotated[float, typer.Option(help="Smallest allowed PSNR (dB) of engine output vs reference output.")] = 35.0,
-    limit: Annotated[int | None, typer.Option(
-        help="Images to use; the data must have that many [default: up to 8].")] = None,
+    min_fidelity: Annotated[
+        float, typer.Option(help="Smallest allowed PSNR (dB) of engine output vs reference output.")
+    ] = 35.0,
+    limit: Annotated[
+        int | None, typer.Option(help="Images to use; the data must have that many [default: up to 8].")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Attack seed.")] = 0,
-    purifier: Annotated[str | None, typer.Option(help="Verify the defended pipeline: reference = purifier + "
-                                                      "restorer, engine = export MODEL --purifier P_k graph.")] = None,
+    purifier: Annotated[
+        str | None,
+        typer.Option(
+            help="Verify the defended pipeline: reference = purifier + "
+            "restorer, engine = export MODEL --purifier P_k graph."
+        ),
+    ] = None,
     eot: Annotated[int, typer.Option(help="Noise draws for the adaptive EOT attack with --purifier.")] = 10,
 ) -> None:
     """Robustness parity: is the engine as accurate and as robust as its PyTorch reference? Exit 1 if not."""
@@ -93,11 +107,13 @@ def verify_cmd(
 def _print_verify(rep) -> None:
     from rich.table import Table
 
+    from udc_edge.deploy.verify import format_check_value
+
     table = Table(title=f"udc-edge verify: {'PASS' if rep.passed else 'FAIL'} ({rep.images} images)")
     for col in ("check", "reference", "engine", "value", "threshold", "result"):
         table.add_column(col)
+    f = format_check_value
     for c in rep.checks:
-        f = lambda v: "-" if v is None else f"{v:.4f}" if abs(v) < 1.5 else f"{v:.2f}"
         table.add_row(c.name, f(c.reference), f(c.engine), f(c.value), c.threshold,
                       "pass" if c.passed else "[bold red]FAIL[/]")
     stdout.print(table)

@@ -79,8 +79,10 @@ class TuneReport:
         for r in self.rows:
             mark = " **chosen**" if self.chosen == r["t_star"] else ""
             avg = f" (mean of {r['average']})" if r.get("average", 1) > 1 else ""
-            lines.append(f"| {r['t_star']:g}{mark} | {r['steps']}{avg} | {r['clean_psnr']:.2f} | {r['clean_drop']:+.2f} | "
-                         f"{r['attacked_psnr']:.2f} | {'yes' if r['within_bound'] else 'no'} |")
+            lines.append(
+                f"| {r['t_star']:g}{mark} | {r['steps']}{avg} | {r['clean_psnr']:.2f} | {r['clean_drop']:+.2f} | "
+                f"{r['attacked_psnr']:.2f} | {'yes' if r['within_bound'] else 'no'} |"
+            )
         b = self.baseline
         lines.append(f"\nundefended restorer: clean {b['clean_psnr']:.2f} dB, PGD {b['attacked_psnr']:.2f} dB; "
                      f"bound: clean drop <= {self.spec['max_clean_drop']} dB; {self.images} images.")

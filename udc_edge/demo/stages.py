@@ -57,9 +57,12 @@ def synthesise(ctx: Context) -> Stage:
     ds = open_paired_dataset(ctx.out / "data")
     ctx.data["pairs"] = [(ds[i].lq, ds[i].gt) for i in range(len(ds))]
     st = meta["stats"]
-    return Stage("synthesise", "done", details={"pairs": spec.count, "size": spec.size,
-                                                "degraded_psnr": st["psnr_lq_vs_gt_mean"]},
-                 note=f"{spec.count} held-out photos at {spec.size} px; degraded input {st['psnr_lq_vs_gt_mean']:.2f} dB")
+    return Stage(
+        "synthesise",
+        "done",
+        details={"pairs": spec.count, "size": spec.size, "degraded_psnr": st["psnr_lq_vs_gt_mean"]},
+        note=f"{spec.count} held-out photos at {spec.size} px; degraded input {st['psnr_lq_vs_gt_mean']:.2f} dB",
+    )
 
 
 def restore(ctx: Context) -> Stage:
@@ -102,7 +105,7 @@ def attack(ctx: Context) -> Stage:
         p.append(psnr(y, gt))
     ctx.data["adv"], ctx.data["restored_adv"] = advs, outs
     clean = ctx.data.get("restored")
-    clean_p = _mean([psnr(y, gt) for y, (_, gt) in zip(clean, ctx.data["pairs"])])
+    clean_p = _mean([psnr(y, gt) for y, (_, gt) in zip(clean, ctx.data["pairs"], strict=True)])
     d = {"attack": f"PGD-{spec.steps} L-inf 8/255 (white-box, objective gt)", "clean_psnr": clean_p,
          "attacked_psnr": _mean(p), "drop_db": round(clean_p - _mean(p), 3)}
     return Stage("attack", "done", details=d,
@@ -122,7 +125,7 @@ def purify(ctx: Context) -> Stage:
     rows = {"clean": [], "attacked": []}
     outs = []
     with torch.no_grad():
-        for (lq, gt), adv in zip(ctx.data["pairs"], ctx.data["adv"]):
+        for (lq, gt), adv in zip(ctx.data["pairs"], ctx.data["adv"], strict=True):
             for key, x in (("clean", lq), ("attacked", adv)):
                 xt = to_nchw(x)
                 y = to_hwc(run_padded(ctx.data["restorer"], pur(xt, torch.randn(xt.shape, generator=gen))))
@@ -184,8 +187,12 @@ def verify(ctx: Context) -> Stage:
     from udc_edge.deploy.verify import VerifySpec, make_reference_set, verify_engine
     from udc_edge.engines import load_engine
 
-    spec = VerifySpec(attacks=("pgd", "simba"), steps=10 if ctx.quick else 20, simba_iterations=50 if ctx.quick else 150,
-                      limit=2 if ctx.quick else 4)
+    spec = VerifySpec(
+        attacks=("pgd", "simba"),
+        steps=10 if ctx.quick else 20,
+        simba_iterations=50 if ctx.quick else 150,
+        limit=2 if ctx.quick else 4,
+    )
     rs = make_reference_set(ctx.data["restorer"], open_paired_dataset(ctx.out / "data"), spec)
     with load_engine(ctx.data["engines"][1], threads=1) as eng:
         rep, row = verify_engine(eng, rs, spec, name="restorer-int8.onnx")

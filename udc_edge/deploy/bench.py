@@ -94,7 +94,9 @@ class BenchReport:
                              f"{lat['p90']:.2f} | {lat['p99']:.2f} | {r.images_per_s:.2f} | {r.megapixels_per_s:.2f} "
                              f"| {g} | {pk} | {r.memory_mb:.0f} | {status} |")
             else:
-                lines.append(f"| {r.name} | {r.backend} | {r.precision} | - | - | - | - | - | - | - | - | - | {status} |")
+                lines.append(
+                    f"| {r.name} | {r.backend} | {r.precision} | - | - | - | - | - | - | - | - | - | {status} |"
+                )
         lines += ["", (f"Harness overhead: {self.overhead_us:.1f} us per call "
                   f"({self.overhead_us / 100:.3f} % of a 10 ms engine call). Conv peak: "
                   f"{self.host.get('conv_peak_gflops', 0):.1f} GFLOP/s. Absolute times on shared CPUs are noise; "
@@ -102,7 +104,9 @@ class BenchReport:
         for r in self.rows:
             if r.top_layers:
                 lines += ["", f"## Slowest layers: {r.name}", "", "| layer | op | ms | share |", "|---|---|---|---|"]
-                lines += [f"| {t['layer']} | {t['op']} | {t['ms']:.3f} | {100 * t['share']:.1f} % |" for t in r.top_layers]
+                lines += [
+                    f"| {t['layer']} | {t['op']} | {t['ms']:.3f} | {100 * t['share']:.1f} % |" for t in r.top_layers
+                ]
         return "\n".join(lines) + "\n"
 
 
@@ -189,7 +193,7 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
     rounds = 0
     with PowerMonitor() as power:
         while live and (rounds < spec.iters if deadline is None else time.perf_counter() < deadline or rounds < 3):
-            for row, eng, _, inputs, samples in live:
+            for _row, eng, _, inputs, samples in live:
                 t = time.perf_counter()
                 eng(*inputs)
                 samples.append((time.perf_counter() - t) * 1000)
@@ -229,7 +233,9 @@ def compare_reports(new: BenchReport, old_path: str | Path) -> list[str]:
         noise = max(0.05, 2 * (a["std"] / a["mean"] + b["std"] / b["mean"]))
         ratio = b["p50"] / a["p50"]
         row.verdict = "regression" if ratio > 1 + noise else "improvement" if ratio < 1 - noise else "same"
-        notes.append(f"{row.name}: p50 {a['p50']:.2f} -> {b['p50']:.2f} ms ({ratio:.2f}x, noise +-{noise:.0%}): {row.verdict}")
+        notes.append(
+            f"{row.name}: p50 {a['p50']:.2f} -> {b['p50']:.2f} ms ({ratio:.2f}x, noise +-{noise:.0%}): {row.verdict}"
+        )
     return notes
 
 
@@ -251,7 +257,9 @@ def save_report(report: BenchReport, out_dir: str | Path) -> list[Path]:
 
         fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(ok)), 3.2))
         ax.boxplot([r.samples for r in ok], showfliers=True)
-        ax.set_xticks(range(1, len(ok) + 1), [f"{Path(r.name).name}\n{r.backend} {r.precision}" for r in ok], fontsize=7)
+        ax.set_xticks(
+            range(1, len(ok) + 1), [f"{Path(r.name).name}\n{r.backend} {r.precision}" for r in ok], fontsize=7
+        )
         ax.set_ylabel("latency (ms)")
         ax.set_title("udc-edge bench (interleaved rounds)", fontsize=9)
         fig.tight_layout()

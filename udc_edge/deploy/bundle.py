@@ -94,10 +94,16 @@ def write_bundle(restorer: str, out: str | os.PathLike, calib: str = "synth:pole
         make_reference_set(model, open_paired_dataset(verify_data), spec).save(tmp / "reference")
         progress(1, status="reference outputs stored")
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
-        manifest = {"format": BUNDLE_FORMAT, "restorer": desc.get("name") or desc.get("path"),
-                    "arch": desc.get("arch"), "udc_edge": __version__, "created": time.strftime("%Y-%m-%d %H:%M"),
-                    "calibration": {**cs.describe(), "method": "percentile"}, "verify": spec.__dict__ | {"attacks": list(attacks)},
-                    "files": {f: sha256_file(tmp / f) for f in files}}
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "restorer": desc.get("name") or desc.get("path"),
+            "arch": desc.get("arch"),
+            "udc_edge": __version__,
+            "created": time.strftime("%Y-%m-%d %H:%M"),
+            "calibration": {**cs.describe(), "method": "percentile"},
+            "verify": spec.__dict__ | {"attacks": list(attacks)},
+            "files": {f: sha256_file(tmp / f) for f in files},
+        }
         write_json_atomic(tmp / "bundle.json", manifest)
         write_text_atomic(tmp / "README.md", README.format(
             name=manifest["restorer"], host=platform.node() or "host", version=__version__, date=manifest["created"],

@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -103,12 +104,12 @@ def _runner(threads: int, options: dict | None = None):
 
 def _speedup(fp32: bytes, int8: bytes, x: np.ndarray, threads: int, options: dict | None = None) -> float:
     """FP32 time / INT8 time, measured in alternating rounds on the same image."""
-    runs = []
+    calls = []
     for model in (fp32, int8):
         sess = make_session(model, threads=threads, options=options)
         feed = {i.name: x for i in sess.get_inputs()}
-        runs.append(lambda sess=sess, feed=feed: sess.run(None, feed))
-    t32, t8 = side_by_side(*runs, runs=3, rounds=2)
+        calls.append(lambda sess=sess, feed=feed: sess.run(None, feed))
+    t32, t8 = side_by_side(calls[0], calls[1], runs=3, rounds=2)
     return t32 / t8
 
 
@@ -140,6 +141,9 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
     if is_qdq(model):  # e.g. a bundle's qdq-*.onnx: quantised already, calibration travelled with it
         return fp32, {"calibration": {"source": "pre-quantised Q/DQ model", "target": spec.quant_target},
                                         "fidelity_met": True, "excluded": [], "prequantised": True}
+    if spec.calib is None:  # BuildSpec lets prequantised builds go without --calib; this graph is not one
+        raise UsageError(f"{onnx_path} has no Q/DQ nodes, so an INT8 build needs calibration data",
+                         "give --calib DIR (degraded images) or --calib synth:poled")
     hw = [d.dim_value if d.HasField("dim_value") else 0 for d in model.graph.input[0].type.tensor_type.shape.dim][2:]
     calib = load_calibration_set(spec.calib, spec.calib_count, max(hw) if all(hw) else spec.calib_size)
     if all(hw):  # a --fixed-shape graph: calibrate at its own H x W
@@ -148,26 +152,33 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
     progress(0, status=f"calibrating ({spec.calib_method}, {len(cal_imgs)} images)")
     cache = spec.calib_cache or str(out.with_name(out.name + ".calib.json"))
     sub = type(calib)(cal_imgs, calib.source)
-    ranges, cinfo = cached_ranges(onnx_path, sub, spec.calib_method, symmetric=spec.quant_target == Backend.TRT.qdq_target,
-                                  cache=cache, input_names=tuple(names), session_options=opts,
-                                  onnx_sha256=src.sha256)
+    ranges, cinfo = cached_ranges(
+        onnx_path,
+        sub,
+        spec.calib_method,
+        symmetric=spec.quant_target == Backend.TRT.qdq_target,
+        cache=cache,
+        input_names=tuple(names),
+        session_options=opts,
+        onnx_sha256=src.sha256,
+    )
     run = _runner(spec.threads, opts)
     ref = run(fp32, held)
     progress(0, status="quantising")
     if spec.auto_exclude:
         res = auto_exclude(onnx_path, ranges, spec.quant_target, run, held, ref, spec.min_fidelity)
-        model, fid, excluded, met = res.model, res.fidelity_db, res.excluded, res.met
+        q, fid, excluded, met = res.model, res.fidelity_db, res.excluded, res.met
     else:
-        model = quantize_bytes(onnx_path, ranges, spec.quant_target, exclude=spec.exclude)
-        fid = fidelity(run, model, held, ref)
+        q = quantize_bytes(onnx_path, ranges, spec.quant_target, exclude=spec.exclude)
+        fid = fidelity(run, q, held, ref)
         excluded = [{"node": n, "reason": "excluded by --exclude"} for n in spec.exclude]
         met = fid >= spec.min_fidelity
     info = {"calibration": {**calib.describe(), "method": spec.calib_method, "used": len(cal_imgs),
                             "held_out": len(held), "cache": cinfo, "target": spec.quant_target},
             "fidelity_db": fid, "fidelity_met": met, "excluded": excluded}
     if spec.backend is Backend.ORT:
-        info["speedup"] = _speedup(fp32, model, held[:1], spec.threads, opts)
-    return model, info
+        info["speedup"] = _speedup(fp32, q, held[:1], spec.threads, opts)
+    return q, info
 
 
 def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: BuildSpec,
@@ -182,7 +193,8 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
     if out.suffix != ".onnx":
         raise UsageError(f"--out {out} must end in .onnx for the ONNX Runtime backend")
     warnings: list[str] = []
-    data, built, info = src.data, Precision.FP32, {}
+    data, built = src.data, Precision.FP32
+    info: dict[str, Any] = {}
     if spec.precision in (Precision.INT8, Precision.AUTO):
         q, info = _int8(onnx_path, src, spec, out, progress)
         if not info["fidelity_met"]:
@@ -213,11 +225,19 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met", "speedup") if k in info} | {"warnings": warnings},
     )
     write_manifest(out, manifest)
-    return BuildReport(engine=str(out), backend=Backend.ORT.manifest_name, requested_precision=spec.precision.value,
-                       precision=built.value, size_mb=size, seconds=manifest.build_seconds,
-                       fidelity_db=info.get("fidelity_db") if built == Precision.INT8 else None,
-                       int8_speedup_vs_fp32=info.get("speedup"), excluded=info.get("excluded", []) if built == Precision.INT8 else [],
-                       warnings=warnings, calibration=info.get("calibration"))
+    return BuildReport(
+        engine=str(out),
+        backend=Backend.ORT.manifest_name,
+        requested_precision=spec.precision.value,
+        precision=built.value,
+        size_mb=size,
+        seconds=manifest.build_seconds,
+        fidelity_db=info.get("fidelity_db") if built == Precision.INT8 else None,
+        int8_speedup_vs_fp32=info.get("speedup"),
+        excluded=info.get("excluded", []) if built == Precision.INT8 else [],
+        warnings=warnings,
+        calibration=info.get("calibration"),
+    )
 
 
 def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, multiple: int, t0: float,
@@ -239,11 +259,21 @@ def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, mul
         plan, binfo = trt_backend.build_serialized(plan_src, spec.precision.value, profile.to_dict())
     write_bytes_atomic(out, plan)
     manifest = Manifest(
-        backend=Backend.TRT.manifest_name, backend_version=trt_backend.get_version(), precision=spec.precision.value,
-        requested_precision=spec.precision.value, engine_sha256=hashlib.sha256(plan).hexdigest(),
-        source_onnx=str(onnx_path), source_onnx_sha256=source.sha256, shape_profile=profile.to_dict(),
-        multiple=multiple, inputs=source.names, calibration=info.get("calibration"), excluded_layers=info.get("excluded", []),
-        device=binfo.get("device", {}), build_seconds=time.perf_counter() - t0, build_options=binfo,
+        backend=Backend.TRT.manifest_name,
+        backend_version=trt_backend.get_version(),
+        precision=spec.precision.value,
+        requested_precision=spec.precision.value,
+        engine_sha256=hashlib.sha256(plan).hexdigest(),
+        source_onnx=str(onnx_path),
+        source_onnx_sha256=source.sha256,
+        shape_profile=profile.to_dict(),
+        multiple=multiple,
+        inputs=source.names,
+        calibration=info.get("calibration"),
+        excluded_layers=info.get("excluded", []),
+        device=binfo.get("device", {}),
+        build_seconds=time.perf_counter() - t0,
+        build_options=binfo,
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met") if k in info},
     )
     write_manifest(out, manifest)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class OrtEngine(Engine):
         self.path = Path(path)
         self.threads = threads
         self.providers = providers
-        self.session = None
+        self.session: Any = None  # an onnxruntime.InferenceSession while active (onnxruntime has no stubs)
 
     def _activate(self) -> None:
         opts = self.manifest.session_options if self.manifest else {}
@@ -69,10 +70,10 @@ class OrtEngine(Engine):
                           {"providers": sess.get_providers()})
 
     def _infer(self, *inputs: np.ndarray) -> np.ndarray:
-        return self.session.run([self._out], dict(zip(self._in, inputs)))[0]
+        return self.session.run([self._out], dict(zip(self._in, inputs, strict=True)))[0]
 
     def _infer_all(self, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self._outs, self.session.run(None, dict(zip(self._in, inputs)))))
+        return dict(zip(self._outs, self.session.run(None, dict(zip(self._in, inputs, strict=True))), strict=True))
 
     def profile_layers(self, *inputs: np.ndarray, runs: int = 10) -> list[LayerTime]:
         """Per-node mean time (ms) from ONNX Runtime's profiler, slowest first."""

@@ -37,13 +37,13 @@ class ShapeProfile:
             raise UsageError(f"{name} {text!r} is not NxCxHxW", "e.g. 1x3x256x256") from exc
         if len(dims) != 4 or min(dims) < 1 or dims[1] != 3:
             raise UsageError(f"{name} {text!r} must be 4 positive dims NxCxHxW with C=3", "e.g. 1x3x256x256")
-        return dims  # type: ignore[return-value]
+        return dims
 
     @classmethod
     def from_strings(cls, lo: str, opt: str, hi: str) -> ShapeProfile:
         p = cls(cls.parse_shape(lo, "--min-shape"), cls.parse_shape(opt, "--opt-shape"),
                 cls.parse_shape(hi, "--max-shape"))
-        if not all(a <= b <= c for a, b, c in zip(p.min, p.opt, p.max)):
+        if not all(a <= b <= c for a, b, c in zip(p.min, p.opt, p.max, strict=True)):
             raise UsageError(f"shape profile must satisfy min <= opt <= max per dim, got {p.min} {p.opt} {p.max}")
         return p
 

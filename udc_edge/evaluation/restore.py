@@ -65,7 +65,8 @@ def restore_array(model: nn.Module, img: np.ndarray, tile: int = 0, overlap: int
         raise InputError("input image contains NaN or Inf", "fix the file")
     x = to_nchw(img)
     with torch.no_grad():
-        fn = lambda t: run_padded(model, t)
+        def fn(t):
+            return run_padded(model, t)
         y = run_tiled(fn, x, tile, overlap) if tile else fn(x)
     return to_hwc(y.clamp(0, 1))
 

@@ -32,7 +32,9 @@ def _ramp(n: int, overlap: int, at_start: bool, at_end: bool) -> torch.Tensor:
     return w
 
 
-def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int = 32) -> torch.Tensor:
+def run_tiled(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int = 32
+) -> torch.Tensor:
     """Apply an image-to-image ``fn`` (NCHW -> NCHW, same size) tile by tile."""
     if tile < 8:
         raise UsageError(f"--tile must be >= 8 pixels, got {tile}")

@@ -247,7 +247,7 @@ def finetune_restorer(spec: FinetuneSpec, progress: Advance = noop, setup_progre
         lq, gt = data.sampler.batch(rng, spec.batch)
         chunks = np.array_split(np.arange(spec.batch), len(spec.mix))
         xs = [_inputs(c, lq[idx], gt[idx], restorer, sampler, spec, int(rng.integers(2**62)))
-              for c, idx in zip(spec.mix, chunks)]
+              for c, idx in zip(spec.mix, chunks, strict=True)]
         if reference is not None:
             with torch.no_grad():
                 gt = reference(lq)

@@ -202,7 +202,7 @@ def train_purifier(spec: PurifierTrainSpec, progress: Advance = noop, setup_prog
     dev = torch.device(info.device)
     batches = step_batches(data.sampler, spec.seed, info.rank, spec.batch, range(start, spec.steps),
                            spec.workers, pin=dev.type == "cuda")
-    for step, (lq, gt, rng) in zip(range(start, spec.steps), batches):
+    for step, (lq, gt, rng) in zip(range(start, spec.steps), batches, strict=False):
         purifier.train()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, spec.lr, spec.warmup, spec.steps)

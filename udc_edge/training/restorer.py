@@ -196,8 +196,15 @@ def train_restorer(spec: TrainSpec, progress: Advance = noop, setup_progress: Ad
         ranks_identical=len(set(digests)) == 1 if info.enabled else None,
     )
     if info.is_main:
-        log: dict[str, Any] = {"spec": asdict(spec), "data": data.describe(), **asdict(report), "resumed": resumed,
-                               "weights_digests": digests, "torch": torch.__version__, "threads": torch.get_num_threads()}
+        log: dict[str, Any] = {
+            "spec": asdict(spec),
+            "data": data.describe(),
+            **asdict(report),
+            "resumed": resumed,
+            "weights_digests": digests,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        }
         write_json_atomic(out / "train_log.json", log)
     D.finish(info)
     return report
