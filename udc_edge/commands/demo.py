@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from udc_edge.commands.common import quiet, stdout
+from udc_edge.commands.common import OverwriteOpt, quiet, stdout
 
 
 def demo(
@@ -16,7 +16,7 @@ def demo(
         "udc-edge-demo"
     ),
     quick: Annotated[bool, typer.Option(help="A smaller run (under a minute), as used by the tests.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty output folder.")] = True,
+    overwrite: OverwriteOpt = True,
     threads: Annotated[
         int, typer.Option(help="torch threads (1 keeps timings steady on shared CPUs; 0: default).")
     ] = 1,

@@ -13,7 +13,6 @@ from udc_edge.commands.common import (
     ArchOpt,
     WeightsOpt,
     json_opt,
-    load_model_opts,
     quiet,
     stdout,
 )
@@ -56,50 +55,19 @@ def export_cmd(
     stub_module: StubModuleOpt = None,
 ) -> None:
     """Export a restorer to ONNX, check it, and prove ONNX Runtime matches torch."""
-    from udc_edge.core.errors import ModelError, UsageError
-    from udc_edge.core.fileio import write_json_atomic
-    from udc_edge.export.byo import ExtraInput, load_byo
-    from udc_edge.export.onnx_export import ExportSpec, export_onnx
+    from udc_edge.export.byo import ExtraInput
+    from udc_edge.export.onnx_export import ExportSpec
+    from udc_edge.export.request import ExportSource, export_source
 
-    if model is None and purifier is None:
-        raise UsageError("give the MODEL to export, or --purifier P_k")
-    if purifier is not None and (output_index is not None or extra_input):
-        raise UsageError("--output-index/--extra-input do not apply to purifier graphs")
-    model = model or ""
-    byo_arch = arch if arch and ":" in arch else (model if ":" in model and not arch else None)
+    src = ExportSource(model or "", purifier, arch, json_opt(arch_kwargs, "--arch-kwargs"),
+                       str(weights) if weights else None, tuple(stub_module or ()))
     spec = ExportSpec(height=height, width=width, dynamic=dynamic, opset=opset, exporter=exporter,
-                      max_abs_err=tolerance, output_index=output_index, cpu_patch=byo_arch is not None,
+                      max_abs_err=tolerance, output_index=output_index,
                       extra_inputs=tuple(ExtraInput.parse(t) for t in extra_input or ()))
-    load = None
-    if byo_arch:
-        if weights is None:
-            raise ModelError(f"{byo_arch} given without --weights",
-                             "give the weights file to load into it (udc-edge doctor checks a model without)")
-        net, load = load_byo(byo_arch, json_opt(arch_kwargs, "--arch-kwargs"), str(weights), tuple(stub_module or ()))
-        desc = {"arch": byo_arch}
-    elif model or arch:
-        if stub_module:
-            raise UsageError("--stub-module applies to package.module:Class models only")
-        net, desc = load_model_opts(model, arch, arch_kwargs, weights)
-    else:
-        net, desc = None, {"name": purifier}
-    if purifier is not None:
-        from dataclasses import replace
-
-        from udc_edge.diffusion.pipeline import purifier_module
-        from udc_edge.export.onnxrt import NOISE_INPUT
-
-        net = purifier_module(purifier, net)
-        spec = replace(spec, input_names=("input", NOISE_INPUT))
-        desc = {"name": f"{purifier}+{desc.get('name') or desc.get('path') or desc.get('arch')}" if model else purifier}
-    meta = {"udc_edge.model": str(desc.get("name") or desc.get("path") or desc.get("arch"))}
-    report = export_onnx(net, out, spec, metadata=meta)
-    doc = report.to_dict() | ({"load": load.to_dict()} if load else {})
-    write_json_atomic(out.with_name(out.name + ".export.json"), doc)
-    stdout.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
-    for c in (load.cuda_calls if load else []) + report.cuda_calls:
-        stdout.print(f"warning: hard-coded .cuda() patched out at {c['where']}: {c['code']}", markup=False,
-                     highlight=False, soft_wrap=True)
+    result = export_source(src, out, spec)
+    stdout.print(result.report.summary(), markup=False, highlight=False, soft_wrap=True)
+    for line in result.cuda_warnings():
+        stdout.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def build_cmd(
@@ -135,13 +103,10 @@ def build_cmd(
     from udc_edge.core.errors import UsageError
     from udc_edge.core.progress import progress_bar
     from udc_edge.engines.build import build_engine
-    from udc_edge.engines.spec import BuildSpec, ShapeProfile
+    from udc_edge.engines.spec import BuildSpec, ShapeProfile, parse_exclude
 
-    shapes = [min_shape, opt_shape, max_shape]
-    if any(shapes) and not all(shapes):
-        raise UsageError("give all of --min-shape, --opt-shape and --max-shape, or none")
-    profile = ShapeProfile.from_strings(*shapes) if all(shapes) else None
-    names = tuple(n for n in exclude.split(",") if n and n != "auto")
+    profile = ShapeProfile.from_options(min_shape, opt_shape, max_shape)
+    names, auto_exclude = parse_exclude(exclude)
     prequantised = False
     with contextlib.ExitStack() as opened:  # an unpacked .tar.gz bundle is deleted after the build
         if bundle is not None:
@@ -157,7 +122,7 @@ def build_cmd(
             raise UsageError("give the ONNX file to build (or --bundle)")
         spec = BuildSpec(backend=backend, precision=precision, calib=calib, calib_count=calib_count,
                          calib_method=calib_method, calib_cache=str(calib_cache) if calib_cache else None,
-                         target=target, exclude=names, auto_exclude=exclude == "auto", min_fidelity=min_fidelity,
+                         target=target, exclude=names, auto_exclude=auto_exclude, min_fidelity=min_fidelity,
                          profile=profile, threads=threads, prequantised=prequantised)
         with progress_bar(f"building {backend} {precision}", None, quiet(ctx)) as adv:
             report = build_engine(onnx_path, out, spec, progress=adv)

@@ -8,24 +8,30 @@ from typing import Annotated
 
 import typer
 
-from udc_edge.commands.common import AttackBatchOpt, json_opt, quiet, set_threads, stdout
+from udc_edge.commands.common import (
+    AttackBatchOpt,
+    OverwriteOpt,
+    PoolOpt,
+    SeedOpt,
+    ThreadsOpt,
+    TrainDataOpt,
+    json_opt,
+    quiet,
+    set_threads,
+    stdout,
+)
 from udc_edge.commands.train import train_app
 
 purifier_app = typer.Typer(help="Diffusion purifier: pick t* (tune), freeze a setting (configure), evaluate the "
                                 "defence (table).",
                            no_args_is_help=True)
 
-DataOpt = Annotated[str, typer.Option(help="synth:poled, synth:toled, synth:LAYOUT.json, or a paired dataset folder.")]
-SeedOpt = Annotated[int, typer.Option(help="Random seed (deterministic on CPU).")]
-ThreadsOpt = Annotated[int, typer.Option(help="torch threads per process (0: default).")]
-PoolOpt = Annotated[int, typer.Option(help="Clean crops kept in memory for synth: data.")]
-OverwriteOpt = Annotated[bool, typer.Option(help="Replace a non-empty OUT.")]
 PurifierArg = Annotated[str, typer.Argument(help="Purifier: shipped name (purifier-poled), checkpoint or run folder.")]
 
 
 def train_purifier_cmd(
     ctx: typer.Context,
-    data: DataOpt = "synth:poled",
+    data: TrainDataOpt = "synth:poled",
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, state, train_log.json.")] = Path(
         "runs/purifier"
     ),
@@ -117,7 +123,7 @@ def finetune_cmd(
     restorer: Annotated[str, typer.Argument(help="Restorer: shipped name, checkpoint or run folder.")],
     purifier: Annotated[str, typer.Option(help="Purifier (usually a distilled student).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, state, train_log.json.")],
-    data: DataOpt = "synth:poled",
+    data: TrainDataOpt = "synth:poled",
     mix: Annotated[
         str, typer.Option(help="Inputs: clean, purified, adversarial, purified-adversarial.")
     ] = "clean,purified",

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from udc_edge.commands.common import json_opt, quiet, stdout
+from udc_edge.commands.common import (
+    OverwriteOpt,
+    PoolOpt,
+    SeedOpt,
+    ThreadsOpt,
+    TrainDataOpt,
+    json_opt,
+    quiet,
+    stdout,
+)
 
 train_app = typer.Typer(help="Train restorers and the diffusion purifier.", no_args_is_help=True)
 
@@ -18,9 +27,7 @@ def train_restorer_cmd(
     arch: Annotated[
         str, typer.Option(help="Preset (unet-s), architecture, package.module:Class, or a checkpoint to fine-tune.")
     ] = "unet-s",
-    data: Annotated[
-        str, typer.Option(help="synth:poled, synth:toled, synth:LAYOUT.json, or a paired dataset folder.")
-    ] = "synth:poled",
+    data: TrainDataOpt = "synth:poled",
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, state, train_log.json.")] = Path(
         "runs/restorer"
     ),
@@ -34,12 +41,12 @@ def train_restorer_cmd(
     fft_weight: Annotated[float, typer.Option(help="Weight of the frequency (FFT L1) term.")] = 0.05,
     val_every: Annotated[int, typer.Option(help="Validate and checkpoint every K steps.")] = 250,
     val_count: Annotated[int, typer.Option(help="Held-out validation pairs.")] = 8,
-    seed: Annotated[int, typer.Option(help="Random seed (deterministic on CPU).")] = 0,
+    seed: SeedOpt = 0,
     arch_kwargs: Annotated[str, typer.Option(help="JSON kwargs for the architecture.")] = "",
-    threads: Annotated[int, typer.Option(help="torch threads per process (0: default).")] = 0,
-    pool: Annotated[int, typer.Option(help="Clean crops kept in memory for synth: data.")] = 192,
+    threads: ThreadsOpt = 0,
+    pool: PoolOpt = 192,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last and OUT/state.safetensors.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a restorer (single process, or DDP under torchrun --nproc_per_node N)."""
     from udc_edge.core.progress import progress_bar

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from udc_edge.commands.common import quiet, stdout
+from udc_edge.commands.common import SeedOpt, quiet, stdout
 
 
 def bench_cmd(
@@ -26,7 +26,7 @@ def bench_cmd(
     from rich.table import Table
 
     from udc_edge.core.progress import progress_bar
-    from udc_edge.deploy.bench import BenchSpec, compare_reports, run_bench, save_report
+    from udc_edge.deploy.bench import TABLE_COLUMNS, BenchSpec, compare_reports, run_bench, save_report
     from udc_edge.engines.spec import ShapeProfile
 
     spec = BenchSpec(shape=ShapeProfile.parse_shape(shape, "--shape"), warmup=warmup, iters=iters,
@@ -35,14 +35,10 @@ def bench_cmd(
         rep = run_bench(list(targets), spec, progress=adv)
     notes = compare_reports(rep, compare) if compare else []
     table = Table(title=f"udc-edge bench {shape} ({rep.spec['iters']} rounds; absolute CPU times are noise)")
-    for col in ("engine", "backend", "precision", "MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "status"):
+    for col in TABLE_COLUMNS:
         table.add_column(col)
     for r in rep.rows:
-        lat = r.latency_ms
-        table.add_row(Path(r.name).name, r.backend, r.precision, f"{r.size_mb:.2f}",
-                      *(f"{lat[k]:.2f}" if lat else "-" for k in ("p50", "p90", "p99")),
-                      f"{r.images_per_s:.2f}" if lat else "-", f"{r.gflops:.1f}" if r.gflops else "-",
-                      r.status + (f" ({r.verdict})" if r.verdict else ""))
+        table.add_row(*r.cells())
     stdout.print(table)
     for n in notes:
         stdout.print(n)
@@ -80,7 +76,7 @@ def verify_cmd(
     limit: Annotated[
         int | None, typer.Option(help="Images to use; the data must have that many [default: up to 8].")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Attack seed.")] = 0,
+    seed: SeedOpt = 0,
     purifier: Annotated[
         str | None,
         typer.Option(

@@ -66,6 +66,17 @@ class BenchRow:
     def samples(self) -> list[float]:
         return self.latency_ms.get("samples", [])
 
+    def cells(self) -> list[str]:
+        """The row of the terminal table, in TABLE_COLUMNS order ("-" where nothing was measured)."""
+        lat = self.latency_ms
+        timed = [f"{lat[k]:.2f}" if lat else "-" for k in ("p50", "p90", "p99")]
+        return [Path(self.name).name, self.backend, self.precision, f"{self.size_mb:.2f}", *timed,
+                f"{self.images_per_s:.2f}" if lat else "-", f"{self.gflops:.1f}" if self.gflops else "-",
+                self.status + (f" ({self.verdict})" if self.verdict else "")]
+
+
+TABLE_COLUMNS = ("engine", "backend", "precision", "MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "status")
+
 
 @dataclass
 class BenchReport:

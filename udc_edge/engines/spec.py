@@ -47,8 +47,23 @@ class ShapeProfile:
             raise UsageError(f"shape profile must satisfy min <= opt <= max per dim, got {p.min} {p.opt} {p.max}")
         return p
 
+    @classmethod
+    def from_options(cls, lo: str | None, opt: str | None, hi: str | None) -> ShapeProfile | None:
+        """``--min-shape/--opt-shape/--max-shape``: all three make a profile, none gives None."""
+        if not (lo or opt or hi):
+            return None
+        if not (lo and opt and hi):
+            raise UsageError("give all of --min-shape, --opt-shape and --max-shape, or none")
+        return cls.from_strings(lo, opt, hi)
+
     def to_dict(self) -> dict[str, list[int]]:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+def parse_exclude(text: str) -> tuple[tuple[str, ...], bool]:
+    """``--exclude``: ``(node names kept in float, whether to exclude by measured sensitivity)``;
+    the text ``auto`` asks for the latter."""
+    return tuple(n for n in text.split(",") if n and n != "auto"), text == "auto"
 
 
 DEFAULT_TRT_PROFILE = ShapeProfile((1, 3, 64, 64), (1, 3, 256, 256), (1, 3, 1024, 1024))

@@ -82,6 +82,9 @@ def eps_label(eps: float | None) -> str:
     return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
 
 
+DEFAULT_EVAL_ATTACKS = "pgd,ifgsm,mifgsm,cw,simba,square"  # eval's columns when --attacks is not given
+
+
 def plan_attacks(names: tuple[str, ...], eps_values: tuple[float, ...], objective: str = "gt",
                  seed: int = 0, **overrides: Any) -> list[AttackSpec]:
     """One spec per attack and budget (``cw`` is an L2 attack: one spec, no eps).
