@@ -152,16 +152,10 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
     progress(0, status=f"calibrating ({spec.calib_method}, {len(cal_imgs)} images)")
     cache = spec.calib_cache or str(out.with_name(out.name + ".calib.json"))
     sub = type(calib)(cal_imgs, calib.source)
-    ranges, cinfo = cached_ranges(
-        onnx_path,
-        sub,
-        spec.calib_method,
-        symmetric=spec.quant_target == Backend.TRT.qdq_target,
-        cache=cache,
-        input_names=tuple(names),
-        session_options=opts,
-        onnx_sha256=src.sha256,
-    )
+    ranges, cinfo = cached_ranges(onnx_path, sub, spec.calib_method,
+                                  symmetric=spec.quant_target == Backend.TRT.qdq_target,
+                                  cache=cache, input_names=tuple(names), session_options=opts,
+                                  onnx_sha256=src.sha256)
     run = _runner(spec.threads, opts)
     ref = run(fp32, held)
     progress(0, status="quantising")
@@ -225,19 +219,12 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met", "speedup") if k in info} | {"warnings": warnings},
     )
     write_manifest(out, manifest)
-    return BuildReport(
-        engine=str(out),
-        backend=Backend.ORT.manifest_name,
-        requested_precision=spec.precision.value,
-        precision=built.value,
-        size_mb=size,
-        seconds=manifest.build_seconds,
-        fidelity_db=info.get("fidelity_db") if built == Precision.INT8 else None,
-        int8_speedup_vs_fp32=info.get("speedup"),
-        excluded=info.get("excluded", []) if built == Precision.INT8 else [],
-        warnings=warnings,
-        calibration=info.get("calibration"),
-    )
+    return BuildReport(engine=str(out), backend=Backend.ORT.manifest_name, requested_precision=spec.precision.value,
+                       precision=built.value, size_mb=size, seconds=manifest.build_seconds,
+                       fidelity_db=info.get("fidelity_db") if built == Precision.INT8 else None,
+                       int8_speedup_vs_fp32=info.get("speedup"),
+                       excluded=info.get("excluded", []) if built == Precision.INT8 else [],
+                       warnings=warnings, calibration=info.get("calibration"))
 
 
 def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, multiple: int, t0: float,
@@ -259,21 +246,12 @@ def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, mul
         plan, binfo = trt_backend.build_serialized(plan_src, spec.precision.value, profile.to_dict())
     write_bytes_atomic(out, plan)
     manifest = Manifest(
-        backend=Backend.TRT.manifest_name,
-        backend_version=trt_backend.get_version(),
-        precision=spec.precision.value,
-        requested_precision=spec.precision.value,
-        engine_sha256=hashlib.sha256(plan).hexdigest(),
-        source_onnx=str(onnx_path),
-        source_onnx_sha256=source.sha256,
-        shape_profile=profile.to_dict(),
-        multiple=multiple,
-        inputs=source.names,
-        calibration=info.get("calibration"),
+        backend=Backend.TRT.manifest_name, backend_version=trt_backend.get_version(), precision=spec.precision.value,
+        requested_precision=spec.precision.value, engine_sha256=hashlib.sha256(plan).hexdigest(),
+        source_onnx=str(onnx_path), source_onnx_sha256=source.sha256, shape_profile=profile.to_dict(),
+        multiple=multiple, inputs=source.names, calibration=info.get("calibration"),
         excluded_layers=info.get("excluded", []),
-        device=binfo.get("device", {}),
-        build_seconds=time.perf_counter() - t0,
-        build_options=binfo,
+        device=binfo.get("device", {}), build_seconds=time.perf_counter() - t0, build_options=binfo,
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met") if k in info},
     )
     write_manifest(out, manifest)
