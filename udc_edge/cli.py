@@ -8,7 +8,10 @@ with code 1 (2 for usage errors); ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
 from typing import Annotated
 
 import click
@@ -32,6 +35,17 @@ class _Group(TyperGroup):
                 raise
             err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # a full disk outside an atomic write (temp folders): still one line
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or ctx.meta.get("udc_edge.debug"):
+                raise
+            err.print(f"error: no space left on the device ({exc.filename or 'temp folder'}); nothing was written "
+                      "(free some space)", highlight=False, soft_wrap=True, markup=False)
+            raise typer.Exit(1) from None
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C, so temporary outputs are removed on the way out."""
+    raise KeyboardInterrupt
 
 
 app = typer.Typer(
@@ -65,6 +79,8 @@ def main(
     """udc-edge: UDC restoration from PyTorch to robust edge engines."""
     ctx.meta["udc_edge.debug"] = debug
     ctx.meta["udc_edge.quiet"] = quiet
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, _interrupt)
     set_threads(threads)
 
 

@@ -11,6 +11,7 @@ from udc_edge.commands.common import (
     ArchKwargsOpt,
     ArchOpt,
     ModelArg,
+    OverwriteOpt,
     WeightsOpt,
     load_model_opts,
     quiet,
@@ -29,15 +30,17 @@ def restore_cmd(
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = "",
     weights: WeightsOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    """Restore degraded UDC images with a model."""
+    """Restore degraded UDC images with a model: all or nothing, the output folder appears when every image is done."""
     from udc_edge.evaluation.restore import collect_inputs, restore_files
     from udc_edge.progress import progress_bar
 
     net, _ = load_model_opts(model, arch, arch_kwargs, weights)
     n = len(collect_inputs(list(inputs)))
     with progress_bar("restoring", n, quiet(ctx)) as adv:
-        report = restore_files(net, list(inputs), out_dir, gt_dir=gt, tile=tile, overlap=overlap, progress=adv)
+        report = restore_files(net, list(inputs), out_dir, gt_dir=gt, tile=tile, overlap=overlap, progress=adv,
+                               overwrite=overwrite, also_inputs=(model, *((weights,) if weights else ())))
     msg = f"restored {len(report.images)} image(s) into {out_dir}"
     if gt is not None:
         msg += (f": PSNR {report.mean('input_psnr'):.2f} -> {report.mean('output_psnr'):.2f} dB, "

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from udc_edge.commands.common import quiet, stdout
+from udc_edge.commands.common import OverwriteOpt, quiet, stdout
 
 
 def bench_cmd(
@@ -75,6 +75,7 @@ def verify_cmd(
     purifier: Annotated[str | None, typer.Option(help="Verify the defended pipeline: reference = purifier + "
                                                       "restorer, engine = export MODEL --purifier P_k graph.")] = None,
     eot: Annotated[int, typer.Option(help="Noise draws for the adaptive EOT attack with --purifier.")] = 10,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Robustness parity: is the engine as accurate and as robust as its PyTorch reference? Exit 1 if not."""
     from udc_edge.attacks import parse_eps
@@ -84,7 +85,7 @@ def verify_cmd(
                       simba_iterations=simba_iterations, max_psnr_drop=max_psnr_drop, max_ssim_drop=max_ssim_drop,
                       min_fidelity=min_fidelity, limit=limit, seed=seed)
     rep = run_verify(engine, report, spec, reference=reference, data=data, bundle=bundle, quiet=quiet(ctx),
-                     purifier=purifier, eot=eot)
+                     purifier=purifier, eot=eot, overwrite=overwrite)
     _print_verify(rep)
     if not rep.passed:
         raise typer.Exit(1)
@@ -113,7 +114,7 @@ def bundle_cmd(
                                                            "(default: synthetic held-out P-OLED).")] = None,
     verify_count: Annotated[int, typer.Option(help="Verification images to store.")] = 4,
     attacks: Annotated[str, typer.Option(help="Attacks whose reference results are stored.")] = "pgd,simba",
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle folder.")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write what a device needs to build and verify its own engines (no PyTorch needed there)."""
     from udc_edge.evaluation.bundle import write_bundle

@@ -25,7 +25,7 @@ from udc_edge.data.sources import make_source
 from udc_edge.data.tonemap import TONE_MAP_K, tone_map
 from udc_edge.errors import UsageError
 from udc_edge.evaluation.metrics import psnr
-from udc_edge.fileio import atomic_dir, write_json_atomic
+from udc_edge.fileio import atomic_dir, check_output, write_json_atomic
 from udc_edge.progress import Advance, _noop
 
 DATASET_FORMAT = "udc-edge-synth/1"
@@ -98,7 +98,10 @@ def synth_pairs(display: str, source: str, count: int, size: int, seed: int) -> 
 def write_synthetic_dataset(
     out: str | os.PathLike, spec: SynthSpec, overwrite: bool = False, progress: Advance = _noop
 ) -> dict:
-    """Write a synthetic dataset folder atomically; returns the ``dataset.json`` contents."""
+    """Write a synthetic dataset folder atomically; returns the ``dataset.json`` contents.
+
+    ``out`` may not be, hold or lie inside the source folder or the display layout file."""
+    check_output(out, (spec.source, spec.display), overwrite)
     sim = UDCSimulator.for_display(spec.display, noise=spec.noise, lights=spec.lights)
     if spec.size < sim.min_size:
         raise UsageError(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,11 +22,11 @@ import onnx
 from udc_edge.calibration.dataset import load_calibration_set
 from udc_edge.calibration.qdq import auto_exclude, fidelity, quantize_bytes
 from udc_edge.calibration.ranges import cached_ranges
-from udc_edge.engines.manifest import Manifest, host_device, write_manifest
+from udc_edge.engines.manifest import Manifest, host_device, write_engine
 from udc_edge.engines.ort import get_version, make_session
 from udc_edge.engines.spec import DEFAULT_TRT_PROFILE, BuildSpec, Precision
 from udc_edge.errors import EngineError, InputError, UsageError
-from udc_edge.fileio import write_bytes_atomic
+from udc_edge.fileio import check_output, work_dir
 from udc_edge.progress import Advance, _noop
 from udc_edge.timing import side_by_side
 
@@ -191,10 +190,15 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
 
 
 def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: BuildSpec,
-                 progress: Advance = _noop) -> BuildReport:
-    """Build ``out`` (and ``out.json``) from ``onnx_path`` as ``spec`` says."""
+                 progress: Advance = _noop, overwrite: bool = False,
+                 inputs: tuple[str | os.PathLike, ...] = ()) -> BuildReport:
+    """Build ``out`` (and ``out.json``) from ``onnx_path`` as ``spec`` says.
+
+    An existing ``out`` is replaced only with ``overwrite``; the ONNX, the calibration
+    images and ``inputs`` (e.g. the bundle it came from) are never written over."""
     t0 = time.perf_counter()
     onnx_path, out = Path(onnx_path), Path(out)
+    check_output(out, (onnx_path, spec.calib, spec.calib_cache, *inputs), overwrite, kind="file")
     model, multiple, names = inspect_onnx(onnx_path)
     src = _Source.of(onnx_path, model, names)
     if spec.backend == "trt":
@@ -216,8 +220,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
             data, built = q, Precision.INT8
         else:
             warnings.append("--precision auto chose FP32 (INT8 missed the fidelity target or was not faster)")
-    write_bytes_atomic(out, data)
-    size = out.stat().st_size / 2**20
+    size = len(data) / 2**20
     manifest = Manifest(
         backend="onnxruntime", backend_version=get_version(), precision=built.value,
         requested_precision=spec.precision.value,
@@ -232,7 +235,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
                        "macs_per_pixel": float(src.meta.get("udc_edge.macs_per_pixel", 0)) or None},
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met", "speedup") if k in info} | {"warnings": warnings},
     )
-    write_manifest(out, manifest)
+    write_engine(out, data, manifest)
     return BuildReport(engine=str(out), backend="onnxruntime", requested_precision=spec.precision.value,
                        precision=built.value, size_mb=size, seconds=manifest.build_seconds,
                        fidelity_db=info.get("fidelity_db") if built == Precision.INT8 else None,
@@ -250,14 +253,13 @@ def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, mul
     profile = spec.profile or DEFAULT_TRT_PROFILE
     info: dict = {}
     plan_src = onnx_path
-    with tempfile.TemporaryDirectory(prefix="udc-edge-trt-") as tmp:
+    with work_dir("trt") as tmp:
         if spec.precision == Precision.INT8:
             q, info = _int8(onnx_path, source, spec, out, progress)
             plan_src = Path(tmp) / "qdq.onnx"
             plan_src.write_bytes(q)
         progress(0, status="building TensorRT engine")
         plan, binfo = trt_backend.build_serialized(plan_src, spec.precision.value, profile.to_dict())
-    write_bytes_atomic(out, plan)
     manifest = Manifest(
         backend="tensorrt", backend_version=trt_backend.get_version(), precision=spec.precision.value,
         requested_precision=spec.precision.value, engine_sha256=hashlib.sha256(plan).hexdigest(),
@@ -266,7 +268,7 @@ def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, mul
         device=binfo.get("device", {}), build_seconds=time.perf_counter() - t0, build_options=binfo,
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met") if k in info},
     )
-    write_manifest(out, manifest)
+    write_engine(out, plan, manifest)
     return BuildReport(engine=str(out), backend="tensorrt", requested_precision=spec.precision.value,
                        precision=spec.precision.value, size_mb=out.stat().st_size / 2**20,
                        seconds=manifest.build_seconds, fidelity_db=info.get("fidelity_db"),

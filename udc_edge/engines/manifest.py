@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from udc_edge.errors import EngineError
-from udc_edge.fileio import sha256_file, write_json_atomic
+from udc_edge.fileio import atomic_paths, json_text, sha256_file, write_json_atomic
 
 MANIFEST_FORMAT = "udc-edge-engine/1"
 
@@ -57,6 +57,21 @@ def write_manifest(engine_path: str | os.PathLike, manifest: Manifest) -> Path:
     path = manifest_path(engine_path)
     write_json_atomic(path, manifest.to_dict())
     return path
+
+
+def write_engine(engine_path: str | os.PathLike, data: bytes, manifest: Manifest) -> Path:
+    """Write an engine and its manifest as one unit.
+
+    Both are written to temporary siblings first (a full disk leaves neither), then the
+    engine is renamed into place and the manifest last. A crash between the two renames
+    leaves the new engine beside no manifest or beside the old one, whose ``engine_sha256``
+    no longer matches: :func:`read_manifest` refuses both, so no state is loadable but wrong.
+    """
+    engine_path = Path(engine_path)
+    with atomic_paths(engine_path, manifest_path(engine_path)) as (eng_tmp, man_tmp):
+        eng_tmp.write_bytes(data)
+        man_tmp.write_text(json_text(manifest.to_dict()))
+    return engine_path
 
 
 def read_manifest(engine_path: str | os.PathLike) -> Manifest:

@@ -17,6 +17,7 @@ import numpy as np
 from udc_edge.engines.base import Engine, EngineInfo, IOSpec
 from udc_edge.engines.manifest import Manifest
 from udc_edge.errors import EngineError
+from udc_edge.fileio import work_dir
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
@@ -75,12 +76,11 @@ def profile_nodes(model: str | os.PathLike | bytes, inputs: list[np.ndarray], th
     """Per-node mean time (ms) from ONNX Runtime's profiler over ``runs`` runs of ``inputs``
     (in the model's input order): ``[(node, op_type, ms)]``, slowest first."""
     import json
-    import tempfile
 
     import onnxruntime as ort
 
     src = model if isinstance(model, bytes) else str(model)
-    with tempfile.TemporaryDirectory(prefix="udc-edge-prof-") as tmp:
+    with work_dir("prof") as tmp:
         so = session_options(threads, options)
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "ort")

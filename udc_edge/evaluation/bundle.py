@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,10 @@ from udc_edge.errors import DataError, InputError
 from udc_edge.fileio import (
     atomic_dir,
     atomic_path,
+    check_output,
+    new_work_dir,
     sha256_file,
+    work_dir,
     write_json_atomic,
     write_text_atomic,
 )
@@ -71,9 +73,10 @@ def write_bundle(restorer: str, out: str | os.PathLike, calib: str = "synth:pole
 
     out = Path(out)
     tar = out.name.endswith(".tar.gz")
+    check_output(out, (restorer, calib, verify_data), overwrite, kind="file" if tar else "dir")
     model, desc = load_model(restorer)
-    with tempfile.TemporaryDirectory(prefix="udc-edge-bundle-") as work, \
-            atomic_dir(out if not tar else Path(work) / "bundle", overwrite=overwrite) as tmp:
+    with work_dir("bundle") as work, \
+            atomic_dir(out if not tar else work / "bundle", overwrite=overwrite) as tmp:
         export_onnx(model, tmp / "model.onnx", ExportSpec(height=256, width=256, parity_images=1))
         progress(1, status="exported")
         cs = load_calibration_set(calib, calib_count)
@@ -86,9 +89,9 @@ def write_bundle(restorer: str, out: str | os.PathLike, calib: str = "synth:pole
             (tmp / f"qdq-{target}.onnx").write_bytes(quantize_bytes(tmp / "model.onnx", ranges, target))
             progress(1, status=f"quantised for {target}")
         if verify_data is None:
-            write_synthetic_dataset(Path(work) / "vdata", SynthSpec(count=verify_count, size=128,
+            write_synthetic_dataset(work / "vdata", SynthSpec(count=verify_count, size=128,
                                                                     source="photos:test", seed=99))
-            verify_data = str(Path(work) / "vdata")
+            verify_data = str(work / "vdata")
         spec = VerifySpec(attacks=attacks, limit=verify_count)
         make_reference_set(model, open_paired_dataset(verify_data), spec).save(tmp / "reference")
         progress(1, status="reference outputs stored")
@@ -154,7 +157,7 @@ def open_bundle(path: str | os.PathLike) -> Bundle:
         return _checked(path, None)
     if not path.name.endswith(".tar.gz"):
         raise InputError(f"bundle {path} is neither a folder nor a .tar.gz")
-    dest = Path(tempfile.mkdtemp(prefix="udc-edge-bundle-"))
+    dest = new_work_dir("bundle")
     try:
         try:
             with tarfile.open(path) as tf:

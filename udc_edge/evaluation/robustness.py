@@ -26,7 +26,7 @@ from udc_edge.attacks import AttackSpec, QueryTarget, attack, is_torch_target, t
 from udc_edge.attacks.io import encode_adversarial, write_adversarial
 from udc_edge.data.images import to_hwc, to_nchw
 from udc_edge.data.readers import PairedDataset
-from udc_edge.errors import BackendUnavailableError, DataError, InputError, OutputError, UsageError
+from udc_edge.errors import BackendUnavailableError, DataError, InputError, UsageError
 from udc_edge.evaluation.metrics import psnr, ssim
 from udc_edge.fileio import atomic_dir, write_json_atomic, write_text_atomic
 from udc_edge.models.padding import Padded
@@ -316,14 +316,6 @@ def grid_image(grid: dict[str, list[np.ndarray]]) -> np.ndarray:
 
     rows = [[text_image(key, 96, row[0].shape[0]), *row] for key, row in grid.items()]
     return image_grid(rows, col_labels=["attack", *GRID_COLUMNS])
-
-
-def check_output_dir(out: str | os.PathLike, overwrite: bool = False) -> None:
-    """Refuse a non-empty output folder up front, before any attack runs."""
-    p = Path(out)
-    if p.exists() and (not p.is_dir() or (any(p.iterdir()) and not overwrite)):
-        raise OutputError(f"output {p} exists and is not an empty folder",
-                          "choose a new folder, or pass --overwrite to replace it")
 
 
 def write_report(report: RobustnessReport, grid: dict[str, list[np.ndarray]], out: str | os.PathLike,
