@@ -27,7 +27,7 @@ def _can_mount_tmpfs(tmp: Path) -> bool:
         return False
     (tmp / "probe").mkdir()
     res = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=16k tmpfs {tmp / 'probe'}"],
-                         capture_output=True)
+                         capture_output=True, check=False)
     return res.returncode == 0
 
 
@@ -78,7 +78,8 @@ def test_disk_full_anywhere_leaves_nothing_and_prints_one_line(tmp_path, tiny_re
     script.write_text(textwrap.dedent(SCRIPT))
     cmd = (f"{mounts} && {sys.executable} {script} {' '.join(map(str, dirs))} {tiny_restorer_dir} {tiny_onnx} "
            f"{tmp_path / 'data' / 'lq'}")
-    proc = subprocess.run(["unshare", "-rm", "sh", "-c", cmd], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", cmd], env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
     assert "RESULT" in proc.stdout, proc.stdout + proc.stderr
     res = json.loads(proc.stdout.split("RESULT", 1)[1])
     for name in ("export", "build", "synth", "restore"):
