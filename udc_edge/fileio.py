@@ -143,9 +143,9 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
             for t in targets:
                 _check_parent_writable(t)
                 _clean_stale(t.parent, _sibling_pattern(t.name))
-                fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(t), suffix=".tmp", dir=t.parent)
+                fd, name = tempfile.mkstemp(prefix=_tmp_prefix(t), suffix=".tmp", dir=t.parent)
                 os.close(fd)
-                tmps.append(Path(tmp))
+                tmps.append(Path(name))
                 _chmod_default(tmps[-1], folder=False)
             yield list(tmps)
             for tmp, t in zip(tmps, targets):
