@@ -14,6 +14,7 @@ from udc_edge.attacks.io import read_adversarial
 from udc_edge.cli import app
 from udc_edge.data.readers import open_paired_dataset
 from udc_edge.data.synth import SynthSpec, write_synthetic_dataset
+from udc_edge.fileio import MARKER
 from udc_edge.models import create, save_checkpoint
 
 runner = CliRunner()
@@ -83,7 +84,7 @@ def test_eval_writes_report_table_and_grid(setup, tmp_path):
     assert all(r["psnr_drop"] is not None and r["queries_mean"] > 0 for r in rep["rows"])
     assert "| square | 8/255 |" in (out / "report.md").read_text()
     assert (out / "grid.png").stat().st_size > 1000
-    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "grid.png", "report.json", "report.md"]
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [

@@ -27,6 +27,7 @@ from udc_edge.evaluation.robustness import (
     plan_attacks,
     write_report,
 )
+from udc_edge.fileio import MARKER
 from udc_edge.models import load_checkpoint
 from udc_edge.models.zoo import load_model, shipped_models
 
@@ -182,7 +183,7 @@ def test_report_files_parse_and_hold_every_row(small_report, tmp_path):
 
     img, _ = read_image(out / "grid.png")
     assert img.shape[0] > 5 * 64 and img.shape[1] > 6 * 64  # a row per attack, 6 columns + label
-    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "grid.png", "report.json", "report.md"]
     with pytest.raises(OutputError, match="not empty"):
         write_report(report, grid, out)
 
