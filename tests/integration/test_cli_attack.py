@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from udc_edge.attacks.io import read_adversarial
 from udc_edge.cli import app
+from udc_edge.core.fileio import MARKER
 from udc_edge.data.readers import open_paired_dataset
 from udc_edge.data.synth import SynthSpec, write_synthetic_dataset
-from udc_edge.fileio import MARKER
 from udc_edge.models import create, save_checkpoint
 
 runner = CliRunner()
@@ -126,9 +126,9 @@ def test_unknown_model_and_missing_engine(setup, tmp_path):
 def engine(setup):
     """An ONNX Runtime engine of the checkpoint, with the manifest load_engine checks."""
     pytest.importorskip("onnxruntime")
+    from udc_edge.core.fileio import sha256_file
     from udc_edge.engines.manifest import Manifest, write_manifest
     from udc_edge.engines.ort import get_version
-    from udc_edge.fileio import sha256_file
     from udc_edge.models import load_checkpoint
 
     model, _ = load_checkpoint(setup / "ckpt")

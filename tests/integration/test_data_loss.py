@@ -195,8 +195,8 @@ def test_export_build_bundle_refuse_to_replace_files(ws, tiny_restorer_dir, tiny
 def test_engine_and_manifest_are_one_unit(ws, tiny_onnx, tmp_path, monkeypatch):
     """A crash between the engine's and the manifest's rename (made by failing the second
     os.replace: a real kill cannot be timed there) leaves nothing loadable but wrong."""
+    from udc_edge.core.errors import EngineError
     from udc_edge.engines import load_engine
-    from udc_edge.errors import EngineError
 
     out = tmp_path / "e.onnx"
     real_replace, calls = os.replace, []

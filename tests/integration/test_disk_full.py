@@ -36,8 +36,8 @@ import json, sys
 from pathlib import Path
 from typer.testing import CliRunner
 from udc_edge.cli import app
-from udc_edge.errors import OutputError
-from udc_edge.fileio import write_bytes_atomic
+from udc_edge.core.errors import OutputError
+from udc_edge.core.fileio import write_bytes_atomic
 
 small, fit, keep = map(Path, sys.argv[1:4])
 ckpt, onnx, ds = sys.argv[4:7]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from udc_edge.errors import OutputError
-from udc_edge.fileio import (
+from udc_edge.core.errors import OutputError
+from udc_edge.core.fileio import (
     MARKER,
     atomic_dir,
     atomic_path,
@@ -119,7 +119,7 @@ def test_overwrite_replaces_only_what_udc_edge_made(tmp_path):
 
 KILLED = """
 import os, signal, sys
-from udc_edge.fileio import atomic_dir, work_dir
+from udc_edge.core.fileio import atomic_dir, work_dir
 with work_dir("calib") as w, atomic_dir(sys.argv[1]) as tmp:
     (w / "aug.onnx").write_bytes(b"x")
     (tmp / "half.png").write_bytes(b"y")

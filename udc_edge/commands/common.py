@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 err = Console(stderr=True)
 stdout = Console()
@@ -57,8 +57,8 @@ AttackBatchOpt = Annotated[int, typer.Option(
 
 
 def check_out(out: Path, *inputs: str | Path | None, overwrite: bool = False, kind: str = "dir") -> None:
-    """Refuse OUT before any work starts: see :func:`udc_edge.fileio.check_output`."""
-    from udc_edge.fileio import check_output
+    """Refuse OUT before any work starts: see :func:`udc_edge.core.fileio.check_output`."""
+    from udc_edge.core.fileio import check_output
 
     check_output(out, inputs, overwrite, kind)
 

@@ -32,9 +32,9 @@ def restore_cmd(
     weights: WeightsOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Restore degraded UDC images with a model: all or nothing, the output folder appears when every image is done."""
+    """Restore degraded UDC images with a model."""
+    from udc_edge.core.progress import progress_bar
     from udc_edge.evaluation.restore import collect_inputs, restore_files
-    from udc_edge.progress import progress_bar
 
     net, _ = load_model_opts(model, arch, arch_kwargs, weights)
     n = len(collect_inputs(list(inputs)))

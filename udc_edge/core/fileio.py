@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from udc_edge.errors import OutputError
+from udc_edge.core.errors import OutputError
 
 MARKER = ".udc-edge-output"  # in every folder atomic_dir makes: only such folders may be replaced
 STALE_AGE_S = 24 * 3600  # a leftover without a PID (older udc-edge) is stale after this
