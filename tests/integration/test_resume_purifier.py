@@ -13,6 +13,7 @@ import json
 
 import pytest
 import torch
+from interrupt import Interrupted, stop_after
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -29,22 +30,6 @@ DISTILL = {"k": 1, "batch": 2, "patch": 32, "pool": 2, "val_count": 1, "val_ever
            "lr": 2e-3, "data": "synth:toled", "threads": 1}
 FINETUNE = {"mix": ("clean", "purified", "adversarial"), "batch": 3, "patch": 32, "pool": 2, "val_count": 1,
             "val_every": N // 2, "warmup": N, "lr": 2e-3, "attack_steps": 1, "data": "synth:toled", "threads": 1}
-
-
-class Interrupted(Exception):
-    pass
-
-
-def stop_after(steps: int):
-    """A progress callback that interrupts the run during step ``steps + 1``."""
-    done = [0]
-
-    def advance(n: int = 1, **_: object) -> None:
-        done[0] += n
-        if done[0] > steps:
-            raise Interrupted
-
-    return advance
 
 
 def same_weights(a, b) -> bool:

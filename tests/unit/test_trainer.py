@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from interrupt import Interrupted, stop_after
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -29,22 +30,6 @@ from udc_edge.training.state import load_state, options
 runner = CliRunner()
 UNET_T = {"arch": "unet", "kwargs": {"width": 4, "depth": 2, "blocks": 1}}
 COMMON = {"data": "synth:toled", "pool": 2, "val_count": 1, "threads": 1, "device": "cpu", "warmup": 2}
-
-
-class Interrupted(Exception):
-    pass
-
-
-def stop_after(steps: int):
-    """A progress callback that interrupts the run during step ``steps + 1``."""
-    done = [0]
-
-    def advance(n: int = 1, **_: object) -> None:
-        done[0] += n
-        if done[0] > steps:
-            raise Interrupted
-
-    return advance
 
 
 class L1Trainer(T.Trainer):
