@@ -183,8 +183,8 @@ class DistillTrainer(Trainer):
         for p in teacher.parameters():
             p.requires_grad_(False)
         self.teacher = teacher.to(self.device)
-        student = student.to(self.device)
-        return student, student.unet
+        self.student = student.to(self.device)
+        return self.student, self.student.unet
 
     def record(self) -> dict[str, Any]:
         return {"teacher": self.desc.get("name", self.desc.get("path", self.spec.teacher)),
@@ -219,7 +219,8 @@ class DistillTrainer(Trainer):
         return torch.cat(zs)[: spec.targets], torch.cat(ts)[: spec.targets]
 
     def started(self, history: list[dict]) -> None:
-        self.model.distillation["gap_mse_before"] = float(history[0].get("gap_mse", float("nan")))
+        self.gap_before = float(history[0].get("gap_mse", float("nan")))
+        self.student.distillation["gap_mse_before"] = self.gap_before
 
     def batches(self, steps: range) -> Iterator[Any]:
         if self.pool is None:
@@ -241,14 +242,14 @@ class DistillTrainer(Trainer):
         return F.mse_loss(ddim_reverse(net, z, self.teacher.t_star, self.spec.k), target)
 
     def validate(self) -> dict[str, float]:
-        return {"gap_mse": teacher_student_gap(self.teacher, self.model, self.vx, self.vn, self.n_teacher,
+        return {"gap_mse": teacher_student_gap(self.teacher, self.student, self.vx, self.vn, self.n_teacher,
                                                self.spec.k, self.v_target)}
 
     def status(self, m: dict[str, Any]) -> str:
         return f"gap {m['gap_mse']:.2e}"
 
     def save_model(self, folder: Path, extra: dict[str, Any]) -> None:
-        save_purifier(folder, self.model, extra, overwrite=True)
+        save_purifier(folder, self.student, extra, overwrite=True)
 
 
 def distill(spec: DistillSpec, progress: Advance = _noop, setup_progress: Advance = _noop) -> DistillReport:
@@ -256,7 +257,7 @@ def distill(spec: DistillSpec, progress: Advance = _noop, setup_progress: Advanc
     trainer = DistillTrainer(spec, LoopSpec.of(spec, steps=spec.train_steps), progress, setup_progress)
     r = trainer.run()
     report = DistillReport(out=r.out, k=spec.k, teacher_steps=trainer.n_teacher, t_star=trainer.teacher.t_star,
-                           gap_before=trainer.model.distillation["gap_mse_before"],
+                           gap_before=trainer.gap_before,
                            gap_after=float(r.best.get("gap_mse", float("inf"))), seconds=r.seconds,
                            history=r.history)
     trainer.write_log(report)

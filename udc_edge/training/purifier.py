@@ -162,8 +162,8 @@ class PurifierTrainer(Trainer):
     must_match = RESUME_MUST_MATCH
 
     def build(self) -> tuple[torch.nn.Module, torch.nn.Module]:
-        purifier = Purifier(**self.spec.purifier_kwargs()).to(self.device)
-        return purifier, purifier.unet
+        self.purifier = Purifier(**self.spec.purifier_kwargs()).to(self.device)
+        return self.purifier, self.purifier.unet
 
     def prepare(self, data: TrainData) -> None:
         spec = self.spec
@@ -178,16 +178,16 @@ class PurifierTrainer(Trainer):
         t = torch.randint(0, self.t_top, (self.spec.batch,), generator=gen)
         noise = torch.randn(x.shape, generator=gen)
         x, t, noise = to_device(self.device, x, t, noise)
-        return denoising_loss(self.model, x, t, noise, net)
+        return denoising_loss(self.purifier, x, t, noise, net)
 
     def validate(self) -> dict[str, float]:
-        return {"val_loss": self.val.loss(self.model)}
+        return {"val_loss": self.val.loss(self.purifier)}
 
     def status(self, m: dict[str, Any]) -> str:
         return f"val loss {m['val_loss']:.4f}"
 
     def save_model(self, folder: Path, extra: dict[str, Any]) -> None:
-        save_purifier(folder, self.model, extra, overwrite=True)
+        save_purifier(folder, self.purifier, extra, overwrite=True)
 
 
 def train_purifier(spec: PurifierTrainSpec, progress: Advance = _noop, setup_progress: Advance = _noop

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -127,7 +128,7 @@ def device_name(device: str) -> str:
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
 
-class Trainer:
+class Trainer(ABC):
     """The training skeleton; subclasses set the class attributes and override the hooks."""
 
     kind: str = ""
@@ -147,9 +148,9 @@ class Trainer:
         self.device = "cpu"
 
     # -- hooks ---------------------------------------------------------------------------
+    @abstractmethod
     def build(self) -> tuple[nn.Module, nn.Module]:
         """The model to save and the module whose parameters train (on ``self.device``)."""
-        raise NotImplementedError
 
     def record(self) -> dict[str, Any]:
         """Entries beside the spec in each checkpoint's ``training`` record (compared on resume)."""
@@ -167,19 +168,20 @@ class Trainer:
         return step_batches(self.data.sampler, self.loop.seed, self.info.rank, self.loop.batch, steps,
                             self.loop.workers, pin=self.device.startswith("cuda"))
 
+    @abstractmethod
     def loss(self, batch: Any, net: nn.Module) -> torch.Tensor:
         """The training loss of one batch; ``net`` is the trained module (DDP-wrapped under torchrun)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def validate(self) -> dict[str, float]:
         """Validation metrics (rank 0), including :attr:`metric`."""
-        raise NotImplementedError
 
     def status(self, m: dict[str, Any]) -> str:
         return f"val {self.metric} {m[self.metric]:.4f}"
 
+    @abstractmethod
     def save_model(self, folder: Path, extra: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Write a checkpoint folder (``best/`` or ``last/``) of ``self.model`` with ``extra``."""
 
     def started(self, history: list[dict]) -> None:
         """Called once the history before the first step is known (fresh or resumed)."""
@@ -210,27 +212,41 @@ class Trainer:
             best = None  # the sentinel of a run that never validated
         return start, history, best, resumed
 
-    def run(self) -> TrainResult:
+    def _start(self) -> tuple[Path, nn.Module, torch.optim.Optimizer]:
+        """Threads, device and process group, the run folder, the models and the optimiser."""
         loop = self.loop
         if loop.threads:
             torch.set_num_threads(loop.threads)
-        self.info = info = D.init_distributed(D.resolve_device(loop.device))
-        self.device = info.device
-        out = prepare_out_dir(loop.out, loop.resume, loop.overwrite, info)
+        self.info = D.init_distributed(D.resolve_device(loop.device))
+        self.device = self.info.device
+        out = prepare_out_dir(loop.out, loop.resume, loop.overwrite, self.info)
         torch.manual_seed(loop.seed)  # identical initial weights on every rank
         self.model, trained = self.build()
         opt = torch.optim.AdamW(trained.parameters(), lr=loop.lr, weight_decay=loop.weight_decay, betas=(0.9, 0.99))
-        start, history, best, resumed = 0, [], None, None
-        if loop.resume:  # before the data: a refusal is quick
+        return out, trained, opt
+
+    def _begin(self, out: Path, opt: torch.optim.Optimizer) -> tuple[int, list[dict], dict | None, dict | None]:
+        """Resume (before the data: a refusal is quick), then the data, the validation inputs
+        and a fresh run's step-0 record; returns (start step, history, best, resumed)."""
+        start, best, resumed = 0, None, None
+        history: list[dict] = []
+        if self.loop.resume:
             start, history, best, resumed = self._resume(out, opt)
         data_name, patch = self.data_source()
-        self.data = make_train_data(data_name, patch, loop.seed, self.spec.val_count, pool=self.spec.pool,
+        self.data = make_train_data(data_name, patch, self.loop.seed, self.spec.val_count, pool=self.spec.pool,
                                     progress=self.setup_progress)
         self.prepare(self.data)
-        if self.validate_at_start and not loop.resume:
-            history = [{"step": 0, **(self.validate() if info.is_main else {}), "seconds": 0.0}]
+        if self.validate_at_start and not self.loop.resume:
+            history = [{"step": 0, **(self.validate() if self.info.is_main else {}), "seconds": 0.0}]
         self.started(history)
-        net = D.wrap_model(trained, info)
+        return start, history, best, resumed
+
+    def run(self) -> TrainResult:
+        """Train from the spec (or resume); rank 0 validates and saves. Returns rank 0's view."""
+        loop = self.loop
+        out, trained, opt = self._start()
+        start, history, best, resumed = self._begin(out, opt)
+        net = D.wrap_model(trained, self.info)
         t0 = time.perf_counter()
         elapsed_before = float(history[-1].get("seconds", 0.0)) if history else 0.0
         for step, batch in zip(range(start, loop.steps), self.batches(range(start, loop.steps))):
@@ -243,17 +259,16 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
             opt.step()
             self.progress(1, status=f"loss {loss.item():{self.loss_format}}")
-            if info.is_main and ((step + 1) % loop.val_every == 0 or step + 1 == loop.steps):
+            if self.info.is_main and ((step + 1) % loop.val_every == 0 or step + 1 == loop.steps):
                 m = self.validate()
                 m.update(step=step + 1, loss=float(loss.item()), seconds=elapsed_before + time.perf_counter() - t0)
                 history.append(m)
                 self.progress(0, status=self.status(m))
                 best = self._save(out, opt, m, best, history, step + 1)
-        result = TrainResult(out=str(out), steps=loop.steps, seconds=elapsed_before + time.perf_counter() - t0,
-                             best=best or {}, history=history, resumed=resumed, ranks=info.world_size,
-                             weights_digests=D.gather_strings(D.weights_digest(self.model), info))
-        self.result = result
-        return result
+        self.result = TrainResult(out=str(out), steps=loop.steps, seconds=elapsed_before + time.perf_counter() - t0,
+                                  best=best or {}, history=history, resumed=resumed, ranks=self.info.world_size,
+                                  weights_digests=D.gather_strings(D.weights_digest(self.model), self.info))
+        return self.result
 
     def write_log(self, report: Any) -> None:
         """Rank 0 writes ``OUT/train_log.json`` (the one format, see the module docstring);
