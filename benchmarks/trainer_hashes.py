@@ -28,6 +28,12 @@ from udc_edge.training.purifier import PurifierTrainSpec, train_purifier
 from udc_edge.training.restorer import TrainSpec, train_restorer
 from udc_edge.training.state import load_state
 
+
+def cpu(spec_class: type) -> dict:
+    """``device="cpu"`` where the spec has the option (older commits lack it: CPU was their only device)."""
+    return {"device": "cpu"} if "device" in spec_class.__dataclass_fields__ else {}
+
+
 RUNS = ("restorer", "purifier", "distill", "distill-targets", "finetune", "finetune-ref")
 
 
@@ -39,16 +45,20 @@ def train_all(root: Path) -> None:
     save_checkpoint(rst, create("unet-t"), {"arch": "unet", "kwargs": {"width": 4, "depth": 2, "blocks": 1}})
     common = {"data": "synth:toled", "batch": 4, "pool": 4, "val_count": 2, "threads": 1, "seed": 3,
               "val_every": 5, "warmup": 4}
-    train_restorer(TrainSpec(arch="unet-t", patch=48, steps=12, out=str(root / "restorer"), **common))
-    train_purifier(PurifierTrainSpec(unet="purifier-t", patch=32, steps=12, device="cpu",
-                                     out=str(root / "purifier"), **common))
+    train_restorer(TrainSpec(arch="unet-t", patch=48, steps=12, out=str(root / "restorer"), **common, **cpu(TrainSpec)))
+    train_purifier(PurifierTrainSpec(unet="purifier-t", patch=32, steps=12, out=str(root / "purifier"), **common,
+                                     **cpu(PurifierTrainSpec)))
     two = {**common, "batch": 2, "patch": 32, "lr": 2e-3}
-    distill(DistillSpec(teacher=teacher, k=1, train_steps=12, out=str(root / "distill"), **two))
-    distill(DistillSpec(teacher=teacher, k=2, train_steps=10, targets=4, out=str(root / "distill-targets"), **two))
+    dcpu, fcpu = cpu(DistillSpec), cpu(FinetuneSpec)
+    distill(DistillSpec(teacher=teacher, k=1, train_steps=12, out=str(root / "distill"), **two, **dcpu))
+    distill(DistillSpec(teacher=teacher, k=2, train_steps=10, targets=4, out=str(root / "distill-targets"), **two,
+                        **dcpu))
     finetune_restorer(FinetuneSpec(restorer=rst, purifier=teacher, steps=12, mix=("clean", "purified", "adversarial"),
-                                   attack_steps=1, out=str(root / "finetune"), **{**two, "batch": 3}))
+                                   attack_steps=1, out=str(root / "finetune"), **{**two, "batch": 3},
+                                   **fcpu))
     finetune_restorer(FinetuneSpec(restorer=rst, purifier=teacher, steps=10, mix=("clean", "purified-adversarial"),
-                                   attack_steps=1, target="restorer", out=str(root / "finetune-ref"), **two))
+                                   attack_steps=1, target="restorer", out=str(root / "finetune-ref"), **two,
+                                   **fcpu))
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -27,9 +27,10 @@ from udc_edge.training.finetune import FinetuneSpec, finetune_restorer
 runner = CliRunner()
 N = 4  # steps; checkpoints (and resumable state) every N/2
 DISTILL = {"k": 1, "batch": 2, "patch": 32, "pool": 2, "val_count": 1, "val_every": N // 2, "warmup": N,
-           "lr": 2e-3, "data": "synth:toled", "threads": 1}
+           "lr": 2e-3, "data": "synth:toled", "threads": 1, "device": "cpu"}
 FINETUNE = {"mix": ("clean", "purified", "adversarial"), "batch": 3, "patch": 32, "pool": 2, "val_count": 1,
-            "val_every": N // 2, "warmup": N, "lr": 2e-3, "attack_steps": 1, "data": "synth:toled", "threads": 1}
+            "val_every": N // 2, "warmup": N, "lr": 2e-3, "attack_steps": 1, "data": "synth:toled", "threads": 1,
+            "device": "cpu"}
 
 
 def same_weights(a, b) -> bool:

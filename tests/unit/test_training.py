@@ -15,7 +15,7 @@ from udc_edge.training.pairs import make_train_data
 from udc_edge.training.restorer import TrainSpec, train_restorer
 
 TINY = {"arch": "unet-t", "data": "synth:toled", "batch": 4, "patch": 48, "pool": 6, "val_count": 2, "warmup": 5,
-        "threads": 1}
+        "threads": 1, "device": "cpu"}
 
 
 def _digest(run) -> str:
