@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from udc_edge.diffusion.purifier import Purifier, save_purifier
 from udc_edge.models import create, save_checkpoint
-from udc_edge.models.purifier import Purifier, save_purifier
 from udc_edge.training.distill import DistillSpec, distill
 from udc_edge.training.finetune import FinetuneSpec, finetune_restorer
 from udc_edge.training.purifier import PurifierTrainSpec, train_purifier

@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from udc_edge.models.purifier import load_purifier
+from udc_edge.diffusion.purifier import load_purifier
 from udc_edge.training.purifier import PurifierTrainSpec, train_purifier
 
 pytestmark = [pytest.mark.cuda,
@@ -39,8 +39,8 @@ def test_cuda_run_follows_the_cpu_run_and_its_checkpoint_loads_on_the_cpu(tmp_pa
 def test_every_trainer_runs_on_cuda_and_follows_its_cpu_run(tmp_path):
     """`--device cuda` for the restorer, distill and finetune trainers (the one Trainer moves
     their models, batches and validation inputs); their checkpoints load on the CPU."""
+    from udc_edge.diffusion.purifier import Purifier, save_purifier
     from udc_edge.models import create, load_checkpoint, save_checkpoint
-    from udc_edge.models.purifier import Purifier, save_purifier
     from udc_edge.training.distill import DistillSpec, distill
     from udc_edge.training.finetune import FinetuneSpec, finetune_restorer
     from udc_edge.training.restorer import TrainSpec, train_restorer

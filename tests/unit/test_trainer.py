@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from udc_edge.cli import app
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
+from udc_edge.diffusion.purifier import Purifier, save_purifier
 from udc_edge.models import build, create, save_checkpoint
-from udc_edge.models.purifier import Purifier, save_purifier
 from udc_edge.training import trainer as T
 from udc_edge.training.distill import DistillSpec, distill
 from udc_edge.training.finetune import FinetuneSpec, finetune_restorer
@@ -64,7 +64,7 @@ class ToyReport:
     best_val_l1: float
 
 
-def toy_run(out: Path, steps: int = 6, progress=T._noop, **kw: Any) -> T.TrainResult:
+def toy_run(out: Path, steps: int = 6, progress=T.noop, **kw: Any) -> T.TrainResult:
     spec = TrainSpec(**{"arch": "unet-t", "batch": 2, "patch": 32, "steps": steps, "val_every": 2, "lr": 5e-3,
                         "out": str(out), **COMMON, **kw})
     trainer = L1Trainer(spec, T.LoopSpec.of(spec), progress)

@@ -10,7 +10,7 @@ outputs, back-propagating through all k student evaluations.
 Why this kind: purification starts at a small t* (0.1 of the schedule), where the DDIM
 trajectory is short and nearly straight, so one regression gets a 1-4 step student
 close to the teacher. It optimises exactly the k-step graph that is deployed
-(:class:`~udc_edge.models.purifier.PurifierSampler`), needs one training run (progressive
+(:class:`~udc_edge.diffusion.purifier.PurifierSampler`), needs one training run (progressive
 distillation needs log2(N/k) rounds) and no target networks or EMA (consistency
 distillation), and the teacher's N steps per batch are cheap at k <= 4 and t* <= 0.15.
 
@@ -38,8 +38,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from udc_edge.errors import UsageError
-from udc_edge.models.purifier import (
+from udc_edge.core.errors import UsageError
+from udc_edge.core.progress import Advance, noop
+from udc_edge.diffusion.purifier import (
     Purifier,
     check_steps,
     ddim_reverse,
@@ -49,7 +50,6 @@ from udc_edge.models.purifier import (
     save_purifier,
     state_digest,
 )
-from udc_edge.progress import Advance, _noop
 from udc_edge.training.pairs import TrainData
 from udc_edge.training.purifier import domain_batch
 from udc_edge.training.state import options
@@ -252,7 +252,7 @@ class DistillTrainer(Trainer):
         save_purifier(folder, self.student, extra, overwrite=True)
 
 
-def distill(spec: DistillSpec, progress: Advance = _noop, setup_progress: Advance = _noop) -> DistillReport:
+def distill(spec: DistillSpec, progress: Advance = noop, setup_progress: Advance = noop) -> DistillReport:
     """Train a k-step student from ``spec.teacher``; returns the report (rank 0's view)."""
     trainer = DistillTrainer(spec, LoopSpec.of(spec, steps=spec.train_steps), progress, setup_progress)
     r = trainer.run()

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from udc_edge.errors import UsageError
-from udc_edge.models.purifier import (
+from udc_edge.core.errors import UsageError
+from udc_edge.core.progress import Advance, noop
+from udc_edge.diffusion.purifier import (
     DOMAINS,
     TRAIN_TIMESTEPS,
     Purifier,
@@ -35,7 +36,6 @@ from udc_edge.models.purifier import (
     to_model,
     unet_config,
 )
-from udc_edge.progress import Advance, _noop
 from udc_edge.training.pairs import TrainData
 from udc_edge.training.state import options
 from udc_edge.training.trainer import LoopSpec, Trainer, check_loop_options, to_device
@@ -190,7 +190,7 @@ class PurifierTrainer(Trainer):
         save_purifier(folder, self.purifier, extra, overwrite=True)
 
 
-def train_purifier(spec: PurifierTrainSpec, progress: Advance = _noop, setup_progress: Advance = _noop
+def train_purifier(spec: PurifierTrainSpec, progress: Advance = noop, setup_progress: Advance = noop
                    ) -> PurifierTrainReport:
     """Run the purifier training described by ``spec`` (single process or torchrun DDP)."""
     trainer = PurifierTrainer(spec, LoopSpec.of(spec), progress, setup_progress)

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from udc_edge.core.errors import UsageError
+from udc_edge.core.metrics import psnr, ssim
+from udc_edge.core.progress import Advance, noop
 from udc_edge.data.images import to_hwc, to_nchw
-from udc_edge.errors import UsageError
-from udc_edge.evaluation.metrics import psnr, ssim
 from udc_edge.models import (
     build,
     load_checkpoint,
@@ -32,7 +33,6 @@ from udc_edge.models import (
     run_padded,
     save_checkpoint,
 )
-from udc_edge.progress import Advance, _noop
 from udc_edge.training.losses import restoration_loss
 from udc_edge.training.pairs import TrainData
 from udc_edge.training.state import options
@@ -151,7 +151,7 @@ class RestorerTrainer(Trainer):
         save_checkpoint(folder, self.model, self.config, extra, overwrite=True)
 
 
-def train_restorer(spec: TrainSpec, progress: Advance = _noop, setup_progress: Advance = _noop) -> TrainReport:
+def train_restorer(spec: TrainSpec, progress: Advance = noop, setup_progress: Advance = noop) -> TrainReport:
     """Run the training described by ``spec``; returns the report (rank 0's view)."""
     trainer = RestorerTrainer(spec, LoopSpec.of(spec), progress, setup_progress)
     r = trainer.run()

@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from udc_edge.errors import OutputError, UsageError
-from udc_edge.fileio import write_json_atomic
-from udc_edge.progress import Advance, _noop
+from udc_edge.core.errors import OutputError, UsageError
+from udc_edge.core.fileio import write_json_atomic
+from udc_edge.core.progress import Advance, noop
 from udc_edge.training import distributed as D
 from udc_edge.training.pairs import TrainData, make_train_data, step_batches
 from udc_edge.training.state import STATE_NAME, resume_run, save_train_state
@@ -141,7 +141,7 @@ class Trainer(ABC):
     validate_at_start: bool = False
     loss_format: str = ".4f"
 
-    def __init__(self, spec: Any, loop: LoopSpec, progress: Advance = _noop, setup_progress: Advance = _noop):
+    def __init__(self, spec: Any, loop: LoopSpec, progress: Advance = noop, setup_progress: Advance = noop):
         self.spec, self.loop = spec, loop
         self.progress, self.setup_progress = progress, setup_progress
         self.info = D.DistInfo()
