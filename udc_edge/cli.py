@@ -61,11 +61,18 @@ def main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0: torch's default). On a shared "
                                          "machine 1 avoids 10-50x slow-downs when another process holds a core.")] = 0,
+    trust_code: Annotated[bool, typer.Option(
+        "--trust-code", help="Let a checkpoint whose config.json names its own class (arch pkg.mod:Class) import "
+                             "that module. Off by default: a file never makes udc-edge run code.")] = False,
 ) -> None:
     """udc-edge: UDC restoration from PyTorch to robust edge engines."""
     ctx.meta["udc_edge.debug"] = debug
     ctx.meta["udc_edge.quiet"] = quiet
     set_threads(threads)
+    if trust_code:  # imported here only: the torch-free commands must not pay for it
+        from udc_edge.models.checkpoint import trusting_checkpoint_code
+
+        ctx.with_resource(trusting_checkpoint_code())
 
 
 for _module in (data, train, purifier, models, deploy, doctor, workflow, attack, demo):
