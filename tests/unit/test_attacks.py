@@ -106,6 +106,23 @@ def test_parse_eps_refuses_values_outside_unit_interval(text):
         parse_eps(text)
 
 
+@pytest.mark.parametrize("text", ["8/255/2", "8/255/255", "8//255", "8/", "/255", "1/2/3", "8/255 2", "2e", "0x1"])
+def test_parse_eps_is_strict(text):
+    """"8/255/2" once parsed as 8/(255/2) = 16/255: one number or ONE fraction only."""
+    with pytest.raises(UsageError, match="one fraction"):
+        parse_eps(text)
+
+
+def test_cli_refuses_a_double_fraction_eps_with_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from udc_edge.cli import app
+
+    res = CliRunner().invoke(app, ["attack", "unet-s-poled", "--data", str(tmp_path), "--eps", "8/255/2",
+                                   "--out", str(tmp_path / "adv")])
+    assert res.exit_code == 2 and "8/255/2" in res.output and "Traceback" not in res.output
+
+
 def test_parse_attack_names_and_suggestion():
     assert parse_attack_names("pgd,simba") == ("pgd", "simba")
     assert parse_attack_names(" PGD , Square ") == ("pgd", "square")
