@@ -6,7 +6,6 @@ The planted module writes a marker file when imported: the marker is the proof t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -95,5 +94,5 @@ def test_shipped_purifier_naming_udc_edge_class_still_loads():
     from udc_edge.models.zoo import load_model, shipped_models
 
     name = next(n for n in shipped_models() if n.startswith("purifier"))
-    net, desc = load_model(name)
+    _, desc = load_model(name)
     assert desc["arch"].startswith("udc_edge.")
