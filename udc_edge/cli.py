@@ -13,6 +13,7 @@ from typing import Annotated
 
 import click
 import typer
+from rich.text import Text
 from typer.core import TyperGroup
 
 from udc_edge import __version__
@@ -30,7 +31,7 @@ class _Group(TyperGroup):
         except UdcEdgeError as exc:
             if ctx.meta.get("udc_edge.debug") or os.environ.get("UDC_EDGE_DEBUG"):
                 raise
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+            err.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -41,6 +42,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text as written: "[default: ...]" and "udc-edge[trt]" stay
 )
 
 
