@@ -33,6 +33,13 @@ class _Group(TyperGroup):
                 raise
             err.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except MemoryError:  # e.g. a --shape or --size far beyond this machine
+            if ctx.meta.get("udc_edge.debug") or os.environ.get("UDC_EDGE_DEBUG"):
+                raise
+            err.print(Text.assemble(("error:", "bold red"), " out of memory (the arrays this command needs do not "
+                                    "fit in this machine's memory; use a smaller --shape, --size or --tile)"),
+                      soft_wrap=True)
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(

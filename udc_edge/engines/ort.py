@@ -132,7 +132,22 @@ class OrtEngine(Engine):
                           {"providers": sess.get_providers()})
 
     def _infer(self, *inputs: np.ndarray) -> np.ndarray:
-        return self.session.run([self._out], dict(zip(self._in, inputs)))[0]
+        for t, x in zip(self.session.get_inputs(), inputs):
+            want = tuple(d if isinstance(d, int) else None for d in t.shape)
+            if len(want) == x.ndim and any(d is not None and d != s for d, s in zip(want, x.shape)):
+                shown = "x".join("?" if d is None else str(d) for d in want)
+                raise EngineError(
+                    f"engine {self.path.name} takes {t.name!r} of shape {shown} (fixed when it was exported), "
+                    f"got {'x'.join(map(str, x.shape))}",
+                    "give inputs of that size (e.g. --shape / crop the images), or re-export without --fixed-shape",
+                )
+        try:
+            return self.session.run([self._out], dict(zip(self._in, inputs)))[0]
+        except Exception as exc:  # ORT's own error types (Fail, RuntimeException, ...): one line, not a traceback
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EngineError(f"engine {self.path.name} failed on an input of shape "
+                              f"{'x'.join(map(str, inputs[0].shape))}: {first}",
+                              "a smaller input (--shape, --tile) if memory ran out; else rebuild the engine") from exc
 
     def profile_layers(self, *inputs: np.ndarray, runs: int = 10) -> list[tuple[str, str, float]]:
         """Per-node mean time (ms) from ONNX Runtime's profiler: [(node, op_type, ms)], slowest first."""
