@@ -48,3 +48,12 @@ def test_models_json():
     doc = json.loads(res.stdout)
     assert {r["name"] for r in doc["shipped"]} == set(shipped_models())
     assert all(r["params"] > 0 for r in doc["architectures"])
+
+
+def test_trt_status_is_stated_wherever_backend_trt_is_offered(tmp_path):
+    for cmd in (["build", "--help"], ["doctor", "--help"]):
+        flat = " ".join(runner.invoke(app, cmd).output.split())
+        assert "not yet been run against real TensorRT" in flat, cmd
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    res = runner.invoke(app, ["build", str(tmp_path / "m.onnx"), "--backend", "trt", "--out", str(tmp_path / "e.engine")])
+    assert "not yet been run against real TensorRT" in " ".join(res.output.split())

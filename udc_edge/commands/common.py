@@ -14,6 +14,10 @@ from udc_edge.errors import UsageError
 # markup off: messages, paths and table cells are printed as they are ("udc-edge[trt]" keeps
 # its brackets); style with rich.text.Text where colour is wanted.
 err = Console(stderr=True, markup=False, highlight=False)
+
+#: Said wherever ``--backend trt`` is offered, until a real TensorRT run is recorded.
+TRT_STATUS = ("the TensorRT backend has not yet been run against real TensorRT: its tests use a stand-in "
+              "(docs/tensorrt.md)")
 stdout = Console(markup=False, highlight=False)
 
 
