@@ -13,9 +13,9 @@ import json
 import os
 import shutil
 import tarfile
-import zlib
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
