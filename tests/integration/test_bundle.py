@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from udc_edge.cli import app
-from udc_edge.errors import DataError
-from udc_edge.evaluation.bundle import open_bundle, write_bundle
+from udc_edge.core.errors import DataError
+from udc_edge.deploy.bundle import open_bundle, write_bundle
 
 runner = CliRunner()
 
@@ -102,7 +102,7 @@ def _relist(root, edit):
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
 def test_bundle_listing_a_path_outside_itself_is_refused(bundle, tmp_path, kind):
     """bundle.json once could make verify read and hash ../../etc/hostname."""
-    from udc_edge.fileio import sha256_file
+    from udc_edge.core.fileio import sha256_file
 
     root = _folder_copy(bundle, tmp_path)
     outside = tmp_path / "secret.txt"

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from udc_edge.cli import app
-from udc_edge.errors import ModelError
+from udc_edge.core.errors import ModelError
 
 MODULE = "import torch\nclass Net(torch.nn.Module):\n    def forward(self, x):\n        return x\n"
 

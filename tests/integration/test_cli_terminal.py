@@ -23,7 +23,7 @@ def test_help_keeps_square_brackets_and_shows_defaults():
 
 
 def test_error_messages_keep_square_brackets(tmp_path):
-    from udc_edge.errors import BackendUnavailableError
+    from udc_edge.core.errors import BackendUnavailableError
 
     @app.command("_raise_for_test", hidden=True)
     def _raise() -> None:

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from udc_edge.cli import app
+from udc_edge.core.errors import EngineError, ManifestError, UsageError
 from udc_edge.engines import load_engine
 from udc_edge.engines.build import build_engine
 from udc_edge.engines.manifest import manifest_path
 from udc_edge.engines.spec import BuildSpec
-from udc_edge.errors import EngineError, ManifestError, UsageError
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from udc_edge.evaluation.metrics import psnr, ssim
+from udc_edge.core.metrics import psnr, ssim
 
 
 def _gauss_ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, crop: int = 3) -> float:

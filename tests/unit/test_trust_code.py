@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from udc_edge.cli import app
-from udc_edge.errors import ModelError
+from udc_edge.core.errors import ModelError
 from udc_edge.models import load_checkpoint
 from udc_edge.models.checkpoint import trusting_checkpoint_code
 

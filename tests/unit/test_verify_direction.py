@@ -13,7 +13,8 @@ import torch
 
 from udc_edge.data.readers import open_paired_dataset
 from udc_edge.data.synth import SynthSpec, write_synthetic_dataset
-from udc_edge.evaluation.verify import VerifySpec, make_reference_set, verify_engine
+from udc_edge.deploy.reference import VerifySpec, make_reference_set
+from udc_edge.deploy.verify import verify_engine
 
 
 def _identity_restorer() -> torch.nn.Module:

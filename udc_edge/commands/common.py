@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 # markup off: messages, paths and table cells are printed as they are ("udc-edge[trt]" keeps
 # its brackets); style with rich.text.Text where colour is wanted.

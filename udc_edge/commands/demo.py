@@ -31,7 +31,7 @@ def demo(
     threads: Annotated[int, typer.Option(help="torch threads (1 keeps timings steady on shared CPUs; 0: default).")] = 1,
 ) -> None:
     """Run the main job end to end on the built-in default (P-OLED) and write a report."""
-    from udc_edge.demo import run_demo
+    from udc_edge.demo.run import run_demo
 
     replace = overwrite or (out_dir.is_dir() and _previous_demo(out_dir))
     report = run_demo(out_dir, quick=quick, quiet=quiet(ctx), overwrite=replace, threads=threads)

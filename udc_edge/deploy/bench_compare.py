@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 if TYPE_CHECKING:
-    from udc_edge.evaluation.bench import BenchReport
+    from udc_edge.deploy.bench import BenchReport
 
 MIN_SAMPLES = 20
 MIN_EFFECT = 0.05
