@@ -8,17 +8,26 @@ with code 1 (2 for usage errors); ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
 from typing import Annotated
 
 import click
 import typer
+from rich.text import Text
 from typer.core import TyperGroup
 
 from udc_edge import __version__
 from udc_edge.commands import attack, data, demo, deploy, doctor, models, purifier, train, workflow
 from udc_edge.commands.common import err, set_threads, stdout
 from udc_edge.core.errors import UdcEdgeError
+
+
+def _debugging(ctx: click.Context) -> bool:
+    """Whether ``--debug`` or ``UDC_EDGE_DEBUG`` asks for tracebacks instead of one-line errors."""
+    return bool(ctx.meta.get("udc_edge.debug") or os.environ.get("UDC_EDGE_DEBUG"))
 
 
 class _Group(TyperGroup):
@@ -28,10 +37,28 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except UdcEdgeError as exc:
-            if ctx.meta.get("udc_edge.debug") or os.environ.get("UDC_EDGE_DEBUG"):
+            if _debugging(ctx):
                 raise
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+            err.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except MemoryError:  # e.g. a --shape or --size far beyond this machine
+            if _debugging(ctx):
+                raise
+            err.print(Text.assemble(("error:", "bold red"), " out of memory (the arrays this command needs do not "
+                                    "fit in this machine's memory; use a smaller --shape, --size or --tile)"),
+                      soft_wrap=True)
+            raise typer.Exit(1) from None
+        except OSError as exc:  # a full disk outside an atomic write (temp folders): still one line
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or ctx.meta.get("udc_edge.debug"):
+                raise
+            err.print(f"error: no space left on the device ({exc.filename or 'temp folder'}); nothing was written "
+                      "(free some space)", highlight=False, soft_wrap=True, markup=False)
+            raise typer.Exit(1) from None
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C, so temporary outputs are removed on the way out."""
+    raise KeyboardInterrupt
 
 
 app = typer.Typer(
@@ -41,6 +68,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text as written: "[default: ...]" and "udc-edge[trt]" stay
 )
 
 
@@ -61,11 +89,20 @@ def main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0: torch's default). On a shared "
                                          "machine 1 avoids 10-50x slow-downs when another process holds a core.")] = 0,
+    trust_code: Annotated[bool, typer.Option(
+        "--trust-code", help="Let a checkpoint whose config.json names its own class (arch pkg.mod:Class) import "
+                             "that module. Off by default: a file never makes udc-edge run code.")] = False,
 ) -> None:
     """udc-edge: UDC restoration from PyTorch to robust edge engines."""
     ctx.meta["udc_edge.debug"] = debug
     ctx.meta["udc_edge.quiet"] = quiet
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, _interrupt)
     set_threads(threads)
+    if trust_code:  # imported here only: the torch-free commands must not pay for it
+        from udc_edge.models.checkpoint import trusting_checkpoint_code
+
+        ctx.with_resource(trusting_checkpoint_code())
 
 
 for _module in (data, train, purifier, models, deploy, doctor, workflow, attack, demo):

@@ -9,9 +9,12 @@ from typing import Annotated
 import typer
 
 from udc_edge.commands.common import (
+    TRT_STATUS,
     ArchKwargsOpt,
     ArchOpt,
+    OverwriteOpt,
     WeightsOpt,
+    err,
     json_opt,
     quiet,
     stdout,
@@ -53,8 +56,10 @@ def export_cmd(
     output_index: OutputIndexOpt = None,
     extra_input: ExtraInputOpt = None,
     stub_module: StubModuleOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Export a restorer to ONNX, check it, and prove ONNX Runtime matches torch."""
+    from udc_edge.engines.manifest import manifest_path
     from udc_edge.export.byo import ExtraInput
     from udc_edge.export.onnx_export import ExportSpec
     from udc_edge.export.request import ExportSource, export_source
@@ -64,7 +69,9 @@ def export_cmd(
     spec = ExportSpec(height=height, width=width, dynamic=dynamic, opset=opset, exporter=exporter,
                       max_abs_err=tolerance, output_index=output_index,
                       extra_inputs=tuple(ExtraInput.parse(t) for t in extra_input or ()))
-    result = export_source(src, out, spec)
+    result = export_source(src, out, spec, overwrite=overwrite)
+    # an engine manifest left from a file this export replaced describes another graph
+    manifest_path(out).unlink(missing_ok=True)
     stdout.print(result.report.summary(), markup=False, highlight=False, soft_wrap=True)
     for line in result.cuda_warnings():
         stdout.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -77,7 +84,8 @@ def build_cmd(
     bundle: Annotated[
         Path | None, typer.Option(help="Build from a bundle (udc-edge bundle) instead of an ONNX.")
     ] = None,
-    backend: Annotated[str, typer.Option(help="ort (ONNX Runtime, CPU) or trt (TensorRT, NVIDIA GPU).")] = "ort",
+    backend: Annotated[str, typer.Option(help="ort (ONNX Runtime, CPU) or trt (TensorRT, NVIDIA GPU; "
+                                              f"{TRT_STATUS}).")] = "ort",
     precision: Annotated[
         str, typer.Option(help="fp32, fp16 (trt), int8, or auto (fastest meeting --min-fidelity).")
     ] = "fp32",
@@ -98,6 +106,7 @@ def build_cmd(
     opt_shape: Annotated[str | None, typer.Option(help="Shape profile opt.")] = None,
     max_shape: Annotated[str | None, typer.Option(help="Shape profile max.")] = None,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: default).")] = 0,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Build an engine (and its manifest ENGINE.json) from an ONNX file."""
     from udc_edge.core.errors import UsageError
@@ -124,8 +133,11 @@ def build_cmd(
                          calib_method=calib_method, calib_cache=str(calib_cache) if calib_cache else None,
                          target=target, exclude=names, auto_exclude=auto_exclude, min_fidelity=min_fidelity,
                          profile=profile, threads=threads, prequantised=prequantised)
+        if backend == "trt":
+            err.print(f"note: {TRT_STATUS}")
         with progress_bar(f"building {backend} {precision}", None, quiet(ctx)) as adv:
-            report = build_engine(onnx_path, out, spec, progress=adv)
+            report = build_engine(onnx_path, out, spec, progress=adv, overwrite=overwrite,
+                                  inputs=(bundle,) if bundle is not None else ())
     stdout.print(report.summary())
 
 

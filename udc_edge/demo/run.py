@@ -79,7 +79,7 @@ def _bench_lines(details: dict) -> list[str]:
     return lines + [f"| {k} | {v} | {details['speedup_vs_torch'][k]}x |" for k, v in details["p50_ms"].items()]
 
 
-def run_demo(out_dir: str | Path, quick: bool = False, quiet: bool = False, overwrite: bool = True,
+def run_demo(out_dir: str | Path, quick: bool = False, quiet: bool = False, overwrite: bool = False,
              threads: int = 1) -> DemoReport:
     """Run every stage, write the report; a failing stage is recorded and later ones that need it skipped.
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from udc_edge.core.errors import ModelError, UsageError
-from udc_edge.core.fileio import write_json_atomic
+from udc_edge.core.fileio import check_output, write_json_atomic
 from udc_edge.export.byo import LoadReport, load_byo
 from udc_edge.export.onnx_export import ExportReport, ExportSpec, export_onnx
 
@@ -90,12 +90,15 @@ def _label(desc: dict) -> str | None:
     return desc.get("name") or desc.get("path") or desc.get("arch")
 
 
-def export_source(src: ExportSource, out: str | os.PathLike, spec: ExportSpec | None = None) -> ExportResult:
+def export_source(src: ExportSource, out: str | os.PathLike, spec: ExportSpec | None = None,
+                  overwrite: bool = False) -> ExportResult:
     """Load ``src``, wrap it behind its purifier if one is given, export it to ``out`` (checked
-    and proven equal to torch), and write the ``OUT.export.json`` sidecar."""
+    and proven equal to torch), and write the ``OUT.export.json`` sidecar. An existing ``out``
+    is replaced only with ``overwrite``, and never when it is one of the inputs."""
     spec = replace(spec or ExportSpec(), cpu_patch=src.byo_arch is not None)
     if src.purifier is not None and (spec.output_index is not None or spec.extra_inputs):
         raise UsageError("--output-index/--extra-input do not apply to purifier graphs")
+    check_output(out, (src.model, src.weights, src.purifier), overwrite, kind="file")
     net, desc, load = _load(src)
     if src.purifier is not None:
         from udc_edge.diffusion.pipeline import purifier_module
