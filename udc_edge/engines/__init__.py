@@ -1,4 +1,4 @@
-"""One Engine interface; backends: torch (reference), onnxruntime (CPU default), tensorrt.
+"""One Engine interface; backends: torch (reference), onnxruntime (CPU default), openvino, tensorrt.
 
 ``load_engine(path)`` reads the engine's manifest first, checks it, and returns the right
 backend's Engine. Each backend module says ``is_available()`` / ``get_version()`` (as
@@ -14,7 +14,7 @@ from udc_edge.engines.base import Engine, EngineInfo, IOSpec
 from udc_edge.engines.manifest import Manifest, read_manifest
 from udc_edge.errors import EngineError
 
-ENGINE_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
+ENGINE_SUFFIXES = (".onnx", ".xml", ".engine", ".plan", ".trt")
 
 __all__ = ["ENGINE_SUFFIXES", "Engine", "EngineInfo", "IOSpec", "Manifest", "is_engine_path", "load_engine"]
 
@@ -31,6 +31,11 @@ def load_engine(path: str | os.PathLike, threads: int = 0) -> Engine:
         from udc_edge.engines.ort import OrtEngine
 
         return OrtEngine(path, manifest, threads=threads)
+    if manifest.backend == "openvino":
+        from udc_edge.engines.openvino import OpenVinoEngine, require_openvino
+
+        require_openvino()
+        return OpenVinoEngine(path, manifest, threads=threads)
     if manifest.backend == "tensorrt":
         from udc_edge.engines.tensorrt import TrtEngine
 

@@ -1,8 +1,9 @@
 """``udc-edge build``: an ONNX file -> an engine file plus its manifest.
 
 ONNX Runtime: FP32 is the checked ONNX itself; INT8 is a Q/DQ model from real
-calibration images (cached ranges, optional automatic exclusion of sensitive layers);
-``auto`` builds both and keeps the fastest one that meets the fidelity target. Every
+calibration images (cached ranges, optional automatic exclusion of sensitive layers).
+OpenVINO builds go through ``engines.openvino_build``; ``auto`` (backend or precision)
+through ``engines.auto``, which builds the candidates and keeps the fastest faithful one. Every
 INT8 build measures its output against FP32 (PSNR on held-out calibration images) and its
 speed against FP32, and says in the summary and manifest when INT8 is slower or below
 target. TensorRT builds go through ``engines.tensorrt`` (explicit quantisation only).
@@ -25,7 +26,7 @@ from udc_edge.calibration.qdq import auto_exclude, fidelity, quantize_bytes
 from udc_edge.calibration.ranges import cached_ranges
 from udc_edge.engines.manifest import Manifest, host_device, write_manifest
 from udc_edge.engines.ort import get_version, make_session
-from udc_edge.engines.spec import DEFAULT_TRT_PROFILE, BuildSpec, Precision
+from udc_edge.engines.spec import DEFAULT_CALIB_SIZE, DEFAULT_TRT_PROFILE, BuildSpec, Precision
 from udc_edge.errors import EngineError, InputError, UsageError
 from udc_edge.fileio import write_bytes_atomic
 from udc_edge.progress import Advance, _noop
@@ -45,6 +46,9 @@ class BuildReport:
     excluded: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     calibration: dict | None = None
+    inference_precision: str | None = None  # what the compiled model reports it runs in (OpenVINO)
+    candidates: list[dict] = field(default_factory=list)  # --precision/--backend auto: every one tried
+    choice: str = ""  # --precision/--backend auto: why the winner won
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,12 +57,20 @@ class BuildReport:
         text = (f"built {self.engine} ({self.backend} {self.precision}"
                 + (f", asked {self.requested_precision}" if self.requested_precision != self.precision else "")
                 + f", {self.size_mb:.2f} MB) in {self.seconds:.1f} s")
+        if self.inference_precision:
+            text += f"; runs in {self.inference_precision} (as the compiled model reports)"
         if self.fidelity_db is not None:
             text += f"; output vs FP32 {self.fidelity_db:.1f} dB PSNR"
         if self.int8_speedup_vs_fp32 is not None:
             text += f"; INT8 {self.int8_speedup_vs_fp32:.2f}x the speed of FP32"
         if self.excluded:
             text += f"; {len(self.excluded)} layer(s) kept in float"
+        for c in self.candidates:
+            ms = f"{c['ms']:8.2f} ms" if c.get("ms") is not None else "       - ms"
+            db = f"{c['fidelity_db']:6.1f} dB" if c.get("fidelity_db") is not None else "     - dB"
+            text += f"\n  candidate {c['name']:<16} {ms}  {db}  {c['verdict']}"
+        if self.choice:
+            text += f"\nchose {self.choice}"
         for w in self.warnings:
             text += f"\nwarning: {w}"
         return text
@@ -155,16 +167,29 @@ def is_qdq(model: onnx.ModelProto) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
+def calibration_images(model: onnx.ModelProto, spec: BuildSpec):
+    """The calibration set of a build (the same for every backend): ``(set, calibration
+    images, held-out images)``. Size: ``--calib-size``, else the engine's run size when known
+    (a fixed-shape graph's H x W, the shape profile's opt), else ``DEFAULT_CALIB_SIZE``."""
+    hw = [d.dim_value if d.HasField("dim_value") else 0 for d in model.graph.input[0].type.tensor_type.shape.dim][2:]
+    fixed = all(hw)
+    if fixed and spec.calib_size is not None and spec.calib_size != max(hw):
+        raise UsageError(f"--calib-size {spec.calib_size} differs from the model's fixed input {hw[0]}x{hw[1]}",
+                         f"leave --calib-size out (it calibrates at {hw[0]}x{hw[1]}) or export with --dynamic")
+    size = (max(hw) if fixed else spec.calib_size or (max(spec.profile.opt[2:]) if spec.profile else DEFAULT_CALIB_SIZE))
+    calib = load_calibration_set(spec.calib, spec.calib_count, size, strict=fixed)
+    if fixed:  # a --fixed-shape graph: calibrate at its own H x W
+        calib = type(calib)(np.ascontiguousarray(calib.images[:, :, : hw[0], : hw[1]]), calib.source)
+    cal_imgs, held = calib.split(holdout=4)
+    return calib, cal_imgs, held
+
+
 def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: Advance) -> tuple[bytes, dict]:
     model, names, opts, fp32 = src.model, src.names, src.session_options, src.data
     if is_qdq(model):  # e.g. a bundle's qdq-*.onnx: quantised already, calibration travelled with it
         return fp32, {"calibration": {"source": "pre-quantised Q/DQ model", "target": spec.quant_target},
                                         "fidelity_met": True, "excluded": [], "prequantised": True}
-    hw = [d.dim_value if d.HasField("dim_value") else 0 for d in model.graph.input[0].type.tensor_type.shape.dim][2:]
-    calib = load_calibration_set(spec.calib, spec.calib_count, max(hw) if all(hw) else spec.calib_size)
-    if all(hw):  # a --fixed-shape graph: calibrate at its own H x W
-        calib = type(calib)(np.ascontiguousarray(calib.images[:, :, : hw[0], : hw[1]]), calib.source)
-    cal_imgs, held = calib.split(holdout=4)
+    calib, cal_imgs, held = calibration_images(model, spec)
     progress(0, status=f"calibrating ({spec.calib_method}, {len(cal_imgs)} images)")
     cache = spec.calib_cache or str(out.with_name(out.name + ".calib.json"))
     sub = type(calib)(cal_imgs, calib.source)
@@ -199,23 +224,26 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
     src = _Source.of(onnx_path, model, names)
     if spec.backend == "trt":
         return _build_trt(onnx_path, src, out, spec, multiple, t0, progress)
+    if spec.backend == "auto" or spec.precision == Precision.AUTO:
+        from udc_edge.engines.auto import build_auto
+
+        return build_auto(onnx_path, out, spec, progress)
+    if spec.backend == "openvino":
+        from udc_edge.engines.openvino_build import build_openvino
+
+        return build_openvino(onnx_path, src, out, spec, multiple, t0, progress)
     if out.suffix != ".onnx":
         raise UsageError(f"--out {out} must end in .onnx for the ONNX Runtime backend")
     warnings: list[str] = []
     data, built, info = src.data, Precision.FP32, {}
-    if spec.precision in (Precision.INT8, Precision.AUTO):
-        q, info = _int8(onnx_path, src, spec, out, progress)
+    if spec.precision == Precision.INT8:
+        data, info = _int8(onnx_path, src, spec, out, progress)
+        built = Precision.INT8
         if not info["fidelity_met"]:
             warnings.append(f"INT8 output is {info['fidelity_db']:.1f} dB from FP32, below --min-fidelity "
                             f"{spec.min_fidelity} dB" + ("" if spec.auto_exclude else "; try --exclude auto"))
         if info.get("speedup") is not None and info["speedup"] < 1.0:
             warnings.append(f"INT8 is slower than FP32 here ({info['speedup']:.2f}x)")
-        faster = info.get("speedup") is None or info["speedup"] > 1.0
-        use_int8 = spec.precision == Precision.INT8 or (info["fidelity_met"] and faster)
-        if use_int8:
-            data, built = q, Precision.INT8
-        else:
-            warnings.append("--precision auto chose FP32 (INT8 missed the fidelity target or was not faster)")
     write_bytes_atomic(out, data)
     size = out.stat().st_size / 2**20
     manifest = Manifest(
@@ -228,6 +256,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
         session_options=src.session_options, device=host_device(), build_seconds=time.perf_counter() - t0,
         build_options={"target": spec.quant_target if built == Precision.INT8 else None,
                        "calib_method": spec.calib_method if info else None, "min_fidelity": spec.min_fidelity,
+                       "calib_size": (info.get("calibration") or {}).get("size"),
                        "auto_exclude": spec.auto_exclude,
                        "macs_per_pixel": float(src.meta.get("udc_edge.macs_per_pixel", 0)) or None},
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met", "speedup") if k in info} | {"warnings": warnings},

@@ -4,7 +4,9 @@ It records where the engine came from (source ONNX sha256, the engine file's own
 how it was built (backend and version, requested and built precision, shape profile,
 calibration hash, layers kept in float and why, session options, build time) and where
 (device, compute capability). Loading checks it first and refuses a mismatch with a clear
-message: an altered file, another TensorRT version, another GPU.
+message: an altered file, another TensorRT version, another GPU. Engines of more than one
+file (OpenVINO IR: ``.xml`` + ``.bin``) list the others in ``files_sha256``; each must
+exist and match too.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Manifest:
     build_seconds: float = 0.0
     build_options: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)  # measured fidelity/speed at build time
+    files_sha256: dict[str, str] = field(default_factory=dict)  # companion files (an IR's .bin): name -> sha256
     format: str = MANIFEST_FORMAT
 
     def to_dict(self) -> dict:
@@ -85,10 +88,39 @@ def read_manifest(engine_path: str | os.PathLike) -> Manifest:
             f"{m.engine_sha256[:12]}...): the file was altered or truncated",
             "rebuild the engine",
         )
+    for name, sha in m.files_sha256.items():
+        part = engine_path.with_name(name)
+        if not part.is_file():
+            raise EngineError(f"engine {engine_path} is missing its file {part}", "copy it beside the engine or rebuild")
+        if sha256_file(part) != sha:
+            raise EngineError(f"engine file {part} does not match {path.name} (sha256 differs): it was altered "
+                              "or truncated", "rebuild the engine")
     return m
 
 
+ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4", "neon", "asimd", "sve", "bf16", "i8mm", "dotprod")
+
+
+def cpu_facts() -> dict[str, Any]:
+    """The CPU's model name and the ISA flags that decide CPU engine speed (from /proc/cpuinfo;
+    empty where it does not exist)."""
+    model, flags = "", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "cpu model", "hardware") and not model:
+            model = value.strip()
+        elif key in ("flags", "features") and not flags:
+            flags = set(value.split())
+    return {"cpu_model": model or platform.processor() or platform.machine(),
+            "isa_flags": sorted(f for f in flags if f.startswith(ISA_PREFIXES))}
+
+
 def host_device() -> dict[str, Any]:
-    """What this machine is, for CPU engines."""
+    """What this machine is, for CPU engines: architecture, CPU model, ISA flags, core count."""
     return {"kind": "cpu", "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count()}
+            "cpus": os.cpu_count(), **cpu_facts()}
