@@ -16,6 +16,8 @@ The IR is written to a temporary sibling folder and renamed into place (``.bin``
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -26,7 +28,7 @@ import numpy as np
 
 from udc_edge.calibration.qdq import exclude_until, layer_sensitivity, prepare, quantizable_nodes
 from udc_edge.engines import openvino as ovb
-from udc_edge.engines.manifest import Manifest, cpu_facts, host_device, write_manifest
+from udc_edge.engines.manifest import Manifest, host_device, write_manifest
 from udc_edge.engines.spec import BuildSpec, Precision
 from udc_edge.errors import EngineError, UsageError
 from udc_edge.evaluation.metrics import psnr
@@ -98,8 +100,9 @@ def _int8(onnx_path: Path, src, spec: BuildSpec, hint: str, progress: Advance) -
         model = ovb.core().read_model(str(onnx_path))
         scope = nncf.IgnoredScope(names=ov_op_names(model, excluded), validate=False)
         progress(0, status=f"NNCF quantising ({len(cal)} images, {len(excluded)} layer(s) kept in float)")
-        q = nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
-                          subset_size=len(items), fast_bias_correction=True, ignored_scope=scope)
+        with contextlib.redirect_stdout(io.StringIO()):  # NNCF's own progress bars: the build has one
+            q = nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
+                              subset_size=len(items), fast_bias_correction=True, ignored_scope=scope)
         return q, mean_psnr(ov_outputs(q, hint, spec.threads, held, names)[0], ref)
 
     q, fid = trial(tuple(spec.exclude))
@@ -137,7 +140,7 @@ def build_openvino(onnx_path: Path, src, out: Path, spec: BuildSpec, multiple: i
     prec = spec.precision
     bf16 = ovb.supports_bf16()
     if prec == Precision.BF16 and not bf16:
-        cpu = cpu_facts()["cpu_model"]
+        cpu = ovb.cpu_facts()["cpu_model"]
         raise EngineError(f"--precision bf16: this CPU ({cpu}) has no avx512_bf16 or AMX, so OpenVINO would "
                           "silently run FP32", "use --precision fp32, int8 or auto")
     hint = "f32" if prec == Precision.FP32 else "bf16" if (prec == Precision.BF16 or bf16) else "f32"
