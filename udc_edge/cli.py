@@ -30,7 +30,10 @@ class _Group(TyperGroup):
         except UdcEdgeError as exc:
             if ctx.meta.get("udc_edge.debug") or os.environ.get("UDC_EDGE_DEBUG"):
                 raise
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+            from rich.markup import escape
+
+            # escaped: a message such as "pip install 'udc-edge[cpu]'" must keep its brackets
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, markup=True)
             raise typer.Exit(exc.exit_code) from None
 
 

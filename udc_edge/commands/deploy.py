@@ -140,7 +140,7 @@ def build_cmd(
                          profile=profile, threads=threads, prequantised=prequantised)
         with progress_bar(f"building {backend} {precision}", None, quiet(ctx)) as adv:
             report = build_engine(onnx_path, out, spec, progress=adv)
-    stdout.print(report.summary())
+    stdout.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
