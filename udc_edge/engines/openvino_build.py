@@ -4,7 +4,11 @@
   error on a CPU without avx512_bf16/AMX (never a silent FP32); the compiled model's
   reported inference precision is checked and recorded.
 * ``int8``: ``nncf.quantize`` (preset ``performance``, fast bias correction) from the same
-  real calibration images as the ONNX Runtime path (``build.calibration_images``). Layers
+  real calibration images as the ONNX Runtime path (``build.calibration_images``), with
+  activation ranges from the global min/max over the images rather than NNCF's default
+  mean of per-image maxima: on the shipped P-OLED UNet the default clipped the highlights
+  of held-out photos (34.8 dB vs FP32 on 4 held-out 256 px photos, two images at 22 and 26
+  dB; global min-max: 40.8 dB, measured in this change). Layers
   left unquantised run in OpenVINO's default precision (BF16 where the CPU has it, else
   FP32; recorded). ``--exclude auto``: if the output misses ``--min-fidelity``, layers are
   kept in float in the order of ``calibration.qdq.layer_sensitivity`` (one definition of a
@@ -86,6 +90,8 @@ def _int8(onnx_path: Path, src, spec: BuildSpec, hint: str, progress: Advance) -
     from udc_edge.engines.build import _runner, calibration_images
 
     nncf = ovb.require_nncf()
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
     calib, cal, held = calibration_images(src.model, spec)
     names = src.names
     items = [x if len(names) == 1 else _feeds(names, x) for x in (cal[i : i + 1] for i in range(len(cal)))]
@@ -102,7 +108,9 @@ def _int8(onnx_path: Path, src, spec: BuildSpec, hint: str, progress: Advance) -
         progress(0, status=f"NNCF quantising ({len(cal)} images, {len(excluded)} layer(s) kept in float)")
         with contextlib.redirect_stdout(io.StringIO()):  # NNCF's own progress bars: the build has one
             q = nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
-                              subset_size=len(items), fast_bias_correction=True, ignored_scope=scope)
+                              subset_size=len(items), fast_bias_correction=True, ignored_scope=scope,
+                              advanced_parameters=nncf.AdvancedQuantizationParameters(
+                                  activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX))
         return q, mean_psnr(ov_outputs(q, hint, spec.threads, held, names)[0], ref)
 
     q, fid = trial(tuple(spec.exclude))
@@ -118,10 +126,12 @@ def _int8(onnx_path: Path, src, spec: BuildSpec, hint: str, progress: Advance) -
         sens = layer_sensitivity(prepare(onnx_path), ranges, "cpu", run, held, ref)
         res = exclude_until(sens, trial, spec.min_fidelity)
         q, fid, excluded = res.model, res.fidelity_db, res.excluded
-    info = {"calibration": {**calib.describe(), "method": "nncf (min-max, preset performance, fast bias correction)",
+    info = {"calibration": {**calib.describe(), "method": "nncf (global min-max activation ranges, preset performance, "
+                                                          "fast bias correction)",
                             "used": len(cal), "held_out": len(held)},
             "fidelity_db": fid, "fidelity_met": fid >= spec.min_fidelity, "excluded": excluded,
             "nncf": {"version": nncf.__version__, "preset": "performance", "fast_bias_correction": True,
+                     "activation_ranges": "global min-max",
                      "subset_size": len(items), "ignored_scope": [e["node"] for e in excluded]}}
     return q, info
 
