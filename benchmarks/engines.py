@@ -80,7 +80,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     model, _ = load_model(a.model)
-    calib = dict(calib=f"synth:{a.display}", calib_count=a.calib_count, calib_size=a.size, threads=a.threads)
+    calib = {"calib": f"synth:{a.display}", "calib_count": a.calib_count, "calib_size": a.size, "threads": a.threads}
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="udc-edge-bench-") as tmp:
         tmp = Path(tmp)

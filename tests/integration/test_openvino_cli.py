@@ -99,7 +99,7 @@ print("RESULT" + json.dumps(out))
 
 def test_onnx_runtime_paths_work_with_openvino_blocked(tiny_onnx, tiny_restorer_dir, data, tmp_path):
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), str(tiny_onnx), str(tmp_path),
-                           str(tiny_restorer_dir), str(data / "ds")], capture_output=True, text=True, timeout=900)
+                           str(tiny_restorer_dir), str(data / "ds")], capture_output=True, text=True, timeout=900, check=False)
     assert "RESULT" in proc.stdout, proc.stderr[-3000:]
     out = json.loads(proc.stdout.split("RESULT", 1)[1])
     for k in ("int8", "auto", "bench", "verify"):

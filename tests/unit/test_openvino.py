@@ -16,16 +16,16 @@ import torch
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-from udc_edge.engines import load_engine  # noqa: E402
-from udc_edge.engines import openvino as ovb  # noqa: E402
-from udc_edge.engines.auto import choose  # noqa: E402
-from udc_edge.engines.build import build_engine  # noqa: E402
-from udc_edge.engines.manifest import manifest_path  # noqa: E402
-from udc_edge.engines.spec import BuildSpec  # noqa: E402
-from udc_edge.errors import DataError, EngineError, UsageError  # noqa: E402
-from udc_edge.evaluation.metrics import psnr  # noqa: E402
+from udc_edge.engines import load_engine
+from udc_edge.engines import openvino as ovb
+from udc_edge.engines.auto import choose
+from udc_edge.engines.build import build_engine
+from udc_edge.engines.manifest import manifest_path
+from udc_edge.engines.spec import BuildSpec
+from udc_edge.errors import DataError, EngineError, UsageError
+from udc_edge.evaluation.metrics import psnr
 
-INT8 = dict(backend="openvino", precision="int8", calib="synth:toled", calib_count=8, calib_size=64, threads=1)
+INT8 = {"backend": "openvino", "precision": "int8", "calib": "synth:toled", "calib_count": 8, "calib_size": 64, "threads": 1}
 
 
 @pytest.fixture(scope="module")

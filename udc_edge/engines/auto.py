@@ -110,7 +110,13 @@ def _place(src: Path, out: Path) -> Path:
 def build_auto(onnx_path: Path, out: Path, spec: BuildSpec, progress: Advance = _noop):
     """Build every candidate, measure, keep the winner at ``out`` (``--backend auto``: its suffix
     becomes the winner's, ``.onnx`` or ``.xml``). Returns the winner's ``BuildReport``."""
-    from udc_edge.engines.build import _runner, _Source, build_engine, calibration_images, inspect_onnx
+    from udc_edge.engines.build import (
+        _runner,
+        _Source,
+        build_engine,
+        calibration_images,
+        inspect_onnx,
+    )
 
     t0 = time.perf_counter()
     if spec.backend in SUFFIX and out.suffix != SUFFIX[spec.backend]:
