@@ -64,17 +64,17 @@ def main() -> None:
     import torch
 
     from udc_edge.calibration.dataset import load_calibration_set
+    from udc_edge.core.fileio import write_json_atomic
+    from udc_edge.core.metrics import psnr
     from udc_edge.engines import load_engine
     from udc_edge.engines.build import build_engine
     from udc_edge.engines.manifest import cpu_facts
     from udc_edge.engines.spec import BuildSpec
     from udc_edge.engines.torch_ref import TorchEngine
-    from udc_edge.evaluation.metrics import psnr
     from udc_edge.export.onnx_export import ExportSpec, export_onnx
-    from udc_edge.fileio import write_json_atomic
     from udc_edge.models import count_macs, count_params
-    from udc_edge.models.card import heldout_pairs
     from udc_edge.models.zoo import load_model
+    from udc_edge.training.card import heldout_pairs
 
     t0 = time.perf_counter()
     if a.threads:

@@ -16,14 +16,14 @@ import torch
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
+from udc_edge.core.errors import DataError, EngineError, UsageError
+from udc_edge.core.metrics import psnr
 from udc_edge.engines import load_engine
 from udc_edge.engines import openvino as ovb
 from udc_edge.engines.auto import choose
 from udc_edge.engines.build import build_engine
 from udc_edge.engines.manifest import manifest_path
 from udc_edge.engines.spec import BuildSpec
-from udc_edge.errors import DataError, EngineError, UsageError
-from udc_edge.evaluation.metrics import psnr
 
 INT8 = {"backend": "openvino", "precision": "int8", "calib": "synth:toled", "calib_count": 8, "calib_size": 64, "threads": 1}
 

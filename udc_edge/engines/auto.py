@@ -16,16 +16,17 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from udc_edge.core.errors import BackendUnavailableError, EngineError, UsageError
+from udc_edge.core.progress import Advance, noop
+from udc_edge.core.timing import median_ms
 from udc_edge.engines.manifest import read_manifest, write_manifest
 from udc_edge.engines.spec import BuildSpec, Precision
-from udc_edge.errors import BackendUnavailableError, EngineError, UsageError
-from udc_edge.progress import Advance, _noop
-from udc_edge.timing import median_ms
 
 SUFFIX = {"ort": ".onnx", "openvino": ".xml"}
 BACKEND_NAME = {"ort": "onnxruntime", "openvino": "openvino"}
@@ -107,16 +108,11 @@ def _place(src: Path, out: Path) -> Path:
     return out
 
 
-def build_auto(onnx_path: Path, out: Path, spec: BuildSpec, progress: Advance = _noop):
+def build_auto(onnx_path: Path, out: Path, spec: BuildSpec, build_engine: Callable, progress: Advance = noop):
     """Build every candidate, measure, keep the winner at ``out`` (``--backend auto``: its suffix
-    becomes the winner's, ``.onnx`` or ``.xml``). Returns the winner's ``BuildReport``."""
-    from udc_edge.engines.build import (
-        _runner,
-        _Source,
-        build_engine,
-        calibration_images,
-        inspect_onnx,
-    )
+    becomes the winner's, ``.onnx`` or ``.xml``). ``build_engine`` builds one candidate (passed in:
+    ``build`` sits above this module). Returns the winner's ``BuildReport``."""
+    from udc_edge.engines.build_source import _runner, _Source, calibration_images, inspect_onnx
 
     t0 = time.perf_counter()
     if spec.backend in SUFFIX and out.suffix != SUFFIX[spec.backend]:

@@ -15,173 +15,26 @@ import hashlib
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-import onnx
-
-from udc_edge.calibration.dataset import load_calibration_set
 from udc_edge.calibration.qdq import auto_exclude, fidelity, quantize_bytes
 from udc_edge.calibration.ranges import cached_ranges
+from udc_edge.core.backends import Backend
+from udc_edge.core.errors import UsageError
+from udc_edge.core.fileio import write_bytes_atomic
+from udc_edge.core.progress import Advance, noop
+from udc_edge.engines.build_source import (
+    BuildReport,
+    _runner,
+    _Source,
+    _speedup,
+    calibration_images,
+    inspect_onnx,
+    is_qdq,
+)
 from udc_edge.engines.manifest import Manifest, host_device, write_manifest
-from udc_edge.engines.ort import get_version, make_session
-from udc_edge.engines.spec import DEFAULT_CALIB_SIZE, DEFAULT_TRT_PROFILE, BuildSpec, Precision
-from udc_edge.errors import EngineError, InputError, UsageError
-from udc_edge.fileio import write_bytes_atomic
-from udc_edge.progress import Advance, _noop
-from udc_edge.timing import side_by_side
-
-
-@dataclass
-class BuildReport:
-    engine: str
-    backend: str
-    requested_precision: str
-    precision: str
-    size_mb: float
-    seconds: float
-    fidelity_db: float | None = None
-    int8_speedup_vs_fp32: float | None = None
-    excluded: list[dict] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    calibration: dict | None = None
-    inference_precision: str | None = None  # what the compiled model reports it runs in (OpenVINO)
-    candidates: list[dict] = field(default_factory=list)  # --precision/--backend auto: every one tried
-    choice: str = ""  # --precision/--backend auto: why the winner won
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def summary(self) -> str:
-        text = (f"built {self.engine} ({self.backend} {self.precision}"
-                + (f", asked {self.requested_precision}" if self.requested_precision != self.precision else "")
-                + f", {self.size_mb:.2f} MB) in {self.seconds:.1f} s")
-        if self.inference_precision:
-            text += f"; runs in {self.inference_precision} (as the compiled model reports)"
-        if self.fidelity_db is not None:
-            text += f"; output vs FP32 {self.fidelity_db:.1f} dB PSNR"
-        if self.int8_speedup_vs_fp32 is not None:
-            text += f"; INT8 {self.int8_speedup_vs_fp32:.2f}x the speed of FP32"
-        if self.excluded:
-            text += f"; {len(self.excluded)} layer(s) kept in float"
-        for c in self.candidates:
-            ms = f"{c['ms']:8.2f} ms" if c.get("ms") is not None else "       - ms"
-            db = f"{c['fidelity_db']:6.1f} dB" if c.get("fidelity_db") is not None else "     - dB"
-            text += f"\n  candidate {c['name']:<16} {ms}  {db}  {c['verdict']}"
-        if self.choice:
-            text += f"\nchose {self.choice}"
-        for w in self.warnings:
-            text += f"\nwarning: {w}"
-        return text
-
-
-def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The ``metadata_props`` udc-edge export wrote (multiple, exporter, MACs per pixel)."""
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-
-
-def inspect_onnx(path: str | os.PathLike) -> tuple[onnx.ModelProto, int, list[str]]:
-    """Load and check an ONNX file: (model, network multiple, input names)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"ONNX file {path} does not exist", "export one with udc-edge export")
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as exc:
-        raise EngineError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]})",
-                          "re-export it with udc-edge export; the file may be truncated") from exc
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
-    for i in inputs:
-        rank = len(i.type.tensor_type.shape.dim)
-        if rank != 4:
-            raise InputError(f"{path}: input {i.name!r} has rank {rank}, expected NCHW images (rank 4)",
-                             "export the restorer with a 1x3xHxW input")
-    meta = {p.key: p.value for p in model.metadata_props}
-    return model, int(meta.get("udc_edge.multiple", "1")), [i.name for i in inputs]
-
-
-def recorded_session_options(path: str | os.PathLike, meta: dict[str, str] | None = None) -> dict:
-    """ONNX Runtime session options export found the graph needs (metadata
-    ``udc_edge.session_options``, JSON), or {}. ``meta``: the metadata, if already read."""
-    import json
-
-    from udc_edge.export.onnx_export import SESSION_OPTIONS_KEY
-
-    raw = (onnx_metadata(path) if meta is None else meta).get(SESSION_OPTIONS_KEY)
-    try:
-        opts = json.loads(raw) if raw else {}
-    except json.JSONDecodeError as exc:
-        raise EngineError(f"{path}: metadata {SESSION_OPTIONS_KEY} is not JSON ({exc})",
-                          "re-export the model with udc-edge export") from exc
-    return opts if isinstance(opts, dict) else {}
-
-
-def _runner(threads: int, options: dict | None = None):
-    def run(model_bytes: bytes, images: np.ndarray, names: tuple[str, ...] = ("input",)) -> np.ndarray:
-        sess = make_session(model_bytes, threads=threads, options=options)
-        feeds = [i.name for i in sess.get_inputs()]
-        rng = np.random.default_rng(0)
-        outs = []
-        for k in range(len(images)):
-            x = images[k : k + 1]
-            feed = {n: (x if n != "noise" else rng.standard_normal(x.shape).astype(np.float32)) for n in feeds}
-            outs.append(sess.run(None, feed)[0])
-        return np.concatenate(outs)
-    return run
-
-
-def _speedup(fp32: bytes, int8: bytes, x: np.ndarray, threads: int, options: dict | None = None) -> float:
-    """FP32 time / INT8 time, measured in alternating rounds on the same image."""
-    runs = []
-    for model in (fp32, int8):
-        sess = make_session(model, threads=threads, options=options)
-        feed = {i.name: x for i in sess.get_inputs()}
-        runs.append(lambda sess=sess, feed=feed: sess.run(None, feed))
-    t32, t8 = side_by_side(*runs, runs=3, rounds=2)
-    return t32 / t8
-
-
-@dataclass(frozen=True)
-class _Source:
-    """The source ONNX of a build, read and parsed once: bytes, hash, model, metadata."""
-
-    data: bytes
-    sha256: str
-    model: onnx.ModelProto
-    names: list[str]
-    meta: dict[str, str]
-    session_options: dict
-
-    @classmethod
-    def of(cls, path: Path, model: onnx.ModelProto, names: list[str]) -> _Source:
-        data = path.read_bytes()
-        meta = {p.key: p.value for p in model.metadata_props}
-        return cls(data, hashlib.sha256(data).hexdigest(), model, names, meta, recorded_session_options(path, meta))
-
-
-def is_qdq(model: onnx.ModelProto) -> bool:
-    """Whether a model is already quantised (explicit Q/DQ nodes)."""
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
-
-
-def calibration_images(model: onnx.ModelProto, spec: BuildSpec):
-    """The calibration set of a build (the same for every backend): ``(set, calibration
-    images, held-out images)``. Size: ``--calib-size``, else the engine's run size when known
-    (a fixed-shape graph's H x W, the shape profile's opt), else ``DEFAULT_CALIB_SIZE``."""
-    hw = [d.dim_value if d.HasField("dim_value") else 0 for d in model.graph.input[0].type.tensor_type.shape.dim][2:]
-    fixed = all(hw)
-    if fixed and spec.calib_size is not None and spec.calib_size != max(hw):
-        raise UsageError(f"--calib-size {spec.calib_size} differs from the model's fixed input {hw[0]}x{hw[1]}",
-                         f"leave --calib-size out (it calibrates at {hw[0]}x{hw[1]}) or export with --dynamic")
-    size = (max(hw) if fixed else spec.calib_size or (max(spec.profile.opt[2:]) if spec.profile else DEFAULT_CALIB_SIZE))
-    calib = load_calibration_set(spec.calib, spec.calib_count, size, strict=fixed)
-    if fixed:  # a --fixed-shape graph: calibrate at its own H x W
-        calib = type(calib)(np.ascontiguousarray(calib.images[:, :, : hw[0], : hw[1]]), calib.source)
-    cal_imgs, held = calib.split(holdout=4)
-    return calib, cal_imgs, held
+from udc_edge.engines.ort import get_version
+from udc_edge.engines.spec import DEFAULT_TRT_PROFILE, BuildSpec, Precision
 
 
 def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: Advance) -> tuple[bytes, dict]:
@@ -193,7 +46,7 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
     progress(0, status=f"calibrating ({spec.calib_method}, {len(cal_imgs)} images)")
     cache = spec.calib_cache or str(out.with_name(out.name + ".calib.json"))
     sub = type(calib)(cal_imgs, calib.source)
-    ranges, cinfo = cached_ranges(onnx_path, sub, spec.calib_method, symmetric=spec.quant_target == "tensorrt",
+    ranges, cinfo = cached_ranges(onnx_path, sub, spec.calib_method, symmetric=spec.quant_target == Backend.TRT.qdq_target,
                                   cache=cache, input_names=tuple(names), session_options=opts,
                                   onnx_sha256=src.sha256)
     run = _runner(spec.threads, opts)
@@ -210,24 +63,24 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
     info = {"calibration": {**calib.describe(), "method": spec.calib_method, "used": len(cal_imgs),
                             "held_out": len(held), "cache": cinfo, "target": spec.quant_target},
             "fidelity_db": fid, "fidelity_met": met, "excluded": excluded}
-    if spec.backend == "ort":
+    if spec.backend is Backend.ORT:
         info["speedup"] = _speedup(fp32, model, held[:1], spec.threads, opts)
     return model, info
 
 
 def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: BuildSpec,
-                 progress: Advance = _noop) -> BuildReport:
+                 progress: Advance = noop) -> BuildReport:
     """Build ``out`` (and ``out.json``) from ``onnx_path`` as ``spec`` says."""
     t0 = time.perf_counter()
     onnx_path, out = Path(onnx_path), Path(out)
     model, multiple, names = inspect_onnx(onnx_path)
     src = _Source.of(onnx_path, model, names)
-    if spec.backend == "trt":
+    if spec.backend is Backend.TRT:
         return _build_trt(onnx_path, src, out, spec, multiple, t0, progress)
     if spec.backend == "auto" or spec.precision == Precision.AUTO:
         from udc_edge.engines.auto import build_auto
 
-        return build_auto(onnx_path, out, spec, progress)
+        return build_auto(onnx_path, out, spec, build_engine, progress)
     if spec.backend == "openvino":
         from udc_edge.engines.openvino_build import build_openvino
 
@@ -247,7 +100,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
     write_bytes_atomic(out, data)
     size = out.stat().st_size / 2**20
     manifest = Manifest(
-        backend="onnxruntime", backend_version=get_version(), precision=built.value,
+        backend=Backend.ORT.manifest_name, backend_version=get_version(), precision=built.value,
         requested_precision=spec.precision.value,
         engine_sha256=src.sha256 if data is src.data else hashlib.sha256(data).hexdigest(),
         source_onnx=str(onnx_path), source_onnx_sha256=src.sha256,
@@ -262,7 +115,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met", "speedup") if k in info} | {"warnings": warnings},
     )
     write_manifest(out, manifest)
-    return BuildReport(engine=str(out), backend="onnxruntime", requested_precision=spec.precision.value,
+    return BuildReport(engine=str(out), backend=Backend.ORT.manifest_name, requested_precision=spec.precision.value,
                        precision=built.value, size_mb=size, seconds=manifest.build_seconds,
                        fidelity_db=info.get("fidelity_db") if built == Precision.INT8 else None,
                        int8_speedup_vs_fp32=info.get("speedup"), excluded=info.get("excluded", []) if built == Precision.INT8 else [],
@@ -288,7 +141,7 @@ def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, mul
         plan, binfo = trt_backend.build_serialized(plan_src, spec.precision.value, profile.to_dict())
     write_bytes_atomic(out, plan)
     manifest = Manifest(
-        backend="tensorrt", backend_version=trt_backend.get_version(), precision=spec.precision.value,
+        backend=Backend.TRT.manifest_name, backend_version=trt_backend.get_version(), precision=spec.precision.value,
         requested_precision=spec.precision.value, engine_sha256=hashlib.sha256(plan).hexdigest(),
         source_onnx=str(onnx_path), source_onnx_sha256=source.sha256, shape_profile=profile.to_dict(),
         multiple=multiple, inputs=source.names, calibration=info.get("calibration"), excluded_layers=info.get("excluded", []),
@@ -296,7 +149,7 @@ def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, mul
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met") if k in info},
     )
     write_manifest(out, manifest)
-    return BuildReport(engine=str(out), backend="tensorrt", requested_precision=spec.precision.value,
+    return BuildReport(engine=str(out), backend=Backend.TRT.manifest_name, requested_precision=spec.precision.value,
                        precision=spec.precision.value, size_mb=out.stat().st_size / 2**20,
                        seconds=manifest.build_seconds, fidelity_db=info.get("fidelity_db"),
                        excluded=info.get("excluded", []), calibration=info.get("calibration"))

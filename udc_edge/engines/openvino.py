@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from udc_edge.core.errors import BackendUnavailableError, EngineError
 from udc_edge.engines.base import Engine, EngineInfo, IOSpec
 from udc_edge.engines.manifest import Manifest, cpu_facts
-from udc_edge.errors import BackendUnavailableError, EngineError
 
 EXTRA_HINT = "install the cpu extra: pip install 'udc-edge[cpu]' (brings openvino and nncf)"
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")

@@ -31,21 +31,21 @@ from pathlib import Path
 import numpy as np
 
 from udc_edge.calibration.qdq import exclude_until, layer_sensitivity, prepare, quantizable_nodes
+from udc_edge.core.errors import EngineError, UsageError
+from udc_edge.core.fileio import sha256_file
+from udc_edge.core.metrics import psnr
+from udc_edge.core.progress import Advance
 from udc_edge.engines import openvino as ovb
 from udc_edge.engines.manifest import Manifest, host_device, write_manifest
 from udc_edge.engines.spec import BuildSpec, Precision
-from udc_edge.errors import EngineError, UsageError
-from udc_edge.evaluation.metrics import psnr
-from udc_edge.fileio import sha256_file
-from udc_edge.progress import Advance
+from udc_edge.export.onnxrt import image_feed
 
 QUANT_OV_TYPES = ("Convolution", "ConvolutionBackpropData", "GroupConvolution", "MatMul")
 
 
 def _feeds(names: list[str], x: np.ndarray) -> dict:
-    """One inference's inputs: the image, and fixed-seed noise for a purifier graph's ``noise``."""
-    rng = np.random.default_rng(0)
-    return {n: (x if n != "noise" else rng.standard_normal(x.shape).astype(np.float32)) for n in names}
+    """One inference's inputs: the image, and fixed-seed noise for a purifier graph's noise input."""
+    return image_feed(names, x, np.random.default_rng(0))
 
 
 def ov_outputs(model, hint: str | None, threads: int, images: np.ndarray, names: list[str]) -> tuple[np.ndarray, str]:
@@ -87,7 +87,7 @@ def save_ir(model, out: Path) -> dict[str, str]:
 
 def _int8(onnx_path: Path, src, spec: BuildSpec, hint: str, progress: Advance) -> tuple[object, dict]:
     """NNCF INT8 from the build's calibration images, with the shared sensitivity-based exclusion."""
-    from udc_edge.engines.build import _runner, calibration_images
+    from udc_edge.engines.build_source import _runner, calibration_images
 
     nncf = ovb.require_nncf()
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
@@ -139,7 +139,7 @@ def _int8(onnx_path: Path, src, spec: BuildSpec, hint: str, progress: Advance) -
 def build_openvino(onnx_path: Path, src, out: Path, spec: BuildSpec, multiple: int, t0: float,
                    progress: Advance) -> object:
     """Build an OpenVINO IR engine; returns the ``BuildReport``."""
-    from udc_edge.engines.build import BuildReport
+    from udc_edge.engines.build_source import BuildReport
 
     ovb.require_openvino()
     if out.suffix != ".xml":

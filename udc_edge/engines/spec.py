@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from udc_edge.errors import UsageError
+from udc_edge.core.backends import Backend
+from udc_edge.core.errors import UsageError
 
 
 class Precision(str, Enum):
@@ -22,7 +23,7 @@ class Precision(str, Enum):
     AUTO = "auto"
 
 
-BACKENDS = ("ort", "trt", "openvino", "auto")
+AUTO_BACKEND = "auto"  # --backend auto: not a Backend, a request to try ort and openvino
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ DEFAULT_TRT_PROFILE = ShapeProfile((1, 3, 64, 64), (1, 3, 256, 256), (1, 3, 1024
 class BuildSpec:
     """Everything ``udc-edge build`` needs besides the ONNX file and the output path."""
 
-    backend: str = "ort"
+    backend: Backend | str = Backend.ORT  # a Backend, or AUTO_BACKEND
     precision: Precision = Precision.FP32
     calib: str | None = None
     calib_count: int = 16
@@ -79,35 +80,35 @@ class BuildSpec:
     prequantised: bool = False  # the ONNX already carries Q/DQ (a bundle's qdq-*.onnx)
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise UsageError(f"--backend must be ort, trt, openvino or auto, got {self.backend!r}")
+        if self.backend != AUTO_BACKEND:
+            object.__setattr__(self, "backend", Backend.parse(self.backend))
         try:
             object.__setattr__(self, "precision", Precision(self.precision))
         except ValueError as exc:
             raise UsageError(f"--precision must be one of {', '.join(p.value for p in Precision)}, "
                              f"got {self.precision!r}") from exc
-        if self.precision == Precision.BF16 and self.backend not in ("openvino", "auto"):
+        if self.precision == Precision.BF16 and self.backend not in (Backend.OPENVINO, AUTO_BACKEND):
             raise UsageError(f"--precision bf16 is offered on the OpenVINO backend only, not {self.backend}",
                              "use --backend openvino (CPUs with avx512_bf16 or AMX)")
-        if self.precision == Precision.FP16 and self.backend in ("openvino", "auto"):
+        if self.precision == Precision.FP16 and self.backend in (Backend.OPENVINO, AUTO_BACKEND):
             raise UsageError(f"--precision fp16 is not offered on --backend {self.backend} (CPU)",
                              "use --precision bf16, fp32, int8 or auto")
-        if self.backend == "auto" and self.prequantised:
+        if self.backend == AUTO_BACKEND and self.prequantised:
             raise UsageError("--backend auto cannot build from a pre-quantised Q/DQ model", "give the float ONNX")
         if self.calib_size is not None and self.calib_size < 8:
             raise UsageError(f"--calib-size must be >= 8 px, got {self.calib_size}")
-        if self.backend == "ort" and self.precision == Precision.FP16:
+        if self.backend is Backend.ORT and self.precision == Precision.FP16:
             raise UsageError(
                 "--precision fp16 is not offered on the ONNX Runtime CPU backend (no fast FP16 kernels; "
                 "it would run slower than FP32 or be silently upcast)",
                 "use --precision fp32 or int8, or --backend trt on an NVIDIA GPU",
             )
-        if (self.precision in (Precision.INT8, Precision.AUTO) or self.backend == "auto") and not self.calib \
+        if (self.precision in (Precision.INT8, Precision.AUTO) or self.backend == AUTO_BACKEND) and not self.calib \
                 and not self.prequantised:
-            what = "--backend auto" if self.backend == "auto" else f"--precision {self.precision.value}"
+            what = "--backend auto" if self.backend == AUTO_BACKEND else f"--precision {self.precision.value}"
             raise UsageError(f"{what} needs calibration data (to calibrate and to measure the candidates)",
                              "give --calib DIR (degraded images) or --calib synth:poled")
-        if self.backend == "trt" and self.target == "cpu":
+        if self.backend is Backend.TRT and self.target == "cpu":
             raise UsageError("--target cpu makes asymmetric Q/DQ, which TensorRT rejects", "use --target tensorrt")
         if self.calib_count < 1:
             raise UsageError(f"--calib-count must be >= 1, got {self.calib_count}")
@@ -116,4 +117,4 @@ class BuildSpec:
 
     @property
     def quant_target(self) -> str:
-        return self.target or ("tensorrt" if self.backend == "trt" else "cpu")
+        return self.target or ("cpu" if self.backend == AUTO_BACKEND else self.backend.qdq_target)
