@@ -136,7 +136,9 @@ class Bundle:
         return self.root / name
 
     def onnx_for(self, backend: str, precision: str) -> Path:
-        if precision == "int8":
+        """The ONNX a build starts from: the Q/DQ model for ORT/TensorRT INT8; the float model
+        otherwise (OpenVINO and ``auto`` quantise it themselves with the bundle's calibration images)."""
+        if precision == "int8" and backend in ("ort", "trt"):
             return self.path(f"qdq-{Backend.parse(backend).qdq_target}.onnx")
         return self.path("model.onnx")
 
