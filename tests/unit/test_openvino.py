@@ -22,7 +22,7 @@ from udc_edge.engines import load_engine
 from udc_edge.engines import openvino as ovb
 from udc_edge.engines.auto import choose
 from udc_edge.engines.build import build_engine
-from udc_edge.engines.manifest import manifest_path
+from udc_edge.engines.manifest import fields_sha256, manifest_path
 from udc_edge.engines.spec import BuildSpec
 
 INT8 = {"backend": "openvino", "precision": "int8", "calib": "synth:toled", "calib_count": 8, "calib_size": 64, "threads": 1}
@@ -100,7 +100,8 @@ def test_altered_or_missing_bin_or_xml_and_other_version_are_refused(ov_engines,
     xml = _copy_engine(d, "fp32", tmp_path)
     mp = manifest_path(xml)
     m = json.loads(mp.read_text())
-    m["backend_version"] = "2023.0.0"
+    m["backend_version"] = "2023.0.0"  # as if built by that release: a consistent manifest, not a hand edit
+    m["manifest_sha256"] = fields_sha256({k: v for k, v in m.items() if k != "manifest_sha256"})
     mp.write_text(json.dumps(m))
     with pytest.raises(EngineError, match="built with OpenVINO 2023.0.0"):
         load_engine(xml)
