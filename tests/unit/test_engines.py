@@ -16,7 +16,7 @@ from udc_edge.engines.spec import BuildSpec, ShapeProfile
 from udc_edge.engines.torch_ref import TorchEngine
 from udc_edge.errors import BackendUnavailableError, EngineError, InputError, UsageError
 from udc_edge.evaluation.metrics import psnr
-from udc_edge.models.tiling import run_tiled
+from udc_edge.tiling import run_tiled
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,7 @@ def recorded_session_options(path: str | os.PathLike, meta: dict[str, str] | Non
     ``udc_edge.session_options``, JSON), or {}. ``meta``: the metadata, if already read."""
     import json
 
-    from udc_edge.export.onnx_export import SESSION_OPTIONS_KEY
+    from udc_edge.export.metadata import SESSION_OPTIONS_KEY
 
     raw = (onnx_metadata(path) if meta is None else meta).get(SESSION_OPTIONS_KEY)
     try:

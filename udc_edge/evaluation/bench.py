@@ -96,7 +96,7 @@ class BenchReport:
                 lines.append(f"| {r.name} | {r.backend} | {r.precision} | - | - | - | - | - | - | - | - | - | {status} |")
         lines += ["", (f"Harness overhead: {self.overhead_us:.1f} us per call "
                   f"({self.overhead_us / 100:.3f} % of a 10 ms engine call). Conv peak: "
-                  f"{self.host.get('conv_peak_gflops', 0):.1f} GFLOP/s. Absolute times on shared CPUs are noise; "
+                  f"{_peak_text(self.host.get('conv_peak_gflops'))}. Absolute times on shared CPUs are noise; "
                   "compare the ratios between rows.")]
         for r in self.rows:
             if r.top_layers:
@@ -150,7 +150,11 @@ def _stats(samples: list[float]) -> dict:
             "samples": [round(float(s), 4) for s in a]}
 
 
-def _fill(row: BenchRow, samples: list[float], meta: dict, shape: tuple, peak: float) -> None:
+def _peak_text(peak: float | None) -> str:
+    return f"{peak:.1f} GFLOP/s" if peak else "not measured (it is a torch convolution; torch is not installed)"
+
+
+def _fill(row: BenchRow, samples: list[float], meta: dict, shape: tuple, peak: float | None) -> None:
     n, _, h, w = shape
     row.latency_ms = _stats(samples)
     mean_s = row.latency_ms["mean"] / 1000

@@ -1,7 +1,10 @@
-"""Restore image files with a model: any size (padding), optional tiling, same bit depth.
+"""Restore image files with a model or an engine: any size (padding), optional tiling,
+same bit depth.
 
-Outputs are PNGs named like the inputs; a 16-bit input gives a 16-bit output. With a
-ground-truth folder, PSNR/SSIM of input and output are reported per image.
+A torch model is padded to its multiple by ``run_padded``; an engine (any backend
+``load_engine`` returns) pads on the host itself, and runs without torch. Outputs are PNGs
+named like the inputs; a 16-bit input gives a 16-bit output. With a ground-truth folder,
+PSNR/SSIM of input and output are reported per image.
 """
 
 from __future__ import annotations
@@ -10,17 +13,16 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from udc_edge.data.images import list_images, read_image, to_hwc, to_nchw, write_png
+from udc_edge.data.images import list_images, nchw_array, read_image, to_hwc, write_png
+from udc_edge.engines.base import Engine
 from udc_edge.errors import DataError, InputError
 from udc_edge.evaluation.metrics import psnr, ssim
-from udc_edge.models.padding import run_padded
-from udc_edge.models.tiling import run_tiled
 from udc_edge.progress import Advance, _noop
+from udc_edge.tiling import run_tiled
 
 
 @dataclass
@@ -59,21 +61,31 @@ def collect_inputs(paths: list[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def restore_array(model: nn.Module, img: np.ndarray, tile: int = 0, overlap: int = 32) -> np.ndarray:
-    """Restore one HxWx3 float image (padding to the model's multiple, tiling if asked)."""
+def restore_array(model: Any, img: np.ndarray, tile: int = 0, overlap: int = 32) -> np.ndarray:
+    """Restore one HxWx3 float image with a torch model or an :class:`Engine` (padding to
+    its multiple, tiling if asked)."""
     if not np.isfinite(img).all():
         raise InputError("input image contains NaN or Inf", "fix the file")
-    x = to_nchw(img)
+    x = nchw_array(img)
+    if isinstance(model, Engine):
+        y = run_tiled(model, x, tile, overlap) if tile else model(x)
+        return np.clip(to_hwc(y), 0.0, 1.0)
+    import torch
+
+    from udc_edge.models.padding import run_padded
+
     with torch.no_grad():
         fn = lambda t: run_padded(model, t)
-        y = run_tiled(fn, x, tile, overlap) if tile else fn(x)
+        xt = torch.from_numpy(x)
+        y = run_tiled(fn, xt, tile, overlap) if tile else fn(xt)
     return to_hwc(y.clamp(0, 1))
 
 
-def restore_files(model: nn.Module, inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
+def restore_files(model: Any, inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
                   gt_dir: str | os.PathLike | None = None, tile: int = 0, overlap: int = 32,
                   progress: Advance = _noop) -> RestoreReport:
-    """Restore every input image into ``out_dir``; compare with ``gt_dir`` when given."""
+    """Restore every input image into ``out_dir`` with a torch model or an activated
+    :class:`Engine`; compare with ``gt_dir`` when given."""
     files = collect_inputs(list(inputs))
     gt_dir = Path(gt_dir) if gt_dir else None
     if gt_dir is not None and not gt_dir.is_dir():
@@ -81,7 +93,8 @@ def restore_files(model: nn.Module, inputs: list[str | os.PathLike], out_dir: st
     out_dir = Path(out_dir)
     report = RestoreReport(out_dir=str(out_dir))
     t0 = time.perf_counter()
-    model.eval()
+    if not isinstance(model, Engine):
+        model.eval()
     gt_files = {p.stem: p for p in list_images(gt_dir)} if gt_dir is not None else {}
     for f in files:
         img, info = read_image(f)

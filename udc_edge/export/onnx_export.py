@@ -38,11 +38,11 @@ import torch
 from torch import nn
 
 from udc_edge.errors import ExportError, UsageError
+from udc_edge.export.metadata import SESSION_OPTIONS_KEY
 from udc_edge.fileio import sha256_file, write_bytes_atomic
 from udc_edge.models.padding import model_multiple, padded_size
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
-SESSION_OPTIONS_KEY = "udc_edge.session_options"
 # Tried in order until ONNX Runtime runs the graph: memory-pattern planning off, then buffer
 # reuse off, then only basic graph optimisations.
 SAFER_SESSION_OPTIONS: tuple[dict, ...] = (
