@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from udc_edge.attacks import AttackSpec, QueryTarget, attack, is_torch_target, transfer_attack
+from udc_edge.attacks import AttackSpec, attack, is_torch_target, transfer_attack
+from udc_edge.attacks.blackbox import forward, output_image
 from udc_edge.attacks.io import encode_adversarial, write_adversarial
 from udc_edge.data.images import to_hwc, to_nchw
 from udc_edge.data.readers import PairedDataset
@@ -119,16 +120,6 @@ def check_data(dataset: PairedDataset, objective: str, limit: int | None) -> int
         raise DataError(f"dataset {dataset.root} has no ground truth, and --objective gt needs it",
                         "add a gt/ folder of matching images, or use --objective clean")
     return len(dataset) if limit is None else min(limit, len(dataset))
-
-
-def forward(target: Any, img: np.ndarray) -> np.ndarray:
-    """The target's output for one HxWx3 image, clipped to [0, 1] (not counted as a query)."""
-    return output_image(QueryTarget(target, 1).peek(to_nchw(img)))
-
-
-def output_image(out: Any) -> np.ndarray:
-    """A target's NCHW output (e.g. :attr:`AttackResult.output`) as an HxWx3 image in [0, 1]."""
-    return np.clip(to_hwc(out), 0.0, 1.0)
 
 
 def run_one(target: Any, spec: AttackSpec, lq: np.ndarray, gt: np.ndarray | None,

@@ -5,7 +5,8 @@ ground truth; (3) attacks crafted white-box on the reference and transferred to 
 (4) black-box attacks run against the engine itself (it is what ships) and, with the same
 budget and seed, against the reference. A check passes when the engine loses no more than
 the thresholds. Everything the engine is compared with is a ``ReferenceSet``: computed live
-with torch, or loaded from a bundle (so a Jetson verifies without PyTorch).
+with torch, or loaded from a bundle (so a Jetson verifies without PyTorch: the engine side
+runs on numpy, black-box attacks included, and imports no torch).
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from udc_edge.attacks import AttackSpec, parse_attack_names
-from udc_edge.data.images import to_hwc
-from udc_edge.data.readers import PairedDataset
+from udc_edge.attacks.blackbox import blackbox_attack, forward, output_image
+from udc_edge.attacks.spec import AttackSpec, parse_attack_names
+from udc_edge.data.images import nchw_array, to_hwc
 from udc_edge.errors import DataError, EngineError, UsageError
 from udc_edge.evaluation.metrics import psnr, ssim
-from udc_edge.evaluation.robustness import as_target, forward, output_image, run_one
 from udc_edge.progress import Advance, _noop
+
+if TYPE_CHECKING:
+    import torch
+
+    from udc_edge.data.readers import PairedDataset
 
 #: Pairs verified when --limit is not given (fewer if the data has fewer).
 DEFAULT_LIMIT = 8
@@ -111,9 +115,13 @@ class FixedNoise:
         self.seed, self.multiple = seed, multiple
 
     def noise(self, shape: tuple[int, ...]) -> torch.Tensor:
+        import torch
+
         return torch.randn(shape, generator=torch.Generator().manual_seed(self.seed))
 
     def module(self, pipeline: torch.nn.Module) -> torch.nn.Module:
+        import torch
+
         view = self
 
         class _Fixed(torch.nn.Module):
@@ -153,6 +161,8 @@ def make_reference_set(reference: Any, dataset: PairedDataset, spec: VerifySpec,
 
     White-box attacks are crafted on ``craft_on`` when given (e.g. an EOT-averaged defended
     pipeline: the adaptive attack), else on the reference itself."""
+    from udc_edge.evaluation.robustness import as_target, run_one
+
     if not dataset.has_gt:
         raise DataError("verify needs ground truth (lq/ and gt/)", "give a paired dataset folder")
     if spec.limit is not None and len(dataset) < spec.limit:
@@ -257,7 +267,8 @@ def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "
     for label, ref_rows in rs.blackbox_ref.items():
         name_ = label.split("@")[0]
         a = spec.attack_spec(name_)
-        outs = [output_image(run_one(engine, a, x, g).output) for x, g in zip(rs.lq, rs.gt)]
+        outs = [output_image(blackbox_attack(engine, nchw_array(x), nchw_array(g), a).output)
+                for x, g in zip(rs.lq, rs.gt)]
         rp, rs_ = np.mean([r["psnr"] for r in ref_rows]), np.mean([r["ssim"] for r in ref_rows])
         ep, es = np.mean([psnr(o, g) for o, g in zip(outs, rs.gt)]), np.mean([ssim(o, g) for o, g in zip(outs, rs.gt)])
         checks += [Check(f"{label} black-box on each PSNR drop (dB)", float(rp), float(ep), float(rp - ep),
