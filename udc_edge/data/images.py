@@ -153,9 +153,9 @@ def nchw_array(img: np.ndarray) -> np.ndarray:
 
 def to_nchw(img: np.ndarray) -> torch.Tensor:
     """One HxWx3 image as a 1x3xHxW float32 tensor (the layout networks take; needs torch)."""
-    import torch
+    from udc_edge.extras import require_torch
 
-    return torch.from_numpy(nchw_array(img))
+    return require_torch("a torch tensor").from_numpy(nchw_array(img))
 
 
 def to_hwc(x: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from udc_edge.data.images import list_images, nchw_array, read_image, to_hwc, wr
 from udc_edge.engines.base import Engine
 from udc_edge.errors import DataError, InputError
 from udc_edge.evaluation.metrics import psnr, ssim
+from udc_edge.extras import require_torch
 from udc_edge.progress import Advance, _noop
 from udc_edge.tiling import run_tiled
 
@@ -70,8 +71,7 @@ def restore_array(model: Any, img: np.ndarray, tile: int = 0, overlap: int = 32)
     if isinstance(model, Engine):
         y = run_tiled(model, x, tile, overlap) if tile else model(x)
         return np.clip(to_hwc(y), 0.0, 1.0)
-    import torch
-
+    torch = require_torch("restoring with a torch model (an engine needs none)")
     from udc_edge.models.padding import run_padded
 
     with torch.no_grad():

@@ -24,6 +24,7 @@ from udc_edge.attacks.spec import AttackSpec, parse_attack_names
 from udc_edge.data.images import nchw_array, to_hwc
 from udc_edge.errors import DataError, EngineError, UsageError
 from udc_edge.evaluation.metrics import psnr, ssim
+from udc_edge.extras import require_torch
 from udc_edge.progress import Advance, _noop
 
 if TYPE_CHECKING:
@@ -115,13 +116,11 @@ class FixedNoise:
         self.seed, self.multiple = seed, multiple
 
     def noise(self, shape: tuple[int, ...]) -> torch.Tensor:
-        import torch
-
+        torch = require_torch("verify --purifier")
         return torch.randn(shape, generator=torch.Generator().manual_seed(self.seed))
 
     def module(self, pipeline: torch.nn.Module) -> torch.nn.Module:
-        import torch
-
+        torch = require_torch("verify --purifier")
         view = self
 
         class _Fixed(torch.nn.Module):
