@@ -120,6 +120,26 @@ def test_verify_a_bundle_without_torch_runs_the_blackbox_attack_on_the_engine(en
     assert any("transferred" in n for n in checks)
 
 
+def test_eval_an_engine_with_blackbox_attacks_without_torch(engines):
+    """A synthetic set made on the device, SimBA and Square on the engine; PGD refused in one line."""
+    res = run_without_torch("data", "synth", "pairs", "--display", "toled", "--count", "2", "--size", "32",
+                            "--seed", "5", cwd=engines)
+    assert res.returncode == 0, res.stderr
+    res = run_without_torch("eval", "e-int8.onnx", "--data", "pairs", "--attacks", "simba,square", "--eps", "8/255",
+                            "--simba-iterations", "40", "--square-queries", "40", "--out", "eval", cwd=engines)
+    assert res.returncode == 0, res.stderr
+    rep = json.loads((engines / "eval" / "report.json").read_text())
+    assert rep["model"]["source"] == "engine" and rep["environment"]["torch"] is None
+    rows = {r["attack"]: r for r in rep["rows"]}
+    assert set(rows) == {"simba", "square"}
+    for r in rows.values():
+        assert 0 < r["queries_mean"] <= 81 and r["psnr_mean"] < rep["clean"]["psnr_mean"]
+    res = run_without_torch("eval", "e-int8.onnx", "--data", "pairs", "--attacks", "pgd", "--out", "eval-pgd",
+                            cwd=engines)
+    assert res.returncode == 2 and "needs gradients" in res.stderr and "--reference" in res.stderr
+    assert not (engines / "eval-pgd").exists()
+
+
 def test_restore_an_engine_without_torch_matches_the_torch_model(engines, tiny_restorer, tmp_path):
     """Odd sizes (host padding to the engine's multiple), 8- and 16-bit kept, tiled and whole."""
     import torch
