@@ -20,9 +20,9 @@ import numpy as np
 import onnx
 import pytest
 
+from udc_edge.core.metrics import psnr
 from udc_edge.data.images import read_image, write_png
-from udc_edge.evaluation.bundle import write_bundle
-from udc_edge.evaluation.metrics import psnr
+from udc_edge.deploy.bundle import write_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from udc_edge.errors import BackendUnavailableError
-from udc_edge.extras import missing_extra, require_torch
+from udc_edge.core.errors import BackendUnavailableError
+from udc_edge.core.extras import missing_extra, require_torch
 
 
 def test_require_torch_names_the_extra_when_torch_cannot_be_imported(monkeypatch):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from udc_edge.errors import UsageError
-from udc_edge.tiling import run_tiled
+from udc_edge.core.errors import UsageError
+from udc_edge.core.tiling import run_tiled
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 100, 75), (2, 3, 64, 200), (1, 3, 40, 40)])

@@ -19,8 +19,8 @@ from udc_edge.attacks.simba import simba
 from udc_edge.attacks.spec import AttackSpec
 from udc_edge.attacks.square import square_linf
 from udc_edge.attacks.targets import QueryTarget, check_target
+from udc_edge.core.errors import UsageError
 from udc_edge.data.images import nchw_array, to_hwc
-from udc_edge.errors import UsageError
 
 
 def to_array(arr: Any, name: str) -> np.ndarray:

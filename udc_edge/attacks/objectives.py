@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 
 def per_image_mse(out: Any, ref: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 if TYPE_CHECKING:
     import torch

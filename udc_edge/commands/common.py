@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from udc_edge.errors import UsageError
-from udc_edge.extras import has_torch
+from udc_edge.core.errors import UsageError
+from udc_edge.core.extras import has_torch
 
 err = Console(stderr=True)
 stdout = Console()

@@ -34,9 +34,9 @@ def restore_cmd(
     """Restore degraded UDC images with a model or a deployed engine (no PyTorch needed for an engine)."""
     import contextlib
 
+    from udc_edge.core.progress import progress_bar
     from udc_edge.engines import is_engine_path, load_engine
     from udc_edge.evaluation.restore import collect_inputs, restore_files
-    from udc_edge.progress import progress_bar
 
     with contextlib.ExitStack() as stack:
         if arch is None and is_engine_path(model):

@@ -17,8 +17,8 @@ import numpy as np
 import png
 from PIL import Image, UnidentifiedImageError
 
-from udc_edge.errors import InputError
-from udc_edge.fileio import atomic_path
+from udc_edge.core.errors import InputError
+from udc_edge.core.fileio import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -153,7 +153,7 @@ def nchw_array(img: np.ndarray) -> np.ndarray:
 
 def to_nchw(img: np.ndarray) -> torch.Tensor:
     """One HxWx3 image as a 1x3xHxW float32 tensor (the layout networks take; needs torch)."""
-    from udc_edge.extras import require_torch
+    from udc_edge.core.extras import require_torch
 
     return require_torch("a torch tensor").from_numpy(nchw_array(img))
 

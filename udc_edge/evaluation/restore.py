@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from udc_edge.core.errors import DataError, InputError
+from udc_edge.core.extras import require_torch
+from udc_edge.core.metrics import psnr, ssim
+from udc_edge.core.progress import Advance, noop
+from udc_edge.core.tiling import run_tiled
 from udc_edge.data.images import list_images, nchw_array, read_image, to_hwc, write_png
 from udc_edge.engines.base import Engine
-from udc_edge.errors import DataError, InputError
-from udc_edge.evaluation.metrics import psnr, ssim
-from udc_edge.extras import require_torch
-from udc_edge.progress import Advance, _noop
-from udc_edge.tiling import run_tiled
 
 
 @dataclass
@@ -83,7 +83,7 @@ def restore_array(model: Any, img: np.ndarray, tile: int = 0, overlap: int = 32)
 
 def restore_files(model: Any, inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
                   gt_dir: str | os.PathLike | None = None, tile: int = 0, overlap: int = 32,
-                  progress: Advance = _noop) -> RestoreReport:
+                  progress: Advance = noop) -> RestoreReport:
     """Restore every input image into ``out_dir`` with a torch model or an activated
     :class:`Engine`; compare with ``gt_dir`` when given."""
     files = collect_inputs(list(inputs))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 from types import ModuleType
 
-from udc_edge.errors import BackendUnavailableError
+from udc_edge.core.errors import BackendUnavailableError
 
 TORCH_INSTALL = 'pip install "udc-edge[torch]"'
 

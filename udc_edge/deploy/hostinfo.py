@@ -34,7 +34,7 @@ def conv_peak_gflops(threads: int = 0, repeats: int = 5) -> float | None:
     for the CPU's peak on the work restorers do. (A BLAS matmul is a poor probe here: an
     OPENBLAS_CORETYPE override can pin it to older kernels than the convolutions use.)
     None where torch is not installed (a runtime-only install): no peak, no "% peak"."""
-    from udc_edge.extras import has_torch
+    from udc_edge.core.extras import has_torch
 
     if not has_torch():
         return None

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 
 def _starts(size: int, tile: int, step: int) -> list[int]:
