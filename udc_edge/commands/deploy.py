@@ -9,9 +9,13 @@ from typing import Annotated
 import typer
 
 from udc_edge.commands.common import (
+    TRT_STATUS,
     ArchKwargsOpt,
     ArchOpt,
+    OverwriteOpt,
     WeightsOpt,
+    check_out,
+    err,
     json_opt,
     load_model_opts,
     quiet,
@@ -39,10 +43,12 @@ def export_cmd(
     output_index: OutputIndexOpt = None,
     extra_input: ExtraInputOpt = None,
     stub_module: StubModuleOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Export a restorer to ONNX, check it, and prove ONNX Runtime matches torch."""
     from udc_edge.core.errors import ModelError, UsageError
     from udc_edge.core.fileio import write_json_atomic
+    from udc_edge.engines.manifest import manifest_path
     from udc_edge.export.byo import ExtraInput, load_byo
     from udc_edge.export.onnx_export import ExportSpec, export_onnx
 
@@ -51,6 +57,7 @@ def export_cmd(
     if purifier is not None and (output_index is not None or extra_input):
         raise UsageError("--output-index/--extra-input do not apply to purifier graphs")
     model = model or ""
+    check_out(out, model, weights, purifier, overwrite=overwrite, kind="file")
     byo_arch = arch if arch and ":" in arch else (model if ":" in model and not arch else None)
     spec = ExportSpec(height=height, width=width, dynamic=dynamic, opset=opset, exporter=exporter,
                       max_abs_err=tolerance, output_index=output_index, cpu_patch=byo_arch is not None,
@@ -79,6 +86,8 @@ def export_cmd(
         desc = {"name": f"{purifier}+{desc.get('name') or desc.get('path') or desc.get('arch')}" if model else purifier}
     meta = {"udc_edge.model": str(desc.get("name") or desc.get("path") or desc.get("arch"))}
     report = export_onnx(net, out, spec, metadata=meta)
+    # an engine manifest left from a file this export replaced describes another graph
+    manifest_path(out).unlink(missing_ok=True)
     doc = report.to_dict() | ({"load": load.to_dict()} if load else {})
     write_json_atomic(out.with_name(out.name + ".export.json"), doc)
     stdout.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
@@ -92,7 +101,8 @@ def build_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Engine file (.onnx for ort, .engine for trt).")],
     onnx_path: Annotated[Path | None, typer.Argument(help="ONNX model from udc-edge export.")] = None,
     bundle: Annotated[Path | None, typer.Option(help="Build from a bundle (udc-edge bundle) instead of an ONNX.")] = None,
-    backend: Annotated[str, typer.Option(help="ort (ONNX Runtime, CPU) or trt (TensorRT, NVIDIA GPU).")] = "ort",
+    backend: Annotated[str, typer.Option(help="ort (ONNX Runtime, CPU) or trt (TensorRT, NVIDIA GPU; "
+                                              f"{TRT_STATUS}).")] = "ort",
     precision: Annotated[str, typer.Option(help="fp32, fp16 (trt), int8, or auto (fastest meeting --min-fidelity).")] = "fp32",
     calib: Annotated[str | None, typer.Option(help="Calibration images: a folder (lq/ of a paired set) or synth:poled.")] = None,
     calib_count: Annotated[int, typer.Option(help="Calibration images to use.")] = 16,
@@ -105,6 +115,7 @@ def build_cmd(
     opt_shape: Annotated[str | None, typer.Option(help="Shape profile opt.")] = None,
     max_shape: Annotated[str | None, typer.Option(help="Shape profile max.")] = None,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: default).")] = 0,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Build an engine (and its manifest ENGINE.json) from an ONNX file."""
     from udc_edge.core.errors import UsageError
@@ -134,8 +145,11 @@ def build_cmd(
                          calib_method=calib_method, calib_cache=str(calib_cache) if calib_cache else None,
                          target=target, exclude=names, auto_exclude=exclude == "auto", min_fidelity=min_fidelity,
                          profile=profile, threads=threads, prequantised=prequantised)
+        if backend == "trt":
+            err.print(f"note: {TRT_STATUS}")
         with progress_bar(f"building {backend} {precision}", None, quiet(ctx)) as adv:
-            report = build_engine(onnx_path, out, spec, progress=adv)
+            report = build_engine(onnx_path, out, spec, progress=adv, overwrite=overwrite,
+                                  inputs=(bundle,) if bundle is not None else ())
     stdout.print(report.summary())
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,10 +24,10 @@ from udc_edge.calibration.qdq import auto_exclude, fidelity, quantize_bytes
 from udc_edge.calibration.ranges import cached_ranges
 from udc_edge.core.backends import Backend
 from udc_edge.core.errors import EngineError, InputError, UsageError
-from udc_edge.core.fileio import write_bytes_atomic
+from udc_edge.core.fileio import check_output, work_dir
 from udc_edge.core.progress import Advance, noop
 from udc_edge.core.timing import side_by_side
-from udc_edge.engines.manifest import Manifest, host_device, write_manifest
+from udc_edge.engines.manifest import Manifest, host_device, write_engine
 from udc_edge.engines.ort import get_version
 from udc_edge.engines.spec import DEFAULT_TRT_PROFILE, BuildSpec, Precision
 from udc_edge.export.onnxrt import image_feed, make_session, recorded_session_options
@@ -135,11 +134,28 @@ def is_qdq(model: onnx.ModelProto) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
+def _check_calibratable(model: onnx.ModelProto, onnx_path: Path) -> None:
+    """INT8 calibration feeds RGB images (float32 Nx3xHxW) to every input but a purifier's
+    ``noise``: refuse, in one line, a graph whose inputs cannot take them."""
+    for inp in model.graph.input:
+        t = inp.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else None
+        if dtype != np.float32 or len(dims) != 4 or dims[1] not in (None, 3):
+            shown = "x".join("?" if d is None else str(d) for d in dims)
+            raise UsageError(
+                f"INT8 calibration of {onnx_path} feeds RGB images (float32 Nx3xHxW) to its input {inp.name!r}, "
+                f"which takes {dtype if dtype is not None else 'an unknown type'} of shape {shown}",
+                "build it with --precision fp32, or export a wrapper whose inputs are RGB images in [0, 1]",
+            )
+
+
 def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: Advance) -> tuple[bytes, dict]:
     model, names, opts, fp32 = src.model, src.names, src.session_options, src.data
     if is_qdq(model):  # e.g. a bundle's qdq-*.onnx: quantised already, calibration travelled with it
         return fp32, {"calibration": {"source": "pre-quantised Q/DQ model", "target": spec.quant_target},
                                         "fidelity_met": True, "excluded": [], "prequantised": True}
+    _check_calibratable(model, onnx_path)
     hw = [d.dim_value if d.HasField("dim_value") else 0 for d in model.graph.input[0].type.tensor_type.shape.dim][2:]
     calib = load_calibration_set(spec.calib, spec.calib_count, max(hw) if all(hw) else spec.calib_size)
     if all(hw):  # a --fixed-shape graph: calibrate at its own H x W
@@ -171,10 +187,15 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
 
 
 def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: BuildSpec,
-                 progress: Advance = noop) -> BuildReport:
-    """Build ``out`` (and ``out.json``) from ``onnx_path`` as ``spec`` says."""
+                 progress: Advance = noop, overwrite: bool = False,
+                 inputs: tuple[str | os.PathLike, ...] = ()) -> BuildReport:
+    """Build ``out`` (and ``out.json``) from ``onnx_path`` as ``spec`` says.
+
+    An existing ``out`` is replaced only with ``overwrite``; the ONNX, the calibration
+    images and ``inputs`` (e.g. the bundle it came from) are never written over."""
     t0 = time.perf_counter()
     onnx_path, out = Path(onnx_path), Path(out)
+    check_output(out, (onnx_path, spec.calib, spec.calib_cache, *inputs), overwrite, kind="file")
     model, multiple, names = inspect_onnx(onnx_path)
     src = _Source.of(onnx_path, model, names)
     if spec.backend is Backend.TRT:
@@ -196,8 +217,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
             data, built = q, Precision.INT8
         else:
             warnings.append("--precision auto chose FP32 (INT8 missed the fidelity target or was not faster)")
-    write_bytes_atomic(out, data)
-    size = out.stat().st_size / 2**20
+    size = len(data) / 2**20
     manifest = Manifest(
         backend=Backend.ORT.manifest_name, backend_version=get_version(), precision=built.value,
         requested_precision=spec.precision.value,
@@ -212,7 +232,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
                        "macs_per_pixel": float(src.meta.get("udc_edge.macs_per_pixel", 0)) or None},
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met", "speedup") if k in info} | {"warnings": warnings},
     )
-    write_manifest(out, manifest)
+    write_engine(out, data, manifest)
     return BuildReport(engine=str(out), backend=Backend.ORT.manifest_name, requested_precision=spec.precision.value,
                        precision=built.value, size_mb=size, seconds=manifest.build_seconds,
                        fidelity_db=info.get("fidelity_db") if built == Precision.INT8 else None,
@@ -230,14 +250,13 @@ def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, mul
     profile = spec.profile or DEFAULT_TRT_PROFILE
     info: dict = {}
     plan_src = onnx_path
-    with tempfile.TemporaryDirectory(prefix="udc-edge-trt-") as tmp:
+    with work_dir("trt") as tmp:
         if spec.precision == Precision.INT8:
             q, info = _int8(onnx_path, source, spec, out, progress)
             plan_src = Path(tmp) / "qdq.onnx"
             plan_src.write_bytes(q)
         progress(0, status="building TensorRT engine")
         plan, binfo = trt_backend.build_serialized(plan_src, spec.precision.value, profile.to_dict())
-    write_bytes_atomic(out, plan)
     manifest = Manifest(
         backend=Backend.TRT.manifest_name, backend_version=trt_backend.get_version(), precision=spec.precision.value,
         requested_precision=spec.precision.value, engine_sha256=hashlib.sha256(plan).hexdigest(),
@@ -246,7 +265,7 @@ def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, mul
         device=binfo.get("device", {}), build_seconds=time.perf_counter() - t0, build_options=binfo,
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met") if k in info},
     )
-    write_manifest(out, manifest)
+    write_engine(out, plan, manifest)
     return BuildReport(engine=str(out), backend=Backend.TRT.manifest_name, requested_precision=spec.precision.value,
                        precision=spec.precision.value, size_mb=out.stat().st_size / 2**20,
                        seconds=manifest.build_seconds, fidelity_db=info.get("fidelity_db"),
