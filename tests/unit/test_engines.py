@@ -11,24 +11,12 @@ import torch
 
 from udc_edge.core.errors import BackendUnavailableError, EngineError, InputError, UsageError
 from udc_edge.core.metrics import psnr
+from udc_edge.core.tiling import run_tiled
 from udc_edge.engines import load_engine
 from udc_edge.engines.build import build_engine
 from udc_edge.engines.manifest import manifest_path
 from udc_edge.engines.spec import BuildSpec, ShapeProfile
 from udc_edge.engines.torch_ref import TorchEngine
-from udc_edge.models.tiling import run_tiled
-
-
-@pytest.fixture(scope="module")
-def heldout():
-    """Held-out synthetic T-OLED pairs (photos the tiny model never saw)."""
-    from udc_edge.data.sources import make_source
-    from udc_edge.data.synth import UDCSimulator, image_rng
-
-    sim = UDCSimulator.for_display("toled")
-    sample, _ = make_source("photos:test")
-    pairs = [sim.simulate(sample(64, image_rng(77, i)), image_rng(77, i)) for i in range(3)]
-    return [(lq.transpose(2, 0, 1)[None].copy(), gt) for lq, gt in pairs]
 
 
 @pytest.fixture(scope="module")

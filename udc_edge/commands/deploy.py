@@ -79,20 +79,45 @@ def export_cmd(
 
 def build_cmd(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Engine file (.onnx for ort, .engine for trt).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Engine file (.onnx for ort, .xml (+ .bin) for openvino, "
+            ".engine for trt; --backend auto: the winner's suffix).",
+        ),
+    ],
     onnx_path: Annotated[Path | None, typer.Argument(help="ONNX model from udc-edge export.")] = None,
     bundle: Annotated[
         Path | None, typer.Option(help="Build from a bundle (udc-edge bundle) instead of an ONNX.")
     ] = None,
-    backend: Annotated[str, typer.Option(help="ort (ONNX Runtime, CPU) or trt (TensorRT, NVIDIA GPU; "
-                                              f"{TRT_STATUS}).")] = "ort",
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="ort (ONNX Runtime, CPU), openvino (CPU), trt (TensorRT, NVIDIA GPU; "
+            f"{TRT_STATUS}), or auto (ort and openvino candidates, measured "
+            "here)."
+        ),
+    ] = "ort",
     precision: Annotated[
-        str, typer.Option(help="fp32, fp16 (trt), int8, or auto (fastest meeting --min-fidelity).")
+        str,
+        typer.Option(
+            help="fp32, fp16 (trt), bf16 (openvino), int8, or auto (fastest "
+            "candidate meeting --min-fidelity, measured here)."
+        ),
     ] = "fp32",
     calib: Annotated[
         str | None, typer.Option(help="Calibration images: a folder (lq/ of a paired set) or synth:poled.")
     ] = None,
     calib_count: Annotated[int, typer.Option(help="Calibration images to use.")] = 16,
+    calib_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Calibration crop size (px) [default: the engine's run size "
+            "when known (fixed-shape graph, --opt-shape), else 128]."
+        ),
+    ] = None,
     calib_method: Annotated[
         str, typer.Option(help="percentile (99.999 %), minmax or entropy (KL, 2048 bins).")
     ] = "percentile",
@@ -105,7 +130,7 @@ def build_cmd(
     min_shape: Annotated[str | None, typer.Option(help="Shape profile min, e.g. 1x3x64x64.")] = None,
     opt_shape: Annotated[str | None, typer.Option(help="Shape profile opt.")] = None,
     max_shape: Annotated[str | None, typer.Option(help="Shape profile max.")] = None,
-    threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: default).")] = 0,
+    threads: Annotated[int, typer.Option(help="CPU threads for calibration and measurements (0: default).")] = 0,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Build an engine (and its manifest ENGINE.json) from an ONNX file."""
@@ -125,20 +150,32 @@ def build_cmd(
 
             b = opened.enter_context(open_bundle(bundle))
             onnx_path = b.onnx_for(backend, precision)
-            prequantised = precision == "int8"
+            prequantised = precision == "int8" and backend in ("ort", "trt")
             calib = calib or str(b.path("calib"))
         if onnx_path is None:
             raise UsageError("give the ONNX file to build (or --bundle)")
-        spec = BuildSpec(backend=backend, precision=precision, calib=calib, calib_count=calib_count,
-                         calib_method=calib_method, calib_cache=str(calib_cache) if calib_cache else None,
-                         target=target, exclude=names, auto_exclude=auto_exclude, min_fidelity=min_fidelity,
-                         profile=profile, threads=threads, prequantised=prequantised)
+        spec = BuildSpec(
+            backend=backend,
+            precision=precision,
+            calib=calib,
+            calib_count=calib_count,
+            calib_size=calib_size,
+            calib_method=calib_method,
+            calib_cache=str(calib_cache) if calib_cache else None,
+            target=target,
+            exclude=names,
+            auto_exclude=auto_exclude,
+            min_fidelity=min_fidelity,
+            profile=profile,
+            threads=threads,
+            prequantised=prequantised,
+        )
         if backend == "trt":
             err.print(f"note: {TRT_STATUS}")
         with progress_bar(f"building {backend} {precision}", None, quiet(ctx)) as adv:
             report = build_engine(onnx_path, out, spec, progress=adv, overwrite=overwrite,
                                   inputs=(bundle,) if bundle is not None else ())
-    stdout.print(report.summary())
+    stdout.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,29 @@ from rich.text import Text
 from udc_edge.commands.common import OverwriteOpt, SeedOpt, print_table, quiet, stdout
 
 
+def parse_thread_counts(text: str) -> tuple[int, ...]:
+    """``--threads``: '1,all' -> (1, cores); '0' -> (0,) (the backend's default); duplicates dropped."""
+    import os
+
+    from udc_edge.core.errors import UsageError
+
+    counts: list[int] = []
+    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
+        try:
+            n = (os.cpu_count() or 1) if part == "all" else int(part)
+        except ValueError as exc:
+            raise UsageError(
+                f"--threads {text!r}: {part!r} is not a count", "e.g. --threads 1,all or --threads 4"
+            ) from exc
+        if n < 0:
+            raise UsageError(f"--threads {text!r}: {n} is negative", "use 0 for the default")
+        if n not in counts:
+            counts.append(n)
+    if not counts:
+        raise UsageError("--threads is empty", "e.g. --threads 1,all")
+    return tuple(counts)
+
+
 def bench_cmd(
     ctx: typer.Context,
     targets: Annotated[list[str], typer.Argument(help="Engine files (.onnx/.engine with manifest) and/or models.")],
@@ -18,7 +41,8 @@ def bench_cmd(
     warmup: Annotated[int, typer.Option(help="Untimed calls per engine first.")] = 3,
     iters: Annotated[int, typer.Option(help="Interleaved timed rounds.")] = 20,
     duration: Annotated[float | None, typer.Option(help="Run rounds for this many seconds instead of --iters.")] = None,
-    threads: Annotated[int, typer.Option(help="CPU threads per engine (0: default).")] = 0,
+    threads: Annotated[str, typer.Option(help="CPU threads per engine, every backend: a count, 'all' (every core), "
+                                              "0 (the backend's default), or a list measured in turn.")] = "1,all",
     profile: Annotated[bool, typer.Option(help="Per-layer time table (ONNX Runtime / TensorRT profiler).")] = False,
     report: Annotated[Path | None, typer.Option(help="Write bench.json, bench.md and bench.png here.")] = None,
     compare: Annotated[Path | None, typer.Option(
@@ -32,8 +56,9 @@ def bench_cmd(
     from udc_edge.deploy.bench_compare import compare_reports
     from udc_edge.engines.spec import ShapeProfile
 
-    spec = BenchSpec(shape=ShapeProfile.parse_shape(shape, "--shape"), warmup=warmup, iters=iters,
-                     duration=duration, threads=threads, profile=profile)
+    counts = parse_thread_counts(threads)
+    spec = BenchSpec.for_thread_counts(counts, shape=ShapeProfile.parse_shape(shape, "--shape"), warmup=warmup,
+                                       iters=iters, duration=duration, profile=profile)
     with progress_bar("benchmarking", None if duration else iters, quiet(ctx)) as adv:
         rep = run_bench(list(targets), spec, progress=adv)
     notes = compare_reports(rep, compare) if compare else []

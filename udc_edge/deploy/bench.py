@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from udc_edge.core.timing import median_seconds
 from udc_edge.deploy.hostinfo import PowerMonitor, conv_peak_gflops, nvpmodel_mode, rss_mb
 from udc_edge.engines import Engine, EngineInfo, is_engine_path, load_engine
 from udc_edge.engines.base import LayerProfiler
+from udc_edge.engines.manifest import cpu_facts
 
 
 @dataclass(frozen=True)
@@ -33,12 +35,22 @@ class BenchSpec:
     threads: int = 0
     profile: bool = False
     seed: int = 0
+    thread_counts: tuple[int, ...] = ()  # when set: every target once per count (e.g. (1, cores)), overriding threads
+
+    @classmethod
+    def for_thread_counts(cls, counts: tuple[int, ...] | list[int], **fields: Any) -> BenchSpec:
+        """One count: every target at ``threads``; several: every target once per count."""
+        if len(counts) == 1:
+            return cls(threads=counts[0], **fields)
+        return cls(thread_counts=tuple(counts), **fields)
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.iters < 1:
             raise UsageError(f"--warmup must be >= 0 and --iters >= 1, got {self.warmup}, {self.iters}")
         if self.duration is not None and self.duration <= 0:
             raise UsageError(f"--duration must be > 0 seconds, got {self.duration}")
+        if self.threads < 0 or any(t < 1 for t in self.thread_counts):
+            raise UsageError(f"--threads must be >= 1 (or 0 / all), got {self.threads} {self.thread_counts}")
         if len(self.shape) != 4 or self.shape[1] != 3 or min(self.shape) < 1:
             raise UsageError(f"--shape must be Nx3xHxW, got {'x'.join(map(str, self.shape))}")
 
@@ -46,6 +58,7 @@ class BenchSpec:
 @dataclass
 class BenchRow:
     name: str
+    threads: int = 0  # CPU threads the engine was given (0: its default)
     backend: str = ""
     precision: str = ""
     size_mb: float = 0.0
@@ -70,12 +83,14 @@ class BenchRow:
         """The row of the terminal table, in TABLE_COLUMNS order ("-" where nothing was measured)."""
         lat = self.latency_ms
         timed = [f"{lat[k]:.2f}" if lat and lat[k] is not None else "-" for k in ("p50", "p90", "p99")]
-        return [Path(self.name).name, self.backend, self.precision, f"{self.size_mb:.2f}", *timed,
+        return [Path(self.name).name, str(self.threads or "default"), self.backend, self.precision,
+                f"{self.size_mb:.2f}", *timed,
                 f"{self.images_per_s:.2f}" if lat else "-", f"{self.gflops:.1f}" if self.gflops else "-",
                 self.status + (f" ({self.verdict})" if self.verdict else "")]
 
 
-TABLE_COLUMNS = ("engine", "backend", "precision", "MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "status")
+TABLE_COLUMNS = ("engine", "threads", "backend", "precision", "MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s",
+                 "status")
 
 
 @dataclass
@@ -92,9 +107,15 @@ class BenchReport:
 
     def to_markdown(self) -> str:
         n, c, h, w = self.spec["shape"]
-        lines = [f"# udc-edge bench ({n}x{c}x{h}x{w}, {self.spec['iters']} interleaved rounds)", "",
-                 ("| engine | backend | precision | size MB | p50 ms | p90 ms | p99 ms | img/s | MP/s | GFLOP/s "
-                 "| % peak | mem MB | status |"), "|" + "---|" * 13]
+        lines = [
+            f"# udc-edge bench ({n}x{c}x{h}x{w}, {self.spec['iters']} interleaved rounds)",
+            "",
+            (
+                "| engine | threads | backend | precision | size MB | p50 ms | p90 ms | p99 ms | img/s | MP/s "
+                "| GFLOP/s | % peak | mem MB | status |"
+            ),
+            "|" + "---|" * 14,
+        ]
         for r in self.rows:
             lat = r.latency_ms
             def ms(v):
@@ -103,16 +124,16 @@ class BenchReport:
             pk = f"{100 * r.peak_fraction:.1f}" if r.peak_fraction else "-"
             status = r.status + (f" ({r.verdict})" if r.verdict else "")
             if lat:
-                lines.append(f"| {r.name} | {r.backend} | {r.precision} | {r.size_mb:.2f} | {ms(lat['p50'])} | "
-                             f"{ms(lat['p90'])} | {ms(lat['p99'])} | {r.images_per_s:.2f} | {r.megapixels_per_s:.2f} "
+                lines.append(f"| {r.name} | {r.threads or 'default'} | {r.backend} | {r.precision} | {r.size_mb:.2f} | "
+                             f"{ms(lat['p50'])} | {ms(lat['p90'])} | {ms(lat['p99'])} | {r.images_per_s:.2f} | "
+                             f"{r.megapixels_per_s:.2f} "
                              f"| {g} | {pk} | {r.memory_mb:.0f} | {status} |")
             else:
-                lines.append(
-                    f"| {r.name} | {r.backend} | {r.precision} | - | - | - | - | - | - | - | - | - | {status} |"
-                )
+                lines.append(f"| {r.name} | {r.threads or 'default'} | {r.backend} | {r.precision} "
+                             f"| - | - | - | - | - | - | - | - | - | {status} |")
         lines += ["", (f"Harness overhead: {self.overhead_us:.1f} us per call "
                   f"({self.overhead_us / 100:.3f} % of a 10 ms engine call). Conv peak: "
-                  f"{self.host.get('conv_peak_gflops', 0):.1f} GFLOP/s (an FP32 convolution: % peak is shown for "
+                  f"{_peak_text(self.host.get('conv_peak_gflops'))} (an FP32 convolution: % peak is shown for "
                   "FP32 rows only). p90/p95/p99 need 10/20/100 rounds. Absolute times on shared CPUs are noise; "
                   "compare the ratios between rows.")]
         for r in self.rows:
@@ -173,7 +194,11 @@ def _stats(samples: list[float]) -> dict:
             "samples": [round(float(s), 4) for s in a]}
 
 
-def _fill(row: BenchRow, samples: list[float], meta: dict, shape: tuple, peak: float) -> None:
+def _peak_text(peak: float | None) -> str:
+    return f"{peak:.1f} GFLOP/s" if peak else "not measured (it is a torch convolution; torch is not installed)"
+
+
+def _fill(row: BenchRow, samples: list[float], meta: dict, shape: tuple, peak: float | None) -> None:
     n, _, h, w = shape
     row.latency_ms = _stats(samples)
     mean_s = row.latency_ms["mean"] / 1000
@@ -192,11 +217,11 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
     t0 = time.perf_counter()
     x = np.random.default_rng(spec.seed).random(spec.shape, dtype=np.float32)
     rows, live = [], []
-    for name in targets:
-        row = BenchRow(name=name)
+    for name, threads in [(t, n) for t in targets for n in (spec.thread_counts or (spec.threads,))]:
+        row = BenchRow(name=name, threads=threads)
         try:
             before = rss_mb()
-            eng, meta = open_target(name, spec.threads)
+            eng, meta = open_target(name, threads)
             info = eng.activate().info()
             row.backend, row.precision, row.size_mb = info.backend, info.precision, meta["size_mb"]
             inputs = [x] * eng.num_inputs
@@ -207,7 +232,7 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
         except UdcEdgeError as exc:
             row.status = f"error: {exc.message}"
         rows.append(row)
-    peak = conv_peak_gflops(spec.threads)
+    peaks = {r.threads: conv_peak_gflops(r.threads) for r in rows}  # the peak at each row's thread count
     deadline = t0 + spec.duration if spec.duration else None
     rounds = 0
     with PowerMonitor() as power:
@@ -219,7 +244,7 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
             rounds += 1
             progress(1)
     for row, eng, meta, inputs, samples in live:
-        _fill(row, samples, meta, spec.shape, peak)
+        _fill(row, samples, meta, spec.shape, peaks[row.threads])
         if power.mean_mw() is not None:
             row.power_mw = power.mean_mw()
             row.energy_mj_per_image = row.power_mw * row.latency_ms["mean"] / 1000 / spec.shape[0]
@@ -231,7 +256,8 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
             total = sum(r.ms for r in layers) or 1.0
             row.top_layers = [{"layer": r.layer, "op": r.op, "ms": r.ms, "share": r.ms / total} for r in layers[:10]]
         eng.deactivate()
-    host = {"conv_peak_gflops": peak, "threads": spec.threads, "nvpmodel": nvpmodel_mode()}
+    host = {"conv_peak_gflops": max(peaks.values()), "conv_peak_gflops_by_threads": peaks, "threads": spec.threads,
+            "thread_counts": list(spec.thread_counts), "nvpmodel": nvpmodel_mode(), **cpu_facts()}
     spec_d = {**asdict(spec), "shape": list(spec.shape), "iters": rounds}
     return BenchReport(spec=spec_d, rows=rows, host=host, overhead_us=measure_overhead(x),
                        seconds=time.perf_counter() - t0)
@@ -255,9 +281,8 @@ def save_report(report: BenchReport, out_dir: str | Path) -> list[Path]:
 
         fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(ok)), 3.2))
         ax.boxplot([r.samples for r in ok], showfliers=True)
-        ax.set_xticks(
-            range(1, len(ok) + 1), [f"{Path(r.name).name}\n{r.backend} {r.precision}" for r in ok], fontsize=7
-        )
+        ax.set_xticks(range(1, len(ok) + 1),
+                      [f"{Path(r.name).name}\n{r.backend} {r.precision} {r.threads or ''}t" for r in ok], fontsize=7)
         ax.set_ylabel("latency (ms)")
         ax.set_title("udc-edge bench (interleaved rounds)", fontsize=9)
         fig.tight_layout()

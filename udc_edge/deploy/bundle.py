@@ -43,14 +43,16 @@ JetPack 6.x = 10.3; TensorRT 11 builds every network strongly typed, so FP16 com
 FP16-typed ONNX and INT8 from the Q/DQ ONNX here; no implicit calibration anywhere).
 
 ```bash
-pip install "udc-edge[trt]"          # on the device (PyTorch is not needed for these steps)
+pip install "udc-edge[trt]"          # on the device: no PyTorch is installed or needed for these steps
 udc-edge build --bundle {bundle} --backend trt --precision fp16 --out restorer-fp16.engine
 udc-edge build --bundle {bundle} --backend trt --precision int8 --out restorer-int8.engine
 udc-edge verify --bundle {bundle} --engine restorer-int8.engine --report verify-int8
 udc-edge bench restorer-fp16.engine restorer-int8.engine --shape 1x3x512x512 --report bench
+udc-edge restore restorer-int8.engine photos/ --out restored    # your own images, any size
 ```
 
-On a CPU-only device use `--backend ort` (INT8 then uses `qdq-cpu.onnx`).
+On a CPU-only device install `pip install "udc-edge[runtime]"` and use `--backend ort` (INT8
+then uses `qdq-cpu.onnx`).
 
 Files: {files}
 """
@@ -142,7 +144,9 @@ class Bundle:
         return self.root / name
 
     def onnx_for(self, backend: str, precision: str) -> Path:
-        if precision == "int8":
+        """The ONNX a build starts from: the Q/DQ model for ORT/TensorRT INT8; the float model
+        otherwise (OpenVINO and ``auto`` quantise it themselves with the bundle's calibration images)."""
+        if precision == "int8" and backend in ("ort", "trt"):
             return self.path(f"qdq-{Backend.parse(backend).qdq_target}.onnx")
         return self.path("model.onnx")
 
