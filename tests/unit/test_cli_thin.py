@@ -117,10 +117,12 @@ def test_option_parsers():
 
 
 def test_bench_row_cells_follow_the_columns():
-    ok = BenchRow("/x/e.onnx", "onnxruntime", "int8", 1.5, latency_ms={"p50": 1.0, "p90": 2.0, "p99": 3.0},
-                  images_per_s=9.0, gflops=2.25, verdict="same")
+    ok = BenchRow("/x/e.onnx", backend="onnxruntime", precision="int8", size_mb=1.5,
+                  latency_ms={"p50": 1.0, "p90": 2.0, "p99": 3.0}, images_per_s=9.0,
+                  gflops=2.25, verdict="same", threads=4)
     failed = BenchRow("/x/bad.onnx", status="error: broken")
-    assert ok.cells() == ["e.onnx", "onnxruntime", "int8", "1.50", "1.00", "2.00", "3.00", "9.00", "2.2",
+    assert ok.cells() == ["e.onnx", "4", "onnxruntime", "int8", "1.50", "1.00", "2.00", "3.00", "9.00", "2.2",
                           "ok (same)"]
-    assert failed.cells()[4:] == ["-", "-", "-", "-", "-", "error: broken"]
+    assert failed.cells()[1] == "default"
+    assert failed.cells()[5:] == ["-", "-", "-", "-", "-", "error: broken"]
     assert len(ok.cells()) == len(TABLE_COLUMNS)
