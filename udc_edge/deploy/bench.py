@@ -258,7 +258,8 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
         eng.deactivate()
     known = [p for p in peaks.values() if p is not None]  # None: no torch here to measure the peak
     host = {"conv_peak_gflops": max(known) if known else None, "conv_peak_gflops_by_threads": peaks,
-            "threads": spec.threads, "thread_counts": list(spec.thread_counts), "nvpmodel": nvpmodel_mode(), **cpu_facts()}
+            "threads": spec.threads, "thread_counts": list(spec.thread_counts), "nvpmodel": nvpmodel_mode(),
+            **cpu_facts()}
     spec_d = {**asdict(spec), "shape": list(spec.shape), "iters": rounds}
     return BenchReport(spec=spec_d, rows=rows, host=host, overhead_us=measure_overhead(x),
                        seconds=time.perf_counter() - t0)
