@@ -28,7 +28,8 @@ from udc_edge.core.errors import DataError, UsageError
 from udc_edge.core.metrics import psnr, ssim
 from udc_edge.core.timing import median_ms
 from udc_edge.diffusion.pipeline import purify_restore
-from udc_edge.diffusion.purifier import Purifier, PurifierSampler
+from udc_edge.diffusion.purifier import Purifier
+from udc_edge.diffusion.sampler import PurifierSampler
 from udc_edge.models.padding import Padded
 
 

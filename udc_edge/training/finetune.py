@@ -45,7 +45,8 @@ from udc_edge.attacks import AttackSpec, attack
 from udc_edge.core.errors import UsageError
 from udc_edge.core.progress import Advance, noop
 from udc_edge.diffusion.pipeline import PurifiedRestorer, purify
-from udc_edge.diffusion.purifier import PurifierSampler, load_purifier, state_digest
+from udc_edge.diffusion.purifier import load_purifier, state_digest
+from udc_edge.diffusion.sampler import PurifierSampler
 from udc_edge.models import save_checkpoint
 from udc_edge.models.zoo import load_model
 from udc_edge.training.losses import fft_l1
