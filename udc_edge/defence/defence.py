@@ -28,8 +28,10 @@ from udc_edge.attacks import AttackSpec, attack, craft
 from udc_edge.core.errors import DataError, UsageError
 from udc_edge.core.metrics import psnr, ssim
 from udc_edge.core.timing import median_ms
-from udc_edge.diffusion.purifier import Purifier, PurifierSampler
-from udc_edge.models.padding import Padded, run_padded
+from udc_edge.diffusion.pipeline import purify_restore
+from udc_edge.diffusion.purifier import Purifier
+from udc_edge.diffusion.sampler import PurifierSampler
+from udc_edge.models.padding import Padded
 
 
 def load_eval_set(data: str, count: int = 8, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,16 +82,9 @@ class DefendedPipeline(nn.Module):
         self.restorer, self.sampler, self.bpda = restorer, sampler, bpda
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        if self.sampler is not None:
-            if noise is None:
-                raise UsageError("the defended pipeline needs a noise tensor", "pass noise=torch.randn_like(x)")
-            if self.bpda:
-                with torch.no_grad():
-                    purified = self.sampler(x, noise)
-                x = x + (purified - x).detach()
-            else:
-                x = self.sampler(x, noise)
-        return run_padded(self.restorer, x)
+        if self.sampler is not None and noise is None:
+            raise UsageError("the defended pipeline needs a noise tensor", "pass noise=torch.randn_like(x)")
+        return purify_restore(self.sampler, self.restorer, x, noise, clamp=False, pad=True, bpda=self.bpda)
 
 
 class EOT(nn.Module):

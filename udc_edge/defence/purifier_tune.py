@@ -23,7 +23,9 @@ from udc_edge.core.errors import UsageError
 from udc_edge.core.fileio import atomic_path, write_json_atomic, write_text_atomic
 from udc_edge.core.progress import Advance, noop
 from udc_edge.defence.defence import DefenceSpec, DefendedPipeline, craft_on_restorer, measure
-from udc_edge.diffusion.purifier import Purifier, check_average, check_t_star, t_index
+from udc_edge.diffusion.purifier import Purifier
+from udc_edge.diffusion.sampler import check_average
+from udc_edge.diffusion.schedule import check_t_star, t_index
 from udc_edge.evaluation.robustness import eps_label
 
 DEFAULT_T_STARS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15)
