@@ -49,6 +49,9 @@ ModelArg = Annotated[str, typer.Argument(help="Shipped name (unet-s-poled), chec
 ArchOpt = Annotated[str | None, typer.Option(help="Bring your own: preset, architecture or package.module:Class.")]
 ArchKwargsOpt = Annotated[str, typer.Option(help="JSON kwargs for --arch.")]
 WeightsOpt = Annotated[Path | None, typer.Option(help="Weights for --arch: .safetensors or a state dict (weights_only).")]
+InputOpt = Annotated[list[str] | None, typer.Option(
+    "--input", help="NAME=FILE.npy or NAME=VALUE: an engine's extra input (e.g. psf_code=code.npy, one display's "
+                    "PSF code); default: the example value recorded at export. Repeatable.")]
 AttackBatchOpt = Annotated[int, typer.Option(
     help="Images per adaptive (EOT) attack batch; 0: all at once. Lower it if memory runs out: EOT holds "
          "every noise sample's graph through the purifier.")]

@@ -11,13 +11,14 @@ import typer
 from udc_edge.commands.common import (
     ArchKwargsOpt,
     ArchOpt,
+    InputOpt,
     WeightsOpt,
     json_opt,
     load_model_opts,
     quiet,
     stdout,
 )
-from udc_edge.commands.doctor import ExtraInputOpt, OutputIndexOpt, StubModuleOpt
+from udc_edge.commands.doctor import ExtraInputOpt, FreezeInputOpt, OutputIndexOpt, StubModuleOpt
 
 
 def export_cmd(
@@ -38,6 +39,9 @@ def export_cmd(
     weights: WeightsOpt = None,
     output_index: OutputIndexOpt = None,
     extra_input: ExtraInputOpt = None,
+    freeze_input: FreezeInputOpt = None,
+    multiple: Annotated[int | None, typer.Option(help="Input size multiple the network needs (udc-edge doctor finds "
+                                                      "it); recorded, engines pad H/W up to it.")] = None,
     stub_module: StubModuleOpt = None,
 ) -> None:
     """Export a restorer to ONNX, check it, and prove ONNX Runtime matches torch."""
@@ -48,13 +52,13 @@ def export_cmd(
 
     if model is None and purifier is None:
         raise UsageError("give the MODEL to export, or --purifier P_k")
-    if purifier is not None and (output_index is not None or extra_input):
-        raise UsageError("--output-index/--extra-input do not apply to purifier graphs")
+    if purifier is not None and (output_index is not None or extra_input or freeze_input):
+        raise UsageError("--output-index/--extra-input/--freeze-input do not apply to purifier graphs")
     model = model or ""
     byo_arch = arch if arch and ":" in arch else (model if ":" in model and not arch else None)
     spec = ExportSpec(height=height, width=width, dynamic=dynamic, opset=opset, exporter=exporter,
                       max_abs_err=tolerance, output_index=output_index, cpu_patch=byo_arch is not None,
-                      extra_inputs=tuple(ExtraInput.parse(t) for t in extra_input or ()))
+                      extra_inputs=ExtraInput.parse_all(extra_input, freeze_input), multiple=multiple)
     load = None
     if byo_arch:
         if weights is None:
@@ -104,6 +108,7 @@ def build_cmd(
     opt_shape: Annotated[str | None, typer.Option(help="Shape profile opt.")] = None,
     max_shape: Annotated[str | None, typer.Option(help="Shape profile max.")] = None,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: default).")] = 0,
+    input_: InputOpt = None,
 ) -> None:
     """Build an engine (and its manifest ENGINE.json) from an ONNX file."""
     from udc_edge.engines.build import build_engine
@@ -132,7 +137,7 @@ def build_cmd(
         spec = BuildSpec(backend=backend, precision=precision, calib=calib, calib_count=calib_count,
                          calib_method=calib_method, calib_cache=str(calib_cache) if calib_cache else None,
                          target=target, exclude=names, auto_exclude=exclude == "auto", min_fidelity=min_fidelity,
-                         profile=profile, threads=threads, prequantised=prequantised)
+                         profile=profile, threads=threads, prequantised=prequantised, inputs=tuple(input_ or ()))
         with progress_bar(f"building {backend} {precision}", None, quiet(ctx)) as adv:
             report = build_engine(onnx_path, out, spec, progress=adv)
     stdout.print(report.summary())

@@ -10,8 +10,11 @@ import typer
 from udc_edge.commands.common import ArchKwargsOpt, ArchOpt, WeightsOpt, json_opt, quiet, stdout
 
 ExtraInputOpt = Annotated[list[str] | None, typer.Option(
-    "--extra-input", help="NAME=SHAPE[:FILE.npy|:VALUE]: an extra forward argument (e.g. psf_code=1x8:code.npy), "
-                          "frozen into the graph as a constant. Repeatable.")]
+    "--extra-input", help="NAME=SHAPE[:FILE.npy|:VALUE]: an extra forward argument (e.g. psf_code=1x8:code.npy) that "
+                          "stays a graph input, its batch following the image's; the value is the example. Repeatable.")]
+FreezeInputOpt = Annotated[list[str] | None, typer.Option(
+    "--freeze-input", help="NAME=SHAPE[:FILE.npy|:VALUE]: an extra forward argument baked into the graph as a "
+                           "constant (one engine per value). Repeatable.")]
 StubModuleOpt = Annotated[list[str] | None, typer.Option(
     "--stub-module", help="Module the model imports but never calls on the CPU path (a CUDA-only extension): "
                           "replaced by a stub so the class loads. Repeatable.")]
@@ -29,6 +32,7 @@ def doctor_cmd(
     width: Annotated[int, typer.Option(help="Example input width.")] = 64,
     output_index: OutputIndexOpt = None,
     extra_input: ExtraInputOpt = None,
+    freeze_input: FreezeInputOpt = None,
     stub_module: StubModuleOpt = None,
     opset: Annotated[int, typer.Option(help="ONNX opset for the TorchScript exporter (dynamo uses >= 18).")] = 17,
     backend: Annotated[str, typer.Option(help="Target that must work for exit code 0: ort, or trt (also needs "
@@ -47,7 +51,7 @@ def doctor_cmd(
     from udc_edge.progress import progress_bar
 
     spec = DoctorSpec(height=height, width=width, output_index=output_index, opset=opset, backend=backend,
-                      extra_inputs=tuple(ExtraInput.parse(t) for t in extra_input or ()), min_fidelity=min_fidelity,
+                      extra_inputs=ExtraInput.parse_all(extra_input, freeze_input), min_fidelity=min_fidelity,
                       runs=runs)
     kwargs = json_opt(arch_kwargs, "--arch-kwargs")
     with progress_bar("doctor", STEPS, quiet(ctx)) as adv:

@@ -10,12 +10,14 @@ import typer
 from udc_edge.commands.common import (
     ArchKwargsOpt,
     ArchOpt,
+    InputOpt,
     ModelArg,
     WeightsOpt,
     load_model_opts,
     quiet,
     stdout,
 )
+from udc_edge.errors import UsageError
 
 
 def restore_cmd(
@@ -29,12 +31,22 @@ def restore_cmd(
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = "",
     weights: WeightsOpt = None,
+    input_: InputOpt = None,
 ) -> None:
-    """Restore degraded UDC images with a model."""
+    """Restore degraded UDC images with a model or an engine built by udc-edge build."""
+    from udc_edge.engines import is_engine_path, load_engine
+    from udc_edge.engines.feeds import parse_input_options
     from udc_edge.evaluation.restore import collect_inputs, restore_files
     from udc_edge.progress import progress_bar
 
-    net, _ = load_model_opts(model, arch, arch_kwargs, weights)
+    if is_engine_path(model):
+        import torch
+
+        net = load_engine(model, threads=torch.get_num_threads(), inputs=parse_input_options(input_))
+    elif input_:
+        raise UsageError("--input feeds an engine's extra inputs; MODEL is not an engine file")
+    else:
+        net, _ = load_model_opts(model, arch, arch_kwargs, weights)
     n = len(collect_inputs(list(inputs)))
     with progress_bar("restoring", n, quiet(ctx)) as adv:
         report = restore_files(net, list(inputs), out_dir, gt_dir=gt, tile=tile, overlap=overlap, progress=adv)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from udc_edge.commands.common import quiet, stdout
+from udc_edge.commands.common import InputOpt, quiet, stdout
 
 
 def bench_cmd(
@@ -21,6 +21,7 @@ def bench_cmd(
     profile: Annotated[bool, typer.Option(help="Per-layer time table (ONNX Runtime / TensorRT profiler).")] = False,
     report: Annotated[Path | None, typer.Option(help="Write bench.json, bench.md and bench.png here.")] = None,
     compare: Annotated[Path | None, typer.Option(help="An older bench.json: mark regressions beyond noise.")] = None,
+    input_: InputOpt = None,
 ) -> None:
     """Latency of engines and models, interleaved so machine noise hits all alike."""
     from rich.table import Table
@@ -30,7 +31,7 @@ def bench_cmd(
     from udc_edge.progress import progress_bar
 
     spec = BenchSpec(shape=ShapeProfile.parse_shape(shape, "--shape"), warmup=warmup, iters=iters,
-                     duration=duration, threads=threads, profile=profile)
+                     duration=duration, threads=threads, profile=profile, inputs=tuple(input_ or ()))
     with progress_bar("benchmarking", None if duration else iters, quiet(ctx)) as adv:
         rep = run_bench(list(targets), spec, progress=adv)
     notes = compare_reports(rep, compare) if compare else []

@@ -4,7 +4,9 @@ An engine is a context manager with ``activate()``/``deactivate()`` (as Polygrap
 runners), called as ``engine(x) -> y`` on float32 NCHW numpy arrays. It checks the input
 against its shape profile before running, pads H/W to the network's multiple on the host
 and crops back (so graphs stay free of dynamic padding), and describes itself: backend,
-version, precision asked for and built, I/O names, shapes and dtypes.
+version, precision asked for and built, I/O names, shapes and dtypes. Extra inputs (a PSF
+code; ``manifest.extra_inputs``) are not padded; their batch must be the image's, and a
+call with the images only takes them from :attr:`Engine.extras` (set by ``load_engine``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Engine(abc.ABC):
         self._multiple = multiple
         self.active = False
         self._input_names: list[str] | None = None  # read from info() once per activation
+        self.extras: dict[str, np.ndarray] = {}  # batch-1 values of extra inputs for image-only calls
 
     # -- lifecycle -------------------------------------------------------------
     def activate(self) -> Engine:
@@ -106,13 +109,24 @@ class Engine(abc.ABC):
         if not self.active:
             self.activate()
         names = self._input_names
+        extra = {e["name"] for e in self.manifest.extra_inputs} if self.manifest else set()
+        if len(inputs) == len(names) - len(extra) and all(n in self.extras for n in extra):
+            images = iter(inputs)
+            n_img = inputs[0].shape[0] if inputs and isinstance(inputs[0], np.ndarray) else 1
+            inputs = tuple(np.repeat(self.extras[n][:1], n_img, axis=0) if n in extra else next(images)
+                           for n in names)
         if len(inputs) != len(names):
-            raise EngineError(f"engine takes {len(names)} input(s) {names}, got {len(inputs)}")
+            raise EngineError(f"engine takes {len(names)} input(s) {names}, got {len(inputs)}",
+                              "give the extra inputs with --input NAME=FILE.npy|VALUE" if extra else None)
         for x, n in zip(inputs, names):
-            self.check_input(x, n)
+            if n in extra:
+                if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.shape[0] != inputs[0].shape[0]:
+                    raise EngineError(f"{n}: expected a float32 array with the image's batch {inputs[0].shape[0]}")
+            else:
+                self.check_input(x, n)
         h, w = inputs[0].shape[2:]
         m = self.multiple
-        padded = [_pad_array(x, m) for x in inputs]
+        padded = [x if n in extra else _pad_array(x, m) for x, n in zip(inputs, names)]
         y = self._infer(*padded)
         if y.shape[2:] == (h, w):
             return y

@@ -80,14 +80,19 @@ def inspect_onnx(path: str | os.PathLike) -> tuple[onnx.ModelProto, int, list[st
     except Exception as exc:
         raise EngineError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]})",
                           "re-export it with udc-edge export; the file may be truncated") from exc
+    from udc_edge.engines.feeds import recorded_extras
+
     inits = {i.name for i in model.graph.initializer}
+    meta = {p.key: p.value for p in model.metadata_props}
+    extras = {e["name"] for e in recorded_extras(meta)}
     inputs = [i for i in model.graph.input if i.name not in inits]
     for i in inputs:
+        if i.name in extras:
+            continue
         rank = len(i.type.tensor_type.shape.dim)
         if rank != 4:
             raise InputError(f"{path}: input {i.name!r} has rank {rank}, expected NCHW images (rank 4)",
                              "export the restorer with a 1x3xHxW input")
-    meta = {p.key: p.value for p in model.metadata_props}
     return model, int(meta.get("udc_edge.multiple", "1")), [i.name for i in inputs]
 
 
@@ -107,7 +112,7 @@ def recorded_session_options(path: str | os.PathLike, meta: dict[str, str] | Non
     return opts if isinstance(opts, dict) else {}
 
 
-def _runner(threads: int, options: dict | None = None):
+def _runner(threads: int, options: dict | None = None, extras: dict[str, np.ndarray] | None = None):
     def run(model_bytes: bytes, images: np.ndarray, names: tuple[str, ...] = ("input",)) -> np.ndarray:
         sess = make_session(model_bytes, threads=threads, options=options)
         feeds = [i.name for i in sess.get_inputs()]
@@ -116,17 +121,19 @@ def _runner(threads: int, options: dict | None = None):
         for k in range(len(images)):
             x = images[k : k + 1]
             feed = {n: (x if n != "noise" else rng.standard_normal(x.shape).astype(np.float32)) for n in feeds}
+            feed |= {n: v for n, v in (extras or {}).items() if n in feed}
             outs.append(sess.run(None, feed)[0])
         return np.concatenate(outs)
     return run
 
 
-def _speedup(fp32: bytes, int8: bytes, x: np.ndarray, threads: int, options: dict | None = None) -> float:
+def _speedup(fp32: bytes, int8: bytes, x: np.ndarray, threads: int, options: dict | None = None,
+             extras: dict[str, np.ndarray] | None = None) -> float:
     """FP32 time / INT8 time, measured in alternating rounds on the same image."""
     runs = []
     for model in (fp32, int8):
         sess = make_session(model, threads=threads, options=options)
-        feed = {i.name: x for i in sess.get_inputs()}
+        feed = {i.name: (extras or {}).get(i.name, x) for i in sess.get_inputs()}
         runs.append(lambda sess=sess, feed=feed: sess.run(None, feed))
     t32, t8 = side_by_side(*runs, runs=3, rounds=2)
     return t32 / t8
@@ -142,12 +149,23 @@ class _Source:
     names: list[str]
     meta: dict[str, str]
     session_options: dict
+    extras: dict  # extra input name -> batch-1 value fed with every image (engines.feeds)
 
     @classmethod
-    def of(cls, path: Path, model: onnx.ModelProto, names: list[str]) -> _Source:
+    def of(cls, path: Path, model: onnx.ModelProto, names: list[str], inputs: tuple[str, ...] = ()) -> _Source:
+        from udc_edge.engines.feeds import extra_values, parse_input_options, recorded_extras
+
         data = path.read_bytes()
         meta = {p.key: p.value for p in model.metadata_props}
-        return cls(data, hashlib.sha256(data).hexdigest(), model, names, meta, recorded_session_options(path, meta))
+        extras = extra_values(recorded_extras(meta), parse_input_options(inputs), f"ONNX {path}")
+        return cls(data, hashlib.sha256(data).hexdigest(), model, names, meta, recorded_session_options(path, meta),
+                   extras)
+
+    def manifest_extras(self) -> list[dict]:
+        """The recorded extra inputs with the values this build used as their examples."""
+        from udc_edge.engines.feeds import recorded_extras
+
+        return [{**e, "example": self.extras[e["name"]].flatten().tolist()} for e in recorded_extras(self.meta)]
 
 
 def is_qdq(model: onnx.ModelProto) -> bool:
@@ -170,8 +188,8 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
     sub = type(calib)(cal_imgs, calib.source)
     ranges, cinfo = cached_ranges(onnx_path, sub, spec.calib_method, symmetric=spec.quant_target == "tensorrt",
                                   cache=cache, input_names=tuple(names), session_options=opts,
-                                  onnx_sha256=src.sha256)
-    run = _runner(spec.threads, opts)
+                                  onnx_sha256=src.sha256, extras=src.extras)
+    run = _runner(spec.threads, opts, src.extras)
     ref = run(fp32, held)
     progress(0, status="quantising")
     if spec.auto_exclude:
@@ -186,7 +204,7 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
                             "held_out": len(held), "cache": cinfo, "target": spec.quant_target},
             "fidelity_db": fid, "fidelity_met": met, "excluded": excluded}
     if spec.backend == "ort":
-        info["speedup"] = _speedup(fp32, model, held[:1], spec.threads, opts)
+        info["speedup"] = _speedup(fp32, model, held[:1], spec.threads, opts, src.extras)
     return model, info
 
 
@@ -196,7 +214,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
     t0 = time.perf_counter()
     onnx_path, out = Path(onnx_path), Path(out)
     model, multiple, names = inspect_onnx(onnx_path)
-    src = _Source.of(onnx_path, model, names)
+    src = _Source.of(onnx_path, model, names, spec.inputs)
     if spec.backend == "trt":
         return _build_trt(onnx_path, src, out, spec, multiple, t0, progress)
     if out.suffix != ".onnx":
@@ -231,6 +249,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
                        "auto_exclude": spec.auto_exclude,
                        "macs_per_pixel": float(src.meta.get("udc_edge.macs_per_pixel", 0)) or None},
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met", "speedup") if k in info} | {"warnings": warnings},
+        extra_inputs=src.manifest_extras(),
     )
     write_manifest(out, manifest)
     return BuildReport(engine=str(out), backend="onnxruntime", requested_precision=spec.precision.value,
@@ -265,6 +284,7 @@ def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, mul
         multiple=multiple, inputs=source.names, calibration=info.get("calibration"), excluded_layers=info.get("excluded", []),
         device=binfo.get("device", {}), build_seconds=time.perf_counter() - t0, build_options=binfo,
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met") if k in info},
+        extra_inputs=source.manifest_extras(),
     )
     write_manifest(out, manifest)
     return BuildReport(engine=str(out), backend="tensorrt", requested_precision=spec.precision.value,

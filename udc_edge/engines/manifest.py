@@ -42,6 +42,7 @@ class Manifest:
     build_seconds: float = 0.0
     build_options: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)  # measured fidelity/speed at build time
+    extra_inputs: list[dict[str, Any]] = field(default_factory=list)  # graph inputs besides images (engines.feeds)
     format: str = MANIFEST_FORMAT
 
     def to_dict(self) -> dict:

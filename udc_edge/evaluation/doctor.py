@@ -1,11 +1,14 @@
 """``udc-edge doctor``: what will and will not work for a restorer, before a user spends time.
 
-One report: loading on the CPU, the forward's structure, the ONNX each exporter produces
-(or its error), dynamic H/W, slow or unsupported operators with counts and layer names,
-ONNX Runtime parity and speed against eager torch, INT8 friendliness per quantisable op
-type, and TensorRT parser support per op type (static table, no TensorRT needed).
-``blockers`` empty means the model can go the whole way (export -> build fp32/int8 -> run).
-The checks are in :mod:`udc_edge.evaluation.doctor_checks`.
+One report: loading on the CPU, the forward's structure and the input size multiple it
+needs (found by running it), the ONNX each exporter produces (or its error), dynamic H/W,
+slow or unsupported operators with counts and layer names, ONNX Runtime parity and speed
+against eager torch, INT8 friendliness per quantisable op type, the fastest faithful CPU
+engine, and TensorRT parser support per op type (static table, no TensorRT needed). Then
+doctor proposes the ``udc-edge`` commands (export, build, restore at two sizes) and runs
+exactly those in a scratch folder: ``blockers`` empty means they all worked. The checks are
+in :mod:`udc_edge.evaluation.doctor_checks`, the proposal and trial in
+:mod:`udc_edge.evaluation.doctor_trial`.
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ class DoctorReport:
     blockers: list[str] = field(default_factory=list)
     advice: list[str] = field(default_factory=list)
     export_command: str = ""
+    commands: list[str] = field(default_factory=list)  # the proposal: export, build, restore
+    trial: list[dict] = field(default_factory=list)  # per command run: command, exit_code, seconds, last_line
 
     @property
     def ok(self) -> bool:
@@ -94,7 +99,8 @@ class DoctorReport:
 
     def summary(self) -> str:
         """A few lines for the terminal; the markdown has the tables."""
-        lines = [f"udc-edge doctor {self.model}: " + ("OK, can go the whole way" if self.ok else "BLOCKED")]
+        verdict = "OK, its proposed commands ran (export, build, restore at two sizes)" if self.ok else "BLOCKED"
+        lines = [f"udc-edge doctor {self.model}: {verdict}"]
         for r in self.exporters:
             state = f"ok, {sum(r.op_counts.values())} nodes" if r.ok else f"failed: {r.error[:160]}"
             lines.append(f"  {r.exporter} ({'dynamic' if r.dynamic else 'fixed'} H/W, {r.seconds:.1f} s): {state}")
@@ -107,8 +113,8 @@ class DoctorReport:
             share = f", {100 * f.time_share:.0f}% of time" if f.time_share is not None else ""
             lines.append(f"  {f.op_type} x{f.count}{share}: {f.note}")
         lines += [f"  blocker: {b}" for b in self.blockers] + [f"  advice: {a}" for a in self.advice]
-        if self.export_command:
-            lines.append(f"  next: {self.export_command}")
+        lines += [f"  tried: exit {t['exit_code']} in {t['seconds']:.1f} s: {t['command']}" for t in self.trial]
+        lines += [f"  next: {c}" for c in self.commands if self.ok]
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
@@ -116,8 +122,11 @@ class DoctorReport:
         where = f"target {self.spec.get('backend')}, example {self.spec.get('height')}x{self.spec.get('width')}"
         out = [f"# udc-edge doctor: {self.model}", "", f"**Verdict:** {verdict} ({where})", ""]
         out += [f"- blocker: {b}" for b in self.blockers] + [f"- advice: {a}" for a in self.advice]
-        if self.export_command:
-            out += ["", "Suggested export:", "", f"    {self.export_command}"]
+        if self.commands:
+            out += ["", "Proposed commands (run by doctor in a scratch folder; relative names are files there):", ""]
+            out += [f"    {c}" for c in self.commands]
+            out += [f"- exit {t['exit_code']} in {t['seconds']:.1f} s: `{t['command']}`: {t['last_line']}"
+                    for t in self.trial]
         out += ["", "## Load on CPU", ""]
         out += [f"- {k}: {v}" for k, v in self.load.items() if k != "cuda_calls"]
         out += [f"- `.cuda()` patched out at {c['where']} ({c['phase']}): `{c['code']}`" for c in self.load.get("cuda_calls", [])]
@@ -165,7 +174,7 @@ class DoctorReport:
         return "\n".join(out) + "\n"
 
 
-STEPS = 5
+STEPS = 6
 
 
 def diagnose(model: str, arch: str | None = None, arch_kwargs: dict | None = None, weights: str | None = None,
@@ -174,6 +183,7 @@ def diagnose(model: str, arch: str | None = None, arch_kwargs: dict | None = Non
     """Run every check on ``model`` (shipped name, checkpoint, ``package.module:Class``, or
     ``-`` with ``arch``) and return the report; never raises for what the model does wrong."""
     from udc_edge.evaluation import doctor_checks as checks
+    from udc_edge.evaluation import doctor_trial as trial
 
     report = DoctorReport(model=arch or model, spec={k: v for k, v in asdict(spec).items() if k != "extra_inputs"})
     progress(0, status="loading")
@@ -188,6 +198,9 @@ def diagnose(model: str, arch: str | None = None, arch_kwargs: dict | None = Non
         checks.int8(report, graph, spec)
         progress(1, status="TensorRT support")
         checks.tensorrt(report, graph, spec)
-    checks.export_command(report, model, arch, arch_kwargs, weights, stub_modules, spec)
+    trial.propose(report, model, arch, arch_kwargs, weights, stub_modules, spec)
+    if report.commands and not report.blockers:
+        progress(1, status="running the proposed commands")
+        trial.run_trial(report, net, spec)
     progress(1, status="done")
     return report

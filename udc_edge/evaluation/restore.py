@@ -1,13 +1,15 @@
 """Restore image files with a model: any size (padding), optional tiling, same bit depth.
 
 Outputs are PNGs named like the inputs; a 16-bit input gives a 16-bit output. With a
-ground-truth folder, PSNR/SSIM of input and output are reported per image.
+ground-truth folder, PSNR/SSIM of input and output are reported per image. The model is a
+torch module or an engine (``udc-edge build``), which pads to its multiple itself.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from udc_edge.data.images import list_images, read_image, to_hwc, to_nchw, write_png
+from udc_edge.engines.base import Engine
 from udc_edge.errors import DataError, InputError
 from udc_edge.evaluation.metrics import psnr, ssim
 from udc_edge.models.padding import run_padded
@@ -59,18 +62,24 @@ def collect_inputs(paths: list[str | os.PathLike]) -> list[Path]:
     return files
 
 
-def restore_array(model: nn.Module, img: np.ndarray, tile: int = 0, overlap: int = 32) -> np.ndarray:
+def _run(model: nn.Module | Engine) -> Callable[[torch.Tensor], torch.Tensor]:
+    if isinstance(model, nn.Module):
+        return lambda t: run_padded(model, t)
+    return lambda t: torch.from_numpy(model(np.ascontiguousarray(t.numpy(), dtype=np.float32)))
+
+
+def restore_array(model: nn.Module | Engine, img: np.ndarray, tile: int = 0, overlap: int = 32) -> np.ndarray:
     """Restore one HxWx3 float image (padding to the model's multiple, tiling if asked)."""
     if not np.isfinite(img).all():
         raise InputError("input image contains NaN or Inf", "fix the file")
     x = to_nchw(img)
     with torch.no_grad():
-        fn = lambda t: run_padded(model, t)
+        fn = _run(model)
         y = run_tiled(fn, x, tile, overlap) if tile else fn(x)
     return to_hwc(y.clamp(0, 1))
 
 
-def restore_files(model: nn.Module, inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
+def restore_files(model: nn.Module | Engine, inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
                   gt_dir: str | os.PathLike | None = None, tile: int = 0, overlap: int = 32,
                   progress: Advance = _noop) -> RestoreReport:
     """Restore every input image into ``out_dir``; compare with ``gt_dir`` when given."""
@@ -81,7 +90,8 @@ def restore_files(model: nn.Module, inputs: list[str | os.PathLike], out_dir: st
     out_dir = Path(out_dir)
     report = RestoreReport(out_dir=str(out_dir))
     t0 = time.perf_counter()
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
     gt_files = {p.stem: p for p in list_images(gt_dir)} if gt_dir is not None else {}
     for f in files:
         img, info = read_image(f)
