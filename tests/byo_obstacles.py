@@ -162,3 +162,19 @@ class HugeMultipleNet(ConcatUNet):
 
     def __init__(self, hidden: int = 2):
         super().__init__(hidden, levels=9)
+
+
+class PosEmbedNet(nn.Module):
+    """A learned positional embedding of at most 96 x 96, sliced to the input size, as in
+    transformer restorers trained on fixed crops: exports, matches torch and builds at small
+    sizes, then fails on a 100-pixel image; doctor's trial of ``restore`` finds that."""
+
+    def __init__(self, hidden: int = 4, max_size: int = 96):
+        super().__init__()
+        self.head = _Head(hidden)
+        self.tail = nn.Conv2d(hidden, 3, 3, padding=1)
+        self.pos = nn.Parameter(torch.randn(1, hidden, max_size, max_size) * 0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.head(x)
+        return x + self.tail(f + self.pos[..., : x.shape[-2], : x.shape[-1]])

@@ -3,7 +3,8 @@ library function and prints/saves its report. No logic lives here; the commands 
 ``udc_edge/commands/``, one module per group, each with a ``register(app)``.
 
 Errors the user can cause (:class:`udc_edge.errors.UdcEdgeError`) print one line and exit
-with code 1 (2 for usage errors); ``--debug`` shows the traceback instead.
+with code 1 (2 for usage errors); ``--debug`` shows the traceback instead, and lets
+third-party logging and warnings through (:func:`udc_edge.logs.quiet_third_party`).
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ from udc_edge import __version__
 from udc_edge.commands import attack, data, demo, deploy, doctor, models, purifier, train, workflow
 from udc_edge.commands.common import err, set_threads, stdout
 from udc_edge.errors import UdcEdgeError
+from udc_edge.logs import quiet_third_party
 
 
 class _Group(TyperGroup):
     """Root group: turns UdcEdgeError from any sub-command into one line + exit code."""
 
     def invoke(self, ctx: click.Context):
+        debug = bool(ctx.params.get("debug")) or bool(os.environ.get("UDC_EDGE_DEBUG"))
         try:
-            return super().invoke(ctx)
+            with quiet_third_party(debug):
+                return super().invoke(ctx)
         except UdcEdgeError as exc:
             if ctx.meta.get("udc_edge.debug") or os.environ.get("UDC_EDGE_DEBUG"):
                 raise

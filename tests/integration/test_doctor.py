@@ -48,8 +48,9 @@ def clean_modules():
 
 
 def doctor(*args: str, tmp_path=None):
+    """Diagnosis only (--no-trial): tests/integration/test_doctor_trial.py runs the proposals."""
     extra = ["--out", str(tmp_path)] if tmp_path is not None else []
-    return runner.invoke(app, ["-q", "--threads", "1", "doctor", *args, *SIZE, "--runs", "2", *extra])
+    return runner.invoke(app, ["-q", "--threads", "1", "doctor", *args, *SIZE, "--runs", "2", "--no-trial", *extra])
 
 
 def full_path(tmp_path, model: str, weights: str, *export_args: str, size=(32, 40), **forward_kwargs):
@@ -107,7 +108,8 @@ def test_doctor_unfold_kernel_prediction_names_the_indexing_layers(tmp_path, wei
     assert gather["count"] == 4 and any("[unfold" in s and "byo_obstacles.py:" in s for s in gather["layers"])
     assert gather["time_share"] is not None and {"Gather", "Range"} <= set(rep["int8"]["float_ops"])
     assert "Unfold" in next(e["error"] for e in rep["exporters"] if e["exporter"] == "torchscript")
-    assert "--exporter dynamo" in rep["export_command"]
+    assert "--exporter dynamo" in rep["export_command"] and rep["commands"][0] == rep["export_command"]
+    assert rep["trial"] == [] and "NOT TRIED" in res.output  # --no-trial never says OK
 
 
 @pytest.mark.slow

@@ -39,6 +39,8 @@ def doctor_cmd(
                                               "every op in the ONNX-TensorRT support table).")] = "ort",
     min_fidelity: Annotated[float, typer.Option(help="INT8 vs FP32 PSNR (dB) below which doctor advises.")] = 35.0,
     runs: Annotated[int, typer.Option(help="Timed runs per measurement.")] = 5,
+    trial: Annotated[bool, typer.Option("--trial/--no-trial", help="Run the proposed commands in a scratch folder "
+                                        "(the verdict is what they did); --no-trial: diagnosis only, never OK.")] = True,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for doctor.json and doctor.md.")] = None,
 ) -> None:
     """Will this restorer export, build and run? Exit 0 if it can go the whole way, 1 if not.
@@ -52,7 +54,7 @@ def doctor_cmd(
 
     spec = DoctorSpec(height=height, width=width, output_index=output_index, opset=opset, backend=backend,
                       extra_inputs=ExtraInput.parse_all(extra_input, freeze_input), min_fidelity=min_fidelity,
-                      runs=runs)
+                      runs=runs, trial=trial)
     kwargs = json_opt(arch_kwargs, "--arch-kwargs")
     with progress_bar("doctor", STEPS, quiet(ctx)) as adv:
         report = diagnose(model, arch, kwargs, str(weights) if weights else None, tuple(stub_module or ()), spec, adv)

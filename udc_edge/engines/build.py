@@ -186,11 +186,19 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
     progress(0, status=f"calibrating ({spec.calib_method}, {len(cal_imgs)} images)")
     cache = spec.calib_cache or str(out.with_name(out.name + ".calib.json"))
     sub = type(calib)(cal_imgs, calib.source)
-    ranges, cinfo = cached_ranges(onnx_path, sub, spec.calib_method, symmetric=spec.quant_target == "tensorrt",
-                                  cache=cache, input_names=tuple(names), session_options=opts,
-                                  onnx_sha256=src.sha256, extras=src.extras)
     run = _runner(spec.threads, opts, src.extras)
-    ref = run(fp32, held)
+    try:
+        ranges, cinfo = cached_ranges(onnx_path, sub, spec.calib_method, symmetric=spec.quant_target == "tensorrt",
+                                      cache=cache, input_names=tuple(names), session_options=opts,
+                                      onnx_sha256=src.sha256, extras=src.extras)
+        ref = run(fp32, held)
+    except Exception as exc:  # ONNX Runtime's own Fail types: the graph does not run on these images
+        from udc_edge.export.onnx_export import short_error
+
+        h, w = cal_imgs.shape[2:]
+        raise EngineError(f"{onnx_path} fails on the {h}x{w} calibration images: {short_error(exc)}",
+                          "export so the graph runs at that size, or calibrate on images of a size it takes "
+                          "(--calib DIR)") from exc
     progress(0, status="quantising")
     if spec.auto_exclude:
         res = auto_exclude(onnx_path, ranges, spec.quant_target, run, held, ref, spec.min_fidelity)

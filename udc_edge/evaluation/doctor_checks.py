@@ -377,6 +377,7 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
                    "per_op_type": per, "float_ops": sorted(t for t in types if t in SLOW_OPS),
                    "calibration": {"source": "synth:poled", "images": len(cal), "held_out": len(held),
                                    "method": "percentile"}}
+    speed_advice(report, {"ONNX Runtime FP32": (fp32_ms, None), "ONNX Runtime INT8": (int8_ms, fid)}, spec)
     if int8_ms > fp32_ms:
         report.advice.append(f"INT8 runs at {fp32_ms / int8_ms:.2f}x the speed of FP32 here (slower): "
                              "build --precision auto keeps FP32")
@@ -384,6 +385,21 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
         worst = min(per, key=lambda t: per[t]["psnr_db"])
         report.advice.append(f"INT8 output is {fid:.1f} dB from FP32 (< {spec.min_fidelity:g}); most sensitive op "
                              f"type {worst} ({per[worst]['psnr_db']:.1f} dB alone): build with --exclude auto")
+
+
+def speed_advice(report: DoctorReport, engines: dict[str, tuple[float, float | None]], spec: DoctorSpec) -> None:
+    """The fastest engine whose output is within ``min_fidelity`` of FP32 (FP32 itself: None),
+    among every CPU backend udc-edge builds here; the ones it cannot measure are named."""
+    import importlib.util
+
+    faithful = {k: ms for k, (ms, fid) in engines.items() if fid is None or fid >= spec.min_fidelity}
+    best = min(faithful, key=lambda k: faithful[k])
+    rows = {k: {"ms": ms, "fidelity_db": fid, "faithful": k in faithful} for k, (ms, fid) in engines.items()}
+    missing = []
+    if importlib.util.find_spec("openvino") is not None:
+        missing.append("OpenVINO is installed, but this udc-edge has no OpenVINO engine backend to build or measure")
+    report.speed = {"engines": rows, "fastest": f"{best} ({faithful[best]:.2f} ms, measured side by side)",
+                    "not_measured": missing}
 
 
 def tensorrt(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:

@@ -70,9 +70,12 @@ def propose(report: DoctorReport, model: str, arch: str | None, arch_kwargs: dic
     if spec.opset != 17:
         parts.append(f"--opset {spec.opset}")
     export = " ".join(parts + ["--out model.onnx"])
-    build = "udc-edge build model.onnx --out engine.onnx --precision auto --calib synth:poled --calib-count 8"
+    feeds = "".join(f" --input {e.name}={q(str(Path(e.file).resolve())) if e.file else f'{e.value:g}'}"
+                    for e in spec.extra_inputs if not e.frozen)  # one display's value, given explicitly
+    build = f"udc-edge build model.onnx --out engine.onnx --precision auto --calib synth:poled --calib-count 8{feeds}"
     sizes = probe_sizes(report, spec)
-    restore = "udc-edge restore engine.onnx " + " ".join(f"probe-{h}x{w}.png" for h, w in sizes) + " --out restored"
+    restore = ("udc-edge restore engine.onnx " + " ".join(f"probe-{h}x{w}.png" for h, w in sizes)
+               + f" --out restored{feeds}")
     if not report.chosen["dynamic"]:
         restore += f" --tile {min(spec.height, spec.width)} --overlap 8"
     report.export_command = export

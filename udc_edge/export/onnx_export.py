@@ -239,7 +239,9 @@ def short_error(exc: BaseException, limit: int = 240) -> str:
     kernel failures: the node and the kernel's own message)."""
     import re
 
-    text = str(exc).strip()
+    from udc_edge.logs import strip_ansi
+
+    text = strip_ansi(str(exc)).strip()
     m = re.search(r"running (\w+) node\. Name:'([^']*)' Status Message: (.*)", text, re.DOTALL)
     if m:
         detail = m.group(3).rsplit(" : FAIL : ", 1)[-1].strip()
