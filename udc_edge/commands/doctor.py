@@ -43,7 +43,7 @@ def doctor_cmd(
                                         "(the verdict is what they did); --no-trial: diagnosis only, never OK.")] = True,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for doctor.json and doctor.md.")] = None,
 ) -> None:
-    """Will this restorer export, build and run? Exit 0 if it can go the whole way, 1 if not.
+    """Will this restorer export, build and run? Exit 0 if the commands doctor proposes ran, 1 if not.
 
     One report: load on CPU, each exporter's ops or error, dynamic shapes, slow ops, ONNX
     Runtime parity and speed vs eager, INT8 sensitivity per op type, TensorRT support."""
