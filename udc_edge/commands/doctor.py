@@ -42,6 +42,8 @@ def doctor_cmd(
     trial: Annotated[bool, typer.Option("--trial/--no-trial", help="Run the proposed commands in a scratch folder "
                                         "(the verdict is what they did); --no-trial: diagnosis only, never OK.")] = True,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for doctor.json and doctor.md.")] = None,
+    keep: Annotated[Path | None, typer.Option(help="Keep the trial's folder here (new or empty): the probe images, "
+                                                   "model.onnx, engine.onnx and restored/ its commands made.")] = None,
 ) -> None:
     """Will this restorer export, build and run? Exit 0 if the commands doctor proposes ran, 1 if not.
 
@@ -54,8 +56,12 @@ def doctor_cmd(
 
     spec = DoctorSpec(height=height, width=width, output_index=output_index, opset=opset, backend=backend,
                       extra_inputs=ExtraInput.parse_all(extra_input, freeze_input), min_fidelity=min_fidelity,
-                      runs=runs, trial=trial)
+                      runs=runs, trial=trial, keep=str(keep) if keep else None)
     kwargs = json_opt(arch_kwargs, "--arch-kwargs")
+    if keep is not None and keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+        from udc_edge.errors import OutputError
+
+        raise OutputError(f"--keep {keep} exists and is not an empty folder", "choose a new folder")
     with progress_bar("doctor", STEPS, quiet(ctx)) as adv:
         report = diagnose(model, arch, kwargs, str(weights) if weights else None, tuple(stub_module or ()), spec, adv)
     if out is not None:

@@ -35,6 +35,7 @@ class DoctorSpec:
     runs: int = 5
     threads: int = 0  # ONNX Runtime threads; 0: torch's current thread count (side by side)
     trial: bool = True  # run the proposed commands; without, doctor never says OK
+    keep: str | None = None  # keep the trial's folder (model.onnx, engine.onnx, restored/) here
 
     def __post_init__(self) -> None:
         if self.backend not in ("ort", "trt"):

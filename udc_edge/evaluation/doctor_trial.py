@@ -123,28 +123,35 @@ def _check_restored(folder: Path, sizes: list[tuple[int, int]]) -> str:
 
 
 def run_trial(report: DoctorReport, net: nn.Module | None, spec: DoctorSpec, timeout: float = 900) -> None:
-    """Run ``report.commands`` in a scratch folder (removed afterwards); each step's exit code,
-    time and last output line go to ``report.trial``; a failure becomes a blocker."""
+    """Run ``report.commands`` in a scratch folder (removed afterwards, or renamed to
+    ``spec.keep``); each step's exit code, time and last output line go to ``report.trial``;
+    a failure becomes a blocker."""
+    from udc_edge.fileio import atomic_dir
+
+    scratch = atomic_dir(spec.keep) if spec.keep else tempfile.TemporaryDirectory(prefix="udc-edge-doctor-trial-")
+    with scratch as tmp:
+        _run_lines(report, Path(tmp), net, spec, timeout)
+
+
+def _run_lines(report: DoctorReport, folder: Path, net: nn.Module | None, spec: DoctorSpec, timeout: float) -> None:
     sizes = probe_sizes(report, spec)
-    with tempfile.TemporaryDirectory(prefix="udc-edge-doctor-trial-") as tmp:
-        folder = Path(tmp)
-        _write_inputs(folder, report, net, sizes)
-        for line in report.commands:
-            args = shlex.split(line)
-            t0 = time.perf_counter()
-            try:
-                proc = subprocess.run([sys.executable, "-m", "udc_edge", *args[1:]], cwd=folder, env=_env(),
-                                      capture_output=True, text=True, timeout=timeout, check=False)
-                code, text = proc.returncode, (proc.stdout + proc.stderr).strip()
-            except subprocess.TimeoutExpired:
-                code, text = 124, f"timed out after {timeout:.0f} s"
-            tail = [ln for ln in text.splitlines() if ln.strip()][-1:] or [""]
-            step = {"command": line, "exit_code": code, "seconds": round(time.perf_counter() - t0, 1),
-                    "last_line": tail[0][:400]}
-            if code == 0 and args[1] == "restore":
-                step["check"] = _check_restored(folder, sizes)
-            report.trial.append(step)
-            if code != 0 or step.get("check"):
-                why = step.get("check") or f"exited {code}: {step['last_line']}"
-                report.blockers.append(f"doctor's trial of its proposal failed: `{line}` {why}")
-                return
+    _write_inputs(folder, report, net, sizes)
+    for line in report.commands:
+        args = shlex.split(line)
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "udc_edge", *args[1:]], cwd=folder, env=_env(),
+                                  capture_output=True, text=True, timeout=timeout, check=False)
+            code, text = proc.returncode, (proc.stdout + proc.stderr).strip()
+        except subprocess.TimeoutExpired:
+            code, text = 124, f"timed out after {timeout:.0f} s"
+        tail = [ln for ln in text.splitlines() if ln.strip()][-1:] or [""]
+        step = {"command": line, "exit_code": code, "seconds": round(time.perf_counter() - t0, 1),
+                "last_line": tail[0][:400]}
+        if code == 0 and args[1] == "restore":
+            step["check"] = _check_restored(folder, sizes)
+        report.trial.append(step)
+        if code != 0 or step.get("check"):
+            why = step.get("check") or f"exited {code}: {step['last_line']}"
+            report.blockers.append(f"doctor's trial of its proposal failed: `{line}` {why}")
+            return
