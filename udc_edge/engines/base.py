@@ -108,7 +108,7 @@ class Engine(abc.ABC):
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
         if not self.active:
             self.activate()
-        names = self._input_names
+        names = self._input_names or []
         extra = {e["name"] for e in self.manifest.extra_inputs} if self.manifest else set()
         if len(inputs) == len(names) - len(extra) and all(n in self.extras for n in extra):
             images = iter(inputs)

@@ -41,16 +41,22 @@ def parse_input_options(texts: list[str] | tuple[str, ...] | None) -> dict[str, 
     return out
 
 
+def read_npy(path: str | Path, what: str) -> np.ndarray:
+    """A plain ``.npy`` array (never unpickled); ``what`` (e.g. ``--input psf_code``) names it in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what}: file {path} does not exist", "give a .npy array")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise InputError(f"{what}: {path} is not a plain .npy array ({exc})",
+                         "save it with np.save(path, array) (object arrays are refused)") from exc
+
+
 def _load(name: str, src: str, shape: tuple[int, ...]) -> np.ndarray:
     if src.endswith(".npy"):
         path = Path(src)
-        if not path.is_file():
-            raise InputError(f"--input {name}: file {path} does not exist", "give a .npy array")
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise InputError(f"--input {name}: {path} is not a plain .npy array ({exc})",
-                             "save it with np.save(path, array) (object arrays are refused)") from exc
+        arr = read_npy(path, f"--input {name}")
         if tuple(arr.shape) == tuple(shape[1:]):
             arr = arr[None]
         if tuple(arr.shape) != tuple(shape):

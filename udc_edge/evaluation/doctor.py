@@ -204,7 +204,7 @@ def diagnose(model: str, arch: str | None = None, arch_kwargs: dict | None = Non
     net = checks.structure(report, net, spec) if net is not None else None
     progress(1, status="exporting (TorchScript, dynamo)")
     graph = checks.export_all(report, net, spec) if net is not None else None
-    if graph is not None:
+    if graph is not None and net is not None:
         progress(1, status="ONNX Runtime vs eager")
         checks.ops_and_speed(report, net, graph, spec)
         progress(1, status="INT8 sensitivity")

@@ -247,14 +247,10 @@ class ExtraInput:
     def tensor(self) -> torch.Tensor:
         if self.file is None:
             return torch.full(self.shape, self.value, dtype=torch.float32)
+        from udc_edge.engines.feeds import read_npy
+
         path = Path(self.file)
-        if not path.is_file():
-            raise InputError(f"--extra-input {self.name}: file {path} does not exist", "give a .npy array")
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise InputError(f"--extra-input {self.name}: {path} is not a plain .npy array ({exc})",
-                             "save it with np.save(path, array) (object arrays are refused)") from exc
+        arr = read_npy(path, f"{self.option} {self.name}")
         if tuple(arr.shape) != self.shape:
             raise InputError(f"--extra-input {self.name}: {path} has shape {tuple(arr.shape)}, not {self.shape}",
                              "fix the SHAPE in NAME=SHAPE:FILE or the file")
