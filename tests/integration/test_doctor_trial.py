@@ -148,3 +148,4 @@ def test_unbatchable_extra_input_and_huge_multiple_are_blocked(tmp_path):
         in res.output and "--freeze-input" in res.output
     res, rep = doctor(tmp_path, "HugeMultipleNet")
     assert res.exit_code == 1 and "needs a multiple above 256" in res.output and rep["trial"] == []
+    assert "at multiple 256: 256x256: RuntimeError: Sizes of tensors must match" in res.output

@@ -94,13 +94,15 @@ def structure(report: DoctorReport, net: nn.Module, spec: DoctorSpec) -> nn.Modu
             return net(x.expand(batch, -1, -1, -1).contiguous(), **extra)
     search = find_multiple(run, spec.height, spec.width, model_multiple(net))
     report.structure["multiple_search"] = search.tried
-    if search.multiple is None:
-        first = search.tried[0]["error"]
+    first = search.tried[0]["error"]
+    about_size = re.search(r"size|shape|dimension", first.partition(": ")[2], re.IGNORECASE)
+    if search.multiple is None and about_size:
         report.blockers.append(f"forward fails at every input size multiple up to {MAX_MULTIPLE} "
                                f"({first}; at multiple {search.tried[-1]['multiple']}: {search.last_error}): "
-                               f"the network needs a multiple above {MAX_MULTIPLE} or fails at any size")
+                               f"the network needs a multiple above {MAX_MULTIPLE}")
         return None
-    m = report.structure["multiple"] = search.multiple
+    # a failure that is not about sizes (a CUDA device, a bug): the forward run below reports it
+    m = report.structure["multiple"] = search.multiple or model_multiple(net)
     report.structure["declared_multiple"] = model_multiple(net)
     if m > model_multiple(net):
         report.advice.append(f"the network runs only on H/W multiples of {m} (at multiple {m // 2}: "
