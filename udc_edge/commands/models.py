@@ -42,6 +42,8 @@ def restore_cmd(
     if is_engine_path(model):
         import torch
 
+        if arch or weights or arch_kwargs:
+            raise UsageError(f"--arch/--arch-kwargs/--weights do not apply to the engine {model}")
         net = load_engine(model, threads=torch.get_num_threads(), inputs=parse_input_options(input_))
     elif input_:
         raise UsageError("--input feeds an engine's extra inputs; MODEL is not an engine file")
