@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--doc", default=str(ROOT / "docs" / "byo.md"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "byo"))
     a = ap.parse_args()
-    from udc_edge.fileio import atomic_dir
+    from udc_edge.core.fileio import atomic_dir
 
     # this checkout's udc_edge, not an installed one; the guide's models from tests/
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]), "COLUMNS": "200",

@@ -2,9 +2,9 @@
 library function and prints/saves its report. No logic lives here; the commands are in
 ``udc_edge/commands/``, one module per group, each with a ``register(app)``.
 
-Errors the user can cause (:class:`udc_edge.errors.UdcEdgeError`) print one line and exit
+Errors the user can cause (:class:`udc_edge.core.errors.UdcEdgeError`) print one line and exit
 with code 1 (2 for usage errors); ``--debug`` shows the traceback instead, and lets
-third-party logging and warnings through (:func:`udc_edge.logs.quiet_third_party`).
+third-party logging and warnings through (:func:`udc_edge.core.logs.quiet_third_party`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typer.core import TyperGroup
 from udc_edge import __version__
 from udc_edge.commands import attack, data, demo, deploy, doctor, models, purifier, train, workflow
 from udc_edge.commands.common import err, set_threads, stdout
-from udc_edge.errors import UdcEdgeError
-from udc_edge.logs import quiet_third_party
+from udc_edge.core.errors import UdcEdgeError
+from udc_edge.core.logs import quiet_third_party
 
 
 class _Group(TyperGroup):

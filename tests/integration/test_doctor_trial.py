@@ -22,10 +22,10 @@ import torch
 from typer.testing import CliRunner
 
 from udc_edge.cli import app
+from udc_edge.core.metrics import psnr
 from udc_edge.data.images import read_image
+from udc_edge.doctor.trial import PROBE_SIZES, WEIGHTS_PLACEHOLDER
 from udc_edge.engines import load_engine
-from udc_edge.evaluation.doctor_trial import PROBE_SIZES, WEIGHTS_PLACEHOLDER
-from udc_edge.evaluation.metrics import psnr
 from udc_edge.export.byo import cpu_only
 from udc_edge.export.onnx_export import example_inputs
 from udc_edge.models.padding import crop, pad_to_multiple

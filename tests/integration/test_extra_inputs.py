@@ -13,11 +13,11 @@ import torch
 from typer.testing import CliRunner
 
 from udc_edge.cli import app
+from udc_edge.core.errors import UsageError
 from udc_edge.data.images import read_image, write_png
 from udc_edge.engines import load_engine
 from udc_edge.engines.build import build_engine
 from udc_edge.engines.spec import BuildSpec
-from udc_edge.errors import UsageError
 from udc_edge.export.byo import ExtraInput
 from udc_edge.export.onnx_export import ExportSpec, export_onnx
 

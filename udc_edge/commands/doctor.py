@@ -49,17 +49,18 @@ def doctor_cmd(
 
     One report: load on CPU, each exporter's ops or error, dynamic shapes, slow ops, ONNX
     Runtime parity and speed vs eager, INT8 sensitivity per op type, TensorRT support."""
-    from udc_edge.evaluation.doctor import STEPS, DoctorSpec, diagnose
+    from udc_edge.core.fileio import write_json_atomic, write_text_atomic
+    from udc_edge.core.progress import progress_bar
+    from udc_edge.doctor.doctor import STEPS, diagnose
+    from udc_edge.doctor.report import DoctorSpec
     from udc_edge.export.byo import ExtraInput
-    from udc_edge.fileio import write_json_atomic, write_text_atomic
-    from udc_edge.progress import progress_bar
 
     spec = DoctorSpec(height=height, width=width, output_index=output_index, opset=opset, backend=backend,
                       extra_inputs=ExtraInput.parse_all(extra_input, freeze_input), min_fidelity=min_fidelity,
                       runs=runs, trial=trial, keep=str(keep) if keep else None)
     kwargs = json_opt(arch_kwargs, "--arch-kwargs")
     if keep is not None and keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
-        from udc_edge.errors import OutputError
+        from udc_edge.core.errors import OutputError
 
         raise OutputError(f"--keep {keep} exists and is not an empty folder", "choose a new folder")
     with progress_bar("doctor", STEPS, quiet(ctx)) as adv:

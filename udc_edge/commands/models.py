@@ -17,7 +17,7 @@ from udc_edge.commands.common import (
     quiet,
     stdout,
 )
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 
 def restore_cmd(
@@ -34,10 +34,10 @@ def restore_cmd(
     input_: InputOpt = None,
 ) -> None:
     """Restore degraded UDC images with a model or an engine built by udc-edge build."""
+    from udc_edge.core.progress import progress_bar
     from udc_edge.engines import is_engine_path, load_engine
     from udc_edge.engines.feeds import parse_input_options
     from udc_edge.evaluation.restore import collect_inputs, restore_files
-    from udc_edge.progress import progress_bar
 
     if is_engine_path(model):
         import torch

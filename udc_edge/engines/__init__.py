@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from udc_edge.core.backends import Backend
+from udc_edge.core.errors import EngineError
 from udc_edge.engines.base import Engine, EngineInfo, IOSpec
 from udc_edge.engines.manifest import Manifest, read_manifest
-from udc_edge.errors import EngineError
 
 ENGINE_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
 
@@ -31,11 +32,12 @@ def load_engine(path: str | os.PathLike, threads: int = 0, inputs: dict[str, str
     from udc_edge.engines.feeds import extra_values
 
     manifest = read_manifest(path)
-    if manifest.backend == "onnxruntime":
+    backend = Backend.from_manifest(manifest.backend)
+    if backend is Backend.ORT:
         from udc_edge.engines.ort import OrtEngine
 
         engine: Engine = OrtEngine(path, manifest, threads=threads)
-    elif manifest.backend == "tensorrt":
+    elif backend is Backend.TRT:
         from udc_edge.engines.tensorrt import TrtEngine
 
         engine = TrtEngine(path, manifest)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from udc_edge.errors import InputError, UsageError
+from udc_edge.core.errors import InputError, UsageError
+from udc_edge.core.fileio import read_npy
 
 EXTRA_INPUTS_KEY = "udc_edge.extra_inputs"
 
@@ -39,18 +40,6 @@ def parse_input_options(texts: list[str] | tuple[str, ...] | None) -> dict[str, 
             raise UsageError(f"--input {text!r} is not NAME=FILE.npy or NAME=VALUE", "e.g. --input psf_code=code.npy")
         out[name] = src
     return out
-
-
-def read_npy(path: str | Path, what: str) -> np.ndarray:
-    """A plain ``.npy`` array (never unpickled); ``what`` (e.g. ``--input psf_code``) names it in errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what}: file {path} does not exist", "give a .npy array")
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise InputError(f"{what}: {path} is not a plain .npy array ({exc})",
-                         "save it with np.save(path, array) (object arrays are refused)") from exc
 
 
 def _load(name: str, src: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from udc_edge.errors import InputError, ModelError, UsageError
+from udc_edge.core.errors import InputError, ModelError, UsageError
 from udc_edge.models.padding import model_multiple
 
 # Packages that make a restorer slow to import or impossible to load on a CPU edge box.
@@ -247,7 +247,7 @@ class ExtraInput:
     def tensor(self) -> torch.Tensor:
         if self.file is None:
             return torch.full(self.shape, self.value, dtype=torch.float32)
-        from udc_edge.engines.feeds import read_npy
+        from udc_edge.core.fileio import read_npy
 
         path = Path(self.file)
         arr = read_npy(path, f"{self.option} {self.name}")

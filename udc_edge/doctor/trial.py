@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from udc_edge.evaluation.doctor import DoctorReport, DoctorSpec
+from udc_edge.doctor.report import DoctorReport, DoctorSpec
 
 PROBE_SIZES = ((72, 88), (100, 60))  # not multiples of each other, nor of 16
 WEIGHTS_PLACEHOLDER = "WEIGHTS.safetensors"
@@ -126,7 +126,7 @@ def run_trial(report: DoctorReport, net: nn.Module | None, spec: DoctorSpec, tim
     """Run ``report.commands`` in a scratch folder (removed afterwards, or renamed to
     ``spec.keep``); each step's exit code, time and last output line go to ``report.trial``;
     a failure becomes a blocker."""
-    from udc_edge.fileio import atomic_dir
+    from udc_edge.core.fileio import atomic_dir
 
     scratch = atomic_dir(spec.keep) if spec.keep else tempfile.TemporaryDirectory(prefix="udc-edge-doctor-trial-")
     with scratch as tmp:

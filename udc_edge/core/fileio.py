@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from udc_edge.errors import OutputError
+import numpy as np
+
+from udc_edge.core.errors import InputError, OutputError
 
 
 def _check_parent_writable(path: Path) -> None:
@@ -112,3 +114,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_npy(path: str | Path, what: str) -> np.ndarray:
+    """A plain ``.npy`` array (never unpickled); ``what`` (e.g. ``--input psf_code``) names it in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what}: file {path} does not exist", "give a .npy array")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise InputError(f"{what}: {path} is not a plain .npy array ({exc})",
+                         "save it with np.save(path, array) (object arrays are refused)") from exc
