@@ -31,7 +31,7 @@ def tiny_restorer_dir(tmp_path_factory):
     threads = torch.get_num_threads()
     try:
         train_restorer(TrainSpec(arch="unet-t", data="synth:toled", steps=80, batch=4, patch=48, pool=8, lr=3e-3,
-                                 val_every=80, val_count=2, warmup=5, threads=1, out=str(out)))
+                                 val_every=80, val_count=2, warmup=5, threads=1, device="cpu", out=str(out)))
     finally:
         torch.set_num_threads(threads)
     return out / "best"
@@ -53,3 +53,15 @@ def tiny_onnx(tiny_restorer, tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     export_onnx(tiny_restorer, path, ExportSpec(height=64, width=64, parity_images=1))
     return path
+
+
+@pytest.fixture(scope="session")
+def heldout():
+    """Held-out synthetic T-OLED pairs (photos the tiny model never saw)."""
+    from udc_edge.data.sources import make_source
+    from udc_edge.data.synth import UDCSimulator, image_rng
+
+    sim = UDCSimulator.for_display("toled")
+    sample, _ = make_source("photos:test")
+    pairs = [sim.simulate(sample(64, image_rng(77, i)), image_rng(77, i)) for i in range(3)]
+    return [(lq.transpose(2, 0, 1)[None].copy(), gt) for lq, gt in pairs]

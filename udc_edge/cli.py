@@ -9,11 +9,15 @@ third-party logging and warnings through (:func:`udc_edge.core.logs.quiet_third_
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
 from typing import Annotated
 
 import click
 import typer
+from rich.text import Text
 from typer.core import TyperGroup
 
 from udc_edge import __version__
@@ -34,8 +38,26 @@ class _Group(TyperGroup):
         except UdcEdgeError as exc:
             if ctx.meta.get("udc_edge.debug") or os.environ.get("UDC_EDGE_DEBUG"):
                 raise
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+            err.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except MemoryError:  # e.g. a --shape or --size far beyond this machine
+            if ctx.meta.get("udc_edge.debug") or os.environ.get("UDC_EDGE_DEBUG"):
+                raise
+            err.print(Text.assemble(("error:", "bold red"), " out of memory (the arrays this command needs do not "
+                                    "fit in this machine's memory; use a smaller --shape, --size or --tile)"),
+                      soft_wrap=True)
+            raise typer.Exit(1) from None
+        except OSError as exc:  # a full disk outside an atomic write (temp folders): still one line
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or ctx.meta.get("udc_edge.debug"):
+                raise
+            err.print(f"error: no space left on the device ({exc.filename or 'temp folder'}); nothing was written "
+                      "(free some space)", highlight=False, soft_wrap=True, markup=False)
+            raise typer.Exit(1) from None
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C, so temporary outputs are removed on the way out."""
+    raise KeyboardInterrupt
 
 
 app = typer.Typer(
@@ -45,6 +67,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text as written: "[default: ...]" and "udc-edge[trt]" stay
 )
 
 
@@ -65,11 +88,20 @@ def main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0: torch's default). On a shared "
                                          "machine 1 avoids 10-50x slow-downs when another process holds a core.")] = 0,
+    trust_code: Annotated[bool, typer.Option(
+        "--trust-code", help="Let a checkpoint whose config.json names its own class (arch pkg.mod:Class) import "
+                             "that module. Off by default: a file never makes udc-edge run code.")] = False,
 ) -> None:
     """udc-edge: UDC restoration from PyTorch to robust edge engines."""
     ctx.meta["udc_edge.debug"] = debug
     ctx.meta["udc_edge.quiet"] = quiet
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, _interrupt)
     set_threads(threads)
+    if trust_code:  # imported here only: the torch-free commands must not pay for it
+        from udc_edge.models.checkpoint import trusting_checkpoint_code
+
+        ctx.with_resource(trusting_checkpoint_code())
 
 
 for _module in (data, train, purifier, models, deploy, doctor, workflow, attack, demo):

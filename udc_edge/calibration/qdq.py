@@ -10,7 +10,8 @@ Two targets, because the fastest correct INT8 differs:
 
 Only op types that gain from INT8 are quantised (Conv, ConvTranspose, MatMul, Gemm);
 shape and indexing ops are never wrapped in Q/DQ. ``auto_exclude`` keeps the most
-sensitive layers in float until the output is within ``min_fidelity`` dB of FP32.
+sensitive layers in float until the output is within ``min_fidelity`` dB of FP32; the
+OpenVINO/NNCF path uses the same ``layer_sensitivity`` and ``exclude_until``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -89,35 +91,31 @@ def fidelity(run: Runner, model_bytes: bytes, images: np.ndarray, reference: np.
 
 @dataclass
 class ExclusionResult:
-    model: bytes
+    model: Any  # the quantised model: Q/DQ bytes (ONNX Runtime / TensorRT) or an OpenVINO model (NNCF)
     fidelity_db: float
     excluded: list[dict] = field(default_factory=list)  # {"node", "reason", "alone_db"}
     sensitivity: dict[str, float] = field(default_factory=dict)
     met: bool = True
 
 
-def auto_exclude(onnx_path: str | os.PathLike, ranges: dict, target: str, run: Runner, images: np.ndarray,
-                 reference: np.ndarray, min_fidelity: float, max_rounds: int = 12) -> ExclusionResult:
-    """Quantise all layers; if fidelity < min_fidelity, keep the most sensitive in float.
+def layer_sensitivity(source: onnx.ModelProto, ranges: dict, target: str, run: Runner, images: np.ndarray,
+                      reference: np.ndarray) -> dict[str, float]:
+    """The one definition of a layer's sensitivity, for every backend: output PSNR (dB) vs FP32
+    when that layer alone is quantised (Q/DQ, these ranges); lower = more sensitive."""
+    return {n: fidelity(run, quantize_bytes(source, ranges, target, only=(n,)), images, reference)
+            for n in quantizable_nodes(source)}
 
-    Sensitivity of a layer = output PSNR vs FP32 when that layer alone is quantised
-    (lower = more sensitive). Layers are excluded in that order, in growing groups
-    (1, 2, 4, ...), until the fidelity target is met or ``max_rounds`` is reached.
-    """
-    source = prepare(onnx_path)  # once: every trial below quantises a copy
-    full = quantize_bytes(source, ranges, target)
-    fid = fidelity(run, full, images, reference)
-    if fid >= min_fidelity:
-        return ExclusionResult(full, fid)
-    nodes = quantizable_nodes(source)
-    sens = {n: fidelity(run, quantize_bytes(source, ranges, target, only=(n,)), images, reference) for n in nodes}
-    order = sorted(nodes, key=lambda n: sens[n])
-    best = ExclusionResult(full, fid, sensitivity=sens, met=False)
+
+def exclude_until(sens: dict[str, float], trial: Callable[[tuple[str, ...]], tuple[Any, float]],
+                  min_fidelity: float, max_rounds: int = 12) -> ExclusionResult:
+    """Keep the most sensitive layers in float, in growing groups (1, 2, 4, ...), until
+    ``trial(excluded) -> (model, fidelity_db)`` meets ``min_fidelity`` or ``max_rounds`` is reached."""
+    order = sorted(sens, key=lambda n: sens[n])
+    best = ExclusionResult(None, float("-inf"), sensitivity=sens, met=False)
     k = 1
     for _ in range(max_rounds):
         k = min(k, len(order))
-        model = quantize_bytes(source, ranges, target, exclude=tuple(order[:k]))
-        fid = fidelity(run, model, images, reference)
+        model, fid = trial(tuple(order[:k]))
         excl = [{"node": n, "reason": f"quantised alone: {sens[n]:.1f} dB vs FP32 (most sensitive first)",
                  "alone_db": round(sens[n], 2)} for n in order[:k]]
         best = ExclusionResult(model, fid, excl, sens, met=fid >= min_fidelity)
@@ -127,3 +125,19 @@ def auto_exclude(onnx_path: str | os.PathLike, ranges: dict, target: str, run: R
     return best
 
 
+def auto_exclude(onnx_path: str | os.PathLike, ranges: dict, target: str, run: Runner, images: np.ndarray,
+                 reference: np.ndarray, min_fidelity: float, max_rounds: int = 12) -> ExclusionResult:
+    """Quantise all layers; if fidelity < min_fidelity, keep the most sensitive in float
+    (:func:`layer_sensitivity` order, :func:`exclude_until` groups)."""
+    source = prepare(onnx_path)  # once: every trial below quantises a copy
+    full = quantize_bytes(source, ranges, target)
+    fid = fidelity(run, full, images, reference)
+    if fid >= min_fidelity:
+        return ExclusionResult(full, fid)
+    sens = layer_sensitivity(source, ranges, target, run, images, reference)
+
+    def trial(excluded: tuple[str, ...]) -> tuple[bytes, float]:
+        model = quantize_bytes(source, ranges, target, exclude=excluded)
+        return model, fidelity(run, model, images, reference)
+
+    return exclude_until(sens, trial, min_fidelity, max_rounds)

@@ -11,8 +11,27 @@ from rich.console import Console
 
 from udc_edge.core.errors import UsageError
 
-err = Console(stderr=True)
-stdout = Console()
+# markup off: messages, paths and table cells are printed as they are ("udc-edge[trt]" keeps
+# its brackets); style with rich.text.Text where colour is wanted.
+err = Console(stderr=True, markup=False, highlight=False)
+
+#: Said wherever ``--backend trt`` is offered, until a real TensorRT run is recorded.
+TRT_STATUS = ("the TensorRT backend has not yet been run against real TensorRT: its tests use a stand-in "
+              "(docs/tensorrt.md)")
+stdout = Console(markup=False, highlight=False)
+
+
+def print_table(table, console: Console = stdout) -> None:
+    """Print a rich table whole: never cut or squeezed below its natural width (piped output
+    is 80 columns wide); a wider table is printed wider and a terminal wraps its lines."""
+    from rich.measure import Measurement
+
+    need = Measurement.get(console, console.options.update(max_width=100_000), table).maximum
+    if need <= console.width:
+        console.print(table)
+    else:
+        Console(width=need, markup=False, highlight=False, file=console.file,
+                stderr=console.stderr).print(table)
 
 
 def quiet(ctx: typer.Context) -> bool:
@@ -52,9 +71,18 @@ WeightsOpt = Annotated[Path | None, typer.Option(help="Weights for --arch: .safe
 InputOpt = Annotated[list[str] | None, typer.Option(
     "--input", help="NAME=FILE.npy or NAME=VALUE: an engine's extra input (e.g. psf_code=code.npy, one display's "
                     "PSF code); default: the example value recorded at export. Repeatable.")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    help="Replace an existing output: a file, or a folder udc-edge made. Never an input.")]
 AttackBatchOpt = Annotated[int, typer.Option(
     help="Images per adaptive (EOT) attack batch; 0: all at once. Lower it if memory runs out: EOT holds "
          "every noise sample's graph through the purifier.")]
+
+
+def check_out(out: Path, *inputs: str | Path | None, overwrite: bool = False, kind: str = "dir") -> None:
+    """Refuse OUT before any work starts: see :func:`udc_edge.core.fileio.check_output`."""
+    from udc_edge.core.fileio import check_output
+
+    check_output(out, inputs, overwrite, kind)
 
 
 def load_model_opts(model: str, arch: str | None, arch_kwargs: str, weights: Path | None):

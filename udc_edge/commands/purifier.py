@@ -8,8 +8,16 @@ from typing import Annotated
 
 import typer
 
-from udc_edge.commands.common import AttackBatchOpt, json_opt, quiet, set_threads, stdout
-from udc_edge.commands.train import train_app
+from udc_edge.commands.common import (
+    AttackBatchOpt,
+    OverwriteOpt,
+    check_out,
+    json_opt,
+    quiet,
+    set_threads,
+    stdout,
+)
+from udc_edge.commands.train import DeviceOpt, WeightDecayOpt, WorkersOpt, train_app
 
 purifier_app = typer.Typer(help="Diffusion purifier: pick t* (tune), freeze a setting (configure), evaluate the "
                                 "defence (table).",
@@ -19,7 +27,6 @@ DataOpt = Annotated[str, typer.Option(help="synth:poled, synth:toled, synth:LAYO
 SeedOpt = Annotated[int, typer.Option(help="Random seed (deterministic on CPU).")]
 ThreadsOpt = Annotated[int, typer.Option(help="torch threads per process (0: default).")]
 PoolOpt = Annotated[int, typer.Option(help="Clean crops kept in memory for synth: data.")]
-OverwriteOpt = Annotated[bool, typer.Option(help="Replace a non-empty OUT.")]
 PurifierArg = Annotated[str, typer.Argument(help="Purifier: shipped name (purifier-poled), checkpoint or run folder.")]
 
 
@@ -34,6 +41,7 @@ def train_purifier_cmd(
     batch: Annotated[int, typer.Option(help="Batch size per process.")] = 8,
     patch: Annotated[int, typer.Option(help="Random crop size (the purifier's training resolution).")] = 64,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine schedule).")] = 1e-3,
+    weight_decay: WeightDecayOpt = 0.0,
     t_max: Annotated[float, typer.Option(help="Train timesteps below this fraction of the schedule.")] = 0.2,
     t_star: Annotated[float, typer.Option(help="Default purification noise level t* in (0, 1).")] = 0.1,
     sample_steps: Annotated[int, typer.Option(help="Default DDIM steps N of the teacher sampler.")] = 50,
@@ -42,9 +50,8 @@ def train_purifier_cmd(
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 0,
     pool: PoolOpt = 192,
-    device: Annotated[str, typer.Option(help="auto (a CUDA GPU when torch sees one), cpu, cuda or cuda:N.")] = "auto",
-    workers: Annotated[int, typer.Option(help="Processes that make batches ahead (0: in the training process). "
-                                               "On a GPU, synthesis bounds the step rate without them.")] = 0,
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last and OUT/state.safetensors.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -55,7 +62,7 @@ def train_purifier_cmd(
 
     spec = PurifierTrainSpec(data=data, out=str(out), domain=domain, unet=unet,
                              unet_kwargs=json_opt(unet_kwargs, "--unet-kwargs"), steps=steps, batch=batch,
-                             patch=patch, lr=lr, t_max=t_max, t_star=t_star, sample_steps=sample_steps,
+                             patch=patch, lr=lr, weight_decay=weight_decay, t_max=t_max, t_star=t_star, sample_steps=sample_steps,
                              val_every=val_every, val_count=val_count, seed=seed, threads=threads, pool=pool,
                              device=device, workers=workers, resume=resume, overwrite=overwrite)
     silent = quiet(ctx) or not is_main_process()
@@ -76,12 +83,15 @@ def distill_cmd(
     batch: Annotated[int, typer.Option(help="Batch size per process.")] = 8,
     patch: Annotated[int, typer.Option(help="Crop size (0: the teacher's training resolution).")] = 0,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
+    weight_decay: WeightDecayOpt = 0.0,
     targets: Annotated[int, typer.Option(help="Precompute this many teacher outputs once (0: on the fly).")] = 0,
     val_every: Annotated[int, typer.Option(help="Validate every K steps.")] = 200,
     val_count: Annotated[int, typer.Option(help="Validation images.")] = 8,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 0,
     pool: PoolOpt = 192,
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last and OUT/state.safetensors.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -91,9 +101,9 @@ def distill_cmd(
     from udc_edge.training.distributed import is_main_process
 
     spec = DistillSpec(teacher=teacher, out=str(out), k=steps, teacher_steps=teacher_steps, train_steps=train_steps,
-                       data=data, batch=batch, patch=patch, lr=lr, targets=targets, val_every=val_every,
-                       val_count=val_count, seed=seed, threads=threads, pool=pool, resume=resume,
-                       overwrite=overwrite)
+                       data=data, batch=batch, patch=patch, lr=lr, weight_decay=weight_decay, targets=targets, val_every=val_every,
+                       val_count=val_count, seed=seed, threads=threads, pool=pool, device=device,
+                       workers=workers, resume=resume, overwrite=overwrite)
     silent = quiet(ctx) or not is_main_process()
     with progress_bar("preparing data", None, silent) as setup, progress_bar("distilling", train_steps, silent) as adv:
         report = distill(spec, progress=adv, setup_progress=setup)
@@ -112,6 +122,7 @@ def finetune_cmd(
     batch: Annotated[int, typer.Option(help="Batch size (split evenly over --mix).")] = 8,
     patch: Annotated[int, typer.Option(help="Crop size.")] = 64,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
+    weight_decay: WeightDecayOpt = 1e-4,
     eps: Annotated[str, typer.Option(help="PGD budget of adversarial mix components (8/255 or 0.031).")] = "8/255",
     attack_steps: Annotated[int, typer.Option(help="PGD steps per training batch.")] = 5,
     ssim_weight: Annotated[float, typer.Option(help="Weight of 1 - SSIM.")] = 0.2,
@@ -123,6 +134,8 @@ def finetune_cmd(
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 0,
     pool: PoolOpt = 192,
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last and OUT/state.safetensors.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -133,9 +146,10 @@ def finetune_cmd(
     from udc_edge.training.finetune import FinetuneSpec, finetune_restorer, parse_mix
 
     spec = FinetuneSpec(restorer=restorer, purifier=purifier, out=str(out), data=data, mix=parse_mix(mix),
-                        steps=steps, batch=batch, patch=patch, lr=lr, eps=parse_eps(eps), attack_steps=attack_steps,
+                        steps=steps, batch=batch, patch=patch, lr=lr, weight_decay=weight_decay, eps=parse_eps(eps), attack_steps=attack_steps,
                         ssim_weight=ssim_weight, fft_weight=fft_weight, val_every=val_every, val_count=val_count,
-                        seed=seed, threads=threads, pool=pool, resume=resume, overwrite=overwrite, target=target)
+                        seed=seed, threads=threads, pool=pool, device=device, workers=workers, resume=resume,
+                        overwrite=overwrite, target=target)
     silent = quiet(ctx) or not is_main_process()
     with progress_bar("preparing data", None, silent) as setup, progress_bar("fine-tuning", steps, silent) as adv:
         report = finetune_restorer(spec, progress=adv, setup_progress=setup)
@@ -230,7 +244,6 @@ def table_cmd(
     from udc_edge.defence.defence import DefenceSpec, load_eval_set
     from udc_edge.defence.defence_table import defence_table
     from udc_edge.diffusion.purifier import load_purifier
-    from udc_edge.evaluation.robustness import check_output_dir
     from udc_edge.models.zoo import load_model
 
     set_threads(threads)
@@ -239,7 +252,8 @@ def table_cmd(
     spec = DefenceSpec(eps=parse_eps(eps), attack_steps=attack_steps, eot=eot, draws=draws, seed=seed,
                        adaptive=adaptive, attacks=attacks, simba_iterations=simba_iterations,
                        attack_batch=attack_batch)
-    check_output_dir(out, overwrite)
+    check_out(out, data, restorer, teacher, finetuned, finetuned_purifier, *(student or []), *(purifier or []),
+              overwrite=overwrite)
     net, _ = load_model(restorer)
     t = load_purifier(teacher)[0] if teacher else None
     students = [load_purifier(s)[0] for s in (student or [])]

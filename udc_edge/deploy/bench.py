@@ -22,6 +22,7 @@ from udc_edge.core.timing import median_seconds
 from udc_edge.deploy.hostinfo import PowerMonitor, conv_peak_gflops, nvpmodel_mode, rss_mb
 from udc_edge.engines import Engine, EngineInfo, is_engine_path, load_engine
 from udc_edge.engines.base import LayerProfiler
+from udc_edge.engines.manifest import cpu_facts
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,15 @@ class BenchSpec:
     profile: bool = False
     seed: int = 0
     inputs: tuple[str, ...] = ()  # NAME=FILE.npy|VALUE for engines' extra inputs (a PSF code)
+    thread_counts: tuple[int, ...] = ()  # when set: every target once per count (e.g. (1, cores)), overriding threads
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.iters < 1:
             raise UsageError(f"--warmup must be >= 0 and --iters >= 1, got {self.warmup}, {self.iters}")
         if self.duration is not None and self.duration <= 0:
             raise UsageError(f"--duration must be > 0 seconds, got {self.duration}")
+        if self.threads < 0 or any(t < 1 for t in self.thread_counts):
+            raise UsageError(f"--threads must be >= 1 (or 0 / all), got {self.threads} {self.thread_counts}")
         if len(self.shape) != 4 or self.shape[1] != 3 or min(self.shape) < 1:
             raise UsageError(f"--shape must be Nx3xHxW, got {'x'.join(map(str, self.shape))}")
 
@@ -47,6 +51,7 @@ class BenchSpec:
 @dataclass
 class BenchRow:
     name: str
+    threads: int = 0  # CPU threads the engine was given (0: its default)
     backend: str = ""
     precision: str = ""
     size_mb: float = 0.0
@@ -83,22 +88,26 @@ class BenchReport:
     def to_markdown(self) -> str:
         n, c, h, w = self.spec["shape"]
         lines = [f"# udc-edge bench ({n}x{c}x{h}x{w}, {self.spec['iters']} interleaved rounds)", "",
-                 ("| engine | backend | precision | size MB | p50 ms | p90 ms | p99 ms | img/s | MP/s | GFLOP/s "
-                 "| % peak | mem MB | status |"), "|" + "---|" * 13]
+                 ("| engine | threads | backend | precision | size MB | p50 ms | p90 ms | p99 ms | img/s | MP/s | GFLOP/s "
+                 "| % peak | mem MB | status |"), "|" + "---|" * 14]
         for r in self.rows:
             lat = r.latency_ms
+            ms = lambda v: "-" if v is None else f"{v:.2f}"
             g = f"{r.gflops:.1f}" if r.gflops else "-"
             pk = f"{100 * r.peak_fraction:.1f}" if r.peak_fraction else "-"
             status = r.status + (f" ({r.verdict})" if r.verdict else "")
             if lat:
-                lines.append(f"| {r.name} | {r.backend} | {r.precision} | {r.size_mb:.2f} | {lat['p50']:.2f} | "
-                             f"{lat['p90']:.2f} | {lat['p99']:.2f} | {r.images_per_s:.2f} | {r.megapixels_per_s:.2f} "
+                lines.append(f"| {r.name} | {r.threads or 'default'} | {r.backend} | {r.precision} | {r.size_mb:.2f} | "
+                             f"{ms(lat['p50'])} | {ms(lat['p90'])} | {ms(lat['p99'])} | {r.images_per_s:.2f} | "
+                             f"{r.megapixels_per_s:.2f} "
                              f"| {g} | {pk} | {r.memory_mb:.0f} | {status} |")
             else:
-                lines.append(f"| {r.name} | {r.backend} | {r.precision} | - | - | - | - | - | - | - | - | - | {status} |")
+                lines.append(f"| {r.name} | {r.threads or 'default'} | {r.backend} | {r.precision} | - | - | - | - | - | - | - | - | - "
+                             f"| {status} |")
         lines += ["", (f"Harness overhead: {self.overhead_us:.1f} us per call "
                   f"({self.overhead_us / 100:.3f} % of a 10 ms engine call). Conv peak: "
-                  f"{self.host.get('conv_peak_gflops', 0):.1f} GFLOP/s. Absolute times on shared CPUs are noise; "
+                  f"{self.host.get('conv_peak_gflops', 0):.1f} GFLOP/s (an FP32 convolution: % peak is shown for "
+                  "FP32 rows only). p90/p95/p99 need 10/20/100 rounds. Absolute times on shared CPUs are noise; "
                   "compare the ratios between rows.")]
         for r in self.rows:
             if r.top_layers:
@@ -148,9 +157,13 @@ def measure_overhead(x: np.ndarray, calls: int = 200) -> float:
     return median_seconds(lambda: eng(x), calls, warmup=0) * 1e6
 
 
+#: A percentile is reported only from this many samples up (p99 of 10 samples is the maximum).
+MIN_SAMPLES_FOR = {50: 1, 90: 10, 95: 20, 99: 100}
+
+
 def _stats(samples: list[float]) -> dict:
     a = np.asarray(samples)
-    pct = {f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 95, 99)}
+    pct = {f"p{q}": float(np.percentile(a, q)) if a.size >= MIN_SAMPLES_FOR[q] else None for q in (50, 90, 95, 99)}
     return {"min": float(a.min()), "mean": float(a.mean()), **pct, "max": float(a.max()), "std": float(a.std()),
             "samples": [round(float(s), 4) for s in a]}
 
@@ -163,7 +176,8 @@ def _fill(row: BenchRow, samples: list[float], meta: dict, shape: tuple, peak: f
     row.megapixels_per_s = n * h * w / 1e6 / mean_s
     if meta.get("macs_per_pixel"):
         row.gflops = 2 * meta["macs_per_pixel"] * n * h * w / (row.latency_ms["p50"] / 1000) / 1e9
-        row.peak_fraction = row.gflops / peak if peak else None
+        # the peak is an FP32 convolution's: a fraction of it means nothing for INT8/FP16 rows
+        row.peak_fraction = row.gflops / peak if peak and row.precision == "fp32" else None
 
 
 def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advance = noop) -> BenchReport:
@@ -173,11 +187,11 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
     t0 = time.perf_counter()
     x = np.random.default_rng(spec.seed).random(spec.shape, dtype=np.float32)
     rows, live = [], []
-    for name in targets:
-        row = BenchRow(name=name)
+    for name, threads in [(t, n) for t in targets for n in (spec.thread_counts or (spec.threads,))]:
+        row = BenchRow(name=name, threads=threads)
         try:
             before = rss_mb()
-            eng, meta = open_target(name, spec.threads, spec.inputs)
+            eng, meta = open_target(name, threads, spec.inputs)
             info = eng.activate().info()
             row.backend, row.precision, row.size_mb = info.backend, info.precision, meta["size_mb"]
             inputs = [x] * (eng.num_inputs - len(eng.extras))  # extras: Engine.extras
@@ -188,7 +202,7 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
         except UdcEdgeError as exc:
             row.status = f"error: {exc.message}"
         rows.append(row)
-    peak = conv_peak_gflops(spec.threads)
+    peaks = {r.threads: conv_peak_gflops(r.threads) for r in rows}  # the peak at each row's thread count
     deadline = t0 + spec.duration if spec.duration else None
     rounds = 0
     with PowerMonitor() as power:
@@ -200,7 +214,7 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
             rounds += 1
             progress(1)
     for row, eng, meta, inputs, samples in live:
-        _fill(row, samples, meta, spec.shape, peak)
+        _fill(row, samples, meta, spec.shape, peaks[row.threads])
         if power.mean_mw() is not None:
             row.power_mw = power.mean_mw()
             row.energy_mj_per_image = row.power_mw * row.latency_ms["mean"] / 1000 / spec.shape[0]
@@ -212,29 +226,11 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
             total = sum(r.ms for r in layers) or 1.0
             row.top_layers = [{"layer": r.layer, "op": r.op, "ms": r.ms, "share": r.ms / total} for r in layers[:10]]
         eng.deactivate()
-    host = {"conv_peak_gflops": peak, "threads": spec.threads, "nvpmodel": nvpmodel_mode()}
+    host = {"conv_peak_gflops": max(peaks.values()), "conv_peak_gflops_by_threads": peaks, "threads": spec.threads,
+            "thread_counts": list(spec.thread_counts), "nvpmodel": nvpmodel_mode(), **cpu_facts()}
     spec_d = {**asdict(spec), "shape": list(spec.shape), "iters": rounds}
     return BenchReport(spec=spec_d, rows=rows, host=host, overhead_us=measure_overhead(x),
                        seconds=time.perf_counter() - t0)
-
-
-def compare_reports(new: BenchReport, old_path: str | Path) -> list[str]:
-    """Mark each row regression / improvement / same against an older bench.json (beyond noise)."""
-    try:
-        old = {r["name"]: r for r in json.loads(Path(old_path).read_text())["rows"]}
-    except (OSError, json.JSONDecodeError, KeyError) as exc:
-        raise UsageError(f"--compare {old_path} is not a bench.json", "give a file written by udc-edge bench") from exc
-    notes = []
-    for row in new.rows:
-        o = old.get(row.name)
-        if not o or not o.get("latency_ms") or not row.latency_ms:
-            continue
-        a, b = o["latency_ms"], row.latency_ms
-        noise = max(0.05, 2 * (a["std"] / a["mean"] + b["std"] / b["mean"]))
-        ratio = b["p50"] / a["p50"]
-        row.verdict = "regression" if ratio > 1 + noise else "improvement" if ratio < 1 - noise else "same"
-        notes.append(f"{row.name}: p50 {a['p50']:.2f} -> {b['p50']:.2f} ms ({ratio:.2f}x, noise +-{noise:.0%}): {row.verdict}")
-    return notes
 
 
 def save_report(report: BenchReport, out_dir: str | Path) -> list[Path]:
@@ -255,7 +251,7 @@ def save_report(report: BenchReport, out_dir: str | Path) -> list[Path]:
 
         fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(ok)), 3.2))
         ax.boxplot([r.samples for r in ok], showfliers=True)
-        ax.set_xticks(range(1, len(ok) + 1), [f"{Path(r.name).name}\n{r.backend} {r.precision}" for r in ok], fontsize=7)
+        ax.set_xticks(range(1, len(ok) + 1), [f"{Path(r.name).name}\n{r.backend} {r.precision} {r.threads or ''}t" for r in ok], fontsize=7)
         ax.set_ylabel("latency (ms)")
         ax.set_title("udc-edge bench (interleaved rounds)", fontsize=9)
         fig.tight_layout()

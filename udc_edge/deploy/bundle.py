@@ -13,8 +13,8 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -24,7 +24,10 @@ from udc_edge.core.errors import DataError, InputError
 from udc_edge.core.fileio import (
     atomic_dir,
     atomic_path,
+    check_output,
+    new_work_dir,
     sha256_file,
+    work_dir,
     write_json_atomic,
     write_text_atomic,
 )
@@ -72,9 +75,10 @@ def write_bundle(restorer: str, out: str | os.PathLike, calib: str = "synth:pole
 
     out = Path(out)
     tar = out.name.endswith(".tar.gz")
+    check_output(out, (restorer, calib, verify_data), overwrite, kind="file" if tar else "dir")
     model, desc = load_model(restorer)
-    with tempfile.TemporaryDirectory(prefix="udc-edge-bundle-") as work, \
-            atomic_dir(out if not tar else Path(work) / "bundle", overwrite=overwrite) as tmp:
+    with work_dir("bundle") as work, \
+            atomic_dir(out if not tar else work / "bundle", overwrite=overwrite) as tmp:
         export_onnx(model, tmp / "model.onnx", ExportSpec(height=256, width=256, parity_images=1))
         progress(1, status="exported")
         cs = load_calibration_set(calib, calib_count)
@@ -87,9 +91,9 @@ def write_bundle(restorer: str, out: str | os.PathLike, calib: str = "synth:pole
             (tmp / f"qdq-{target}.onnx").write_bytes(quantize_bytes(tmp / "model.onnx", ranges, target))
             progress(1, status=f"quantised for {target}")
         if verify_data is None:
-            write_synthetic_dataset(Path(work) / "vdata", SynthSpec(count=verify_count, size=128,
+            write_synthetic_dataset(work / "vdata", SynthSpec(count=verify_count, size=128,
                                                                     source="photos:test", seed=99))
-            verify_data = str(Path(work) / "vdata")
+            verify_data = str(work / "vdata")
         spec = VerifySpec(attacks=attacks, limit=verify_count)
         make_reference_set(model, open_paired_dataset(verify_data), spec).save(tmp / "reference")
         progress(1, status="reference outputs stored")
@@ -132,7 +136,9 @@ class Bundle:
         return self.root / name
 
     def onnx_for(self, backend: str, precision: str) -> Path:
-        if precision == "int8":
+        """The ONNX a build starts from: the Q/DQ model for ORT/TensorRT INT8; the float model
+        otherwise (OpenVINO and ``auto`` quantise it themselves with the bundle's calibration images)."""
+        if precision == "int8" and backend in ("ort", "trt"):
             return self.path(f"qdq-{Backend.parse(backend).qdq_target}.onnx")
         return self.path("model.onnx")
 
@@ -155,13 +161,13 @@ def open_bundle(path: str | os.PathLike) -> Bundle:
         return _checked(path, None)
     if not path.name.endswith(".tar.gz"):
         raise InputError(f"bundle {path} is neither a folder nor a .tar.gz")
-    dest = Path(tempfile.mkdtemp(prefix="udc-edge-bundle-"))
+    dest = new_work_dir("bundle")
     try:
         try:
             with tarfile.open(path) as tf:
                 tf.extractall(dest, filter="data")  # refuses absolute paths, links out, devices
-        except tarfile.TarError as exc:
-            raise DataError(f"bundle {path} is not a readable .tar.gz ({exc})",
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:  # EOFError: a truncated gzip stream
+            raise DataError(f"bundle {path} is not a readable .tar.gz ({type(exc).__name__}: {exc})",
                             "copy the bundle again, or rebuild it with udc-edge bundle") from exc
         roots = [p for p in dest.iterdir() if p.is_dir()]
         return _checked(roots[0] if len(roots) == 1 else dest, dest)
@@ -176,10 +182,19 @@ def _checked(path: Path, unpacked: Path | None) -> Bundle:
         manifest = json.loads((path / "bundle.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"bundle {path} has no readable bundle.json", "rebuild it with udc-edge bundle") from exc
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise DataError(f"bundle {path} has format {manifest.get('format')!r}, expected {BUNDLE_FORMAT!r}")
-    for name, digest in manifest["files"].items():
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise DataError(f"bundle {path} has format {got!r}, expected {BUNDLE_FORMAT!r}", "rebuild it with udc-edge bundle")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise DataError(f"bundle {path}: 'files' in bundle.json must map names to sha256 strings, "
+                        f"got a {type(files).__name__}", "rebuild it with udc-edge bundle")
+    root = path.resolve()
+    for name, digest in files.items():
         f = path / name
+        if Path(name).is_absolute() or ".." in Path(name).parts or not f.resolve().is_relative_to(root):
+            raise DataError(f"bundle {path} lists {name!r}, a path outside the bundle",
+                            "a bundle only names its own files; rebuild it with udc-edge bundle")
         if not f.is_file():
             raise DataError(f"bundle {path} is missing {name}", "copy the whole bundle, or rebuild it")
         if sha256_file(f) != digest:
