@@ -4,6 +4,7 @@ documented diagnosis (docs/byo.md)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -133,9 +134,25 @@ def test_doctor_psf_code_input_and_full_path(tmp_path, weights):
     code = np.linspace(0, 1, 8, dtype=np.float32).reshape(1, 8)
     np.save(tmp_path / "code.npy", code)
     extra = f"psf_code=1x8:{tmp_path / 'code.npy'}"
-    res = doctor("byo_obstacles:PsfCodeNet", "--extra-input", extra)
+    res = doctor("byo_obstacles:PsfCodeNet", "--extra-input", extra, tmp_path=tmp_path / "report")
     assert res.exit_code == 0, res.output
+    _check_speed_rows(json.loads((tmp_path / "report" / "doctor.json").read_text())["speed"])
     full_path(tmp_path, "byo_obstacles:PsfCodeNet", weights["PsfCodeNet"], "--extra-input", extra, psf_code=code)
+
+
+def _check_speed_rows(speed: dict) -> None:
+    """Every CPU backend measured side by side (OpenVINO fed the extra input too: FP32 matches
+    ONNX Runtime FP32), and the fastest faithful one named."""
+    rows = speed["engines"]
+    want = {"ONNX Runtime FP32", "ONNX Runtime INT8"}
+    if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"):
+        from udc_edge.engines.openvino import supports_bf16
+
+        want |= {"OpenVINO FP32", "OpenVINO INT8"} | ({"OpenVINO BF16"} if supports_bf16() else set())
+        assert rows["OpenVINO FP32"]["fidelity_db"] > 60
+    assert set(rows) == want and all(r["ms"] > 0 for r in rows.values())
+    best = min((k for k, r in rows.items() if r["faithful"]), key=lambda k: rows[k]["ms"])
+    assert speed["fastest"].startswith(f"{best} (")
 
 
 def test_doctor_hard_coded_cuda_and_full_path(tmp_path, weights):

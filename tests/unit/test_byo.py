@@ -232,3 +232,15 @@ def test_tensorrt_operator_table():
     assert "half_pixel" in tensorrt_support("Resize").note
     assert tensorrt_support("LayerNormalization").note == "TensorRT >= 8.6 only"
     assert tensorrt_support("MyCustomOp").supported is None
+
+
+def test_speed_advice_names_the_fastest_faithful_engine():
+    from udc_edge.doctor.report import DoctorReport, DoctorSpec
+    from udc_edge.doctor.speed import speed_advice
+
+    rep = DoctorReport(model="m", spec={})
+    engines = {"ONNX Runtime FP32": (10.0, None), "OpenVINO INT8": (2.0, 20.0), "OpenVINO FP32": (6.0, 80.0),
+               "ONNX Runtime INT8": (7.0, 40.0)}
+    speed_advice(rep, engines, DoctorSpec(min_fidelity=35.0), ["OpenVINO BF16: no avx512_bf16"])
+    assert rep.speed["fastest"].startswith("OpenVINO FP32 (6.00 ms")  # INT8 is faster but 20 dB from FP32
+    assert not rep.speed["engines"]["OpenVINO INT8"]["faithful"] and rep.speed["not_measured"]

@@ -12,6 +12,7 @@ from udc_edge.commands.common import (
     ArchKwargsOpt,
     ArchOpt,
     WeightsOpt,
+    check_out,
     json_opt,
     quiet,
     stdout,
@@ -68,10 +69,8 @@ def doctor_cmd(
                       extra_inputs=ExtraInput.parse_all(extra_input, freeze_input), min_fidelity=min_fidelity,
                       runs=runs, trial=trial, keep=str(keep) if keep else None)
     kwargs = json_opt(arch_kwargs, "--arch-kwargs")
-    if keep is not None and keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
-        from udc_edge.core.errors import OutputError
-
-        raise OutputError(f"--keep {keep} exists and is not an empty folder", "choose a new folder")
+    if keep is not None:  # new or empty, never an input: refused before any work
+        check_out(keep, model if model != "-" else None, weights)
     with progress_bar("doctor", STEPS, quiet(ctx)) as adv:
         report = diagnose(model, arch, kwargs, str(weights) if weights else None, tuple(stub_module or ()), spec, adv)
     if out is not None:

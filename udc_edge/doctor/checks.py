@@ -19,8 +19,9 @@ from torch import nn
 from udc_edge.core.backends import Backend
 from udc_edge.core.errors import UdcEdgeError
 from udc_edge.core.fileio import work_dir
-from udc_edge.core.timing import side_by_side
+from udc_edge.core.timing import interleaved, side_by_side
 from udc_edge.doctor.report import DoctorReport, DoctorSpec, ExporterResult, OpFinding
+from udc_edge.doctor.speed import openvino_candidates, speed_advice
 from udc_edge.export import byo
 
 
@@ -367,6 +368,9 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
                     per[t] = {"nodes": len(nodes), "psnr_db": fidelity(run, q, held, ref)}
             full = quantize_bytes(source, ranges, "cpu")
             fid = fidelity(run, full, held, ref)
+            names = [i.name for i in proto.graph.input]
+            ov, not_measured = openvino_candidates(path, cal, held, ref, lambda x: dict(zip(names, [x, *extra_feeds(spec, 1)])),
+                                                   len(names), threads)
     except Exception as exc:  # noqa: BLE001 (a failing calibration/quantisation is reported)
         from udc_edge.export.onnx_export import short_error
 
@@ -375,12 +379,15 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
         return
     s32, s8 = make_session(graph, threads, opts), make_session(full, threads, opts)
     feed = dict(zip([i.name for i in s32.get_inputs()], [held[:1], *extra_feeds(spec, 1)]))
-    fp32_ms, int8_ms = side_by_side(lambda: s32.run(None, feed), lambda: s8.run(None, feed), spec.runs)
+    ms = interleaved({"ONNX Runtime FP32": lambda: s32.run(None, feed), "ONNX Runtime INT8": lambda: s8.run(None, feed),
+                      **{k: call for k, (call, _) in ov.items()}}, spec.runs)
+    fp32_ms, int8_ms = ms["ONNX Runtime FP32"], ms["ONNX Runtime INT8"]
     report.int8 = {"fidelity_db": fid, "speedup_vs_fp32": fp32_ms / int8_ms, "fp32_ms": fp32_ms, "int8_ms": int8_ms,
                    "per_op_type": per, "float_ops": sorted(t for t in types if t in SLOW_OPS),
                    "calibration": {"source": "synth:poled", "images": len(cal), "held_out": len(held),
                                    "method": "percentile"}}
-    speed_advice(report, {"ONNX Runtime FP32": (fp32_ms, None), "ONNX Runtime INT8": (int8_ms, fid)}, spec)
+    speed_advice(report, {"ONNX Runtime FP32": (fp32_ms, None), "ONNX Runtime INT8": (int8_ms, fid),
+                          **{k: (ms[k], f) for k, (_, f) in ov.items()}}, spec, not_measured)
     if int8_ms > fp32_ms:
         report.advice.append(f"INT8 runs at {fp32_ms / int8_ms:.2f}x the speed of FP32 here (slower): "
                              "build --precision auto keeps FP32")
@@ -388,21 +395,6 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
         worst = min(per, key=lambda t: per[t]["psnr_db"])
         report.advice.append(f"INT8 output is {fid:.1f} dB from FP32 (< {spec.min_fidelity:g}); most sensitive op "
                              f"type {worst} ({per[worst]['psnr_db']:.1f} dB alone): build with --exclude auto")
-
-
-def speed_advice(report: DoctorReport, engines: dict[str, tuple[float, float | None]], spec: DoctorSpec) -> None:
-    """The fastest engine whose output is within ``min_fidelity`` of FP32 (FP32 itself: None),
-    among every CPU backend udc-edge builds here; the ones it cannot measure are named."""
-    import importlib.util
-
-    faithful = {k: ms for k, (ms, fid) in engines.items() if fid is None or fid >= spec.min_fidelity}
-    best = min(faithful, key=lambda k: faithful[k])
-    rows = {k: {"ms": ms, "fidelity_db": fid, "faithful": k in faithful} for k, (ms, fid) in engines.items()}
-    missing = []
-    if importlib.util.find_spec("openvino") is not None:
-        missing.append("OpenVINO is installed, but this udc-edge has no OpenVINO engine backend to build or measure")
-    report.speed = {"engines": rows, "fastest": f"{best} ({faithful[best]:.2f} ms, measured side by side)",
-                    "not_measured": missing}
 
 
 def tensorrt(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:

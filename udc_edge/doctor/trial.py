@@ -15,7 +15,6 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -126,9 +125,9 @@ def run_trial(report: DoctorReport, net: nn.Module | None, spec: DoctorSpec, tim
     """Run ``report.commands`` in a scratch folder (removed afterwards, or renamed to
     ``spec.keep``); each step's exit code, time and last output line go to ``report.trial``;
     a failure becomes a blocker."""
-    from udc_edge.core.fileio import atomic_dir
+    from udc_edge.core.fileio import atomic_dir, work_dir
 
-    scratch = atomic_dir(spec.keep) if spec.keep else tempfile.TemporaryDirectory(prefix="udc-edge-doctor-trial-")
+    scratch = atomic_dir(spec.keep) if spec.keep else work_dir("doctor-trial")
     with scratch as tmp:
         _run_lines(report, Path(tmp), net, spec, timeout)
 

@@ -75,13 +75,27 @@ def save_ir(model, folder: Path) -> dict[str, Path]:
     return {".xml": folder / "m.xml", ".bin": folder / "m.bin"}
 
 
+def nncf_int8(onnx_path: Path, items: list, excluded: tuple[str, ...] = ()):
+    """NNCF INT8 of the ONNX at ``onnx_path`` from calibration ``items`` (images, or feed dicts
+    for several inputs): global min-max activation ranges, preset performance, fast bias
+    correction; ``excluded`` ONNX nodes stay in float."""
+    nncf = ovb.require_nncf()
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    model = ovb.core().read_model(str(onnx_path))
+    scope = nncf.IgnoredScope(names=ov_op_names(model, excluded), validate=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # NNCF's own progress bars: callers have one
+        return nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
+                             subset_size=len(items), fast_bias_correction=True, ignored_scope=scope,
+                             advanced_parameters=nncf.AdvancedQuantizationParameters(
+                                 activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX))
+
+
 def _int8(onnx_path: Path, src, spec: BuildSpec, hint: str, progress: Advance) -> tuple[object, dict]:
     """NNCF INT8 from the build's calibration images, with the shared sensitivity-based exclusion."""
     from udc_edge.engines.build_source import _runner, calibration_images, check_calibratable
 
     nncf = ovb.require_nncf()
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
-
     check_calibratable(src.model, onnx_path)
     calib, cal, held = calibration_images(src.model, spec)
     names = src.names
@@ -94,14 +108,8 @@ def _int8(onnx_path: Path, src, spec: BuildSpec, hint: str, progress: Advance) -
     ref = run(src.data, held, tuple(names))
 
     def trial(excluded: tuple[str, ...]):
-        model = ovb.core().read_model(str(onnx_path))
-        scope = nncf.IgnoredScope(names=ov_op_names(model, excluded), validate=False)
         progress(0, status=f"NNCF quantising ({len(cal)} images, {len(excluded)} layer(s) kept in float)")
-        with contextlib.redirect_stdout(io.StringIO()):  # NNCF's own progress bars: the build has one
-            q = nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
-                              subset_size=len(items), fast_bias_correction=True, ignored_scope=scope,
-                              advanced_parameters=nncf.AdvancedQuantizationParameters(
-                                  activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX))
+        q = nncf_int8(onnx_path, items, excluded)
         return q, mean_psnr(ov_outputs(q, hint, spec.threads, held, names, src.extras)[0], ref)
 
     q, fid = trial(tuple(spec.exclude))
