@@ -106,7 +106,7 @@ class BenchReport:
                              f"| {status} |")
         lines += ["", (f"Harness overhead: {self.overhead_us:.1f} us per call "
                   f"({self.overhead_us / 100:.3f} % of a 10 ms engine call). Conv peak: "
-                  f"{self.host.get('conv_peak_gflops', 0):.1f} GFLOP/s (an FP32 convolution: % peak is shown for "
+                  f"{_peak_text(self.host.get('conv_peak_gflops'))} (an FP32 convolution: % peak is shown for "
                   "FP32 rows only). p90/p95/p99 need 10/20/100 rounds. Absolute times on shared CPUs are noise; "
                   "compare the ratios between rows.")]
         for r in self.rows:
@@ -168,7 +168,11 @@ def _stats(samples: list[float]) -> dict:
             "samples": [round(float(s), 4) for s in a]}
 
 
-def _fill(row: BenchRow, samples: list[float], meta: dict, shape: tuple, peak: float) -> None:
+def _peak_text(peak: float | None) -> str:
+    return f"{peak:.1f} GFLOP/s" if peak else "not measured (it is a torch convolution; torch is not installed)"
+
+
+def _fill(row: BenchRow, samples: list[float], meta: dict, shape: tuple, peak: float | None) -> None:
     n, _, h, w = shape
     row.latency_ms = _stats(samples)
     mean_s = row.latency_ms["mean"] / 1000
