@@ -230,7 +230,8 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
             total = sum(r.ms for r in layers) or 1.0
             row.top_layers = [{"layer": r.layer, "op": r.op, "ms": r.ms, "share": r.ms / total} for r in layers[:10]]
         eng.deactivate()
-    host = {"conv_peak_gflops": max(peaks.values()), "conv_peak_gflops_by_threads": peaks, "threads": spec.threads,
+    known = [p for p in peaks.values() if p is not None]  # None: no torch here to measure the peak
+    host = {"conv_peak_gflops": max(known) if known else None, "conv_peak_gflops_by_threads": peaks, "threads": spec.threads,
             "thread_counts": list(spec.thread_counts), "nvpmodel": nvpmodel_mode(), **cpu_facts()}
     spec_d = {**asdict(spec), "shape": list(spec.shape), "iters": rounds}
     return BenchReport(spec=spec_d, rows=rows, host=host, overhead_us=measure_overhead(x),
