@@ -103,7 +103,13 @@ def build_auto(onnx_path: Path, out: Path, spec: BuildSpec, build_engine: Callab
     """Build every candidate, measure, keep the winner at ``out`` (``--backend auto``: its suffix
     becomes the winner's, ``.onnx`` or ``.xml``). ``build_engine`` builds one candidate (passed in:
     ``build`` sits above this module). Returns the winner's ``BuildReport``."""
-    from udc_edge.engines.build_source import _runner, _Source, calibration_images, inspect_onnx
+    from udc_edge.engines.build_source import (
+        _runner,
+        _Source,
+        calibration_images,
+        graph_fails,
+        inspect_onnx,
+    )
 
     t0 = time.perf_counter()
     if spec.backend in SUFFIX and out.suffix != SUFFIX[spec.backend]:
@@ -114,7 +120,10 @@ def build_auto(onnx_path: Path, out: Path, spec: BuildSpec, build_engine: Callab
     model, _, names = inspect_onnx(onnx_path)
     src = _Source.of(onnx_path, model, names, spec.inputs)
     _, _, held = calibration_images(model, spec)
-    reference = _runner(spec.threads, src.session_options, src.extras)(src.data, held, tuple(names))
+    try:
+        reference = _runner(spec.threads, src.session_options, src.extras)(src.data, held, tuple(names))
+    except Exception as exc:  # ONNX Runtime's own Fail types: the graph does not run on these images
+        raise graph_fails(onnx_path, held, exc) from exc
     with work_dir("auto") as tmp:
         cache = spec.calib_cache or str(tmp / "calib.json")
         built, reports, cands = [], [], []

@@ -19,7 +19,7 @@ from pathlib import Path
 from udc_edge.calibration.qdq import auto_exclude, fidelity, quantize_bytes
 from udc_edge.calibration.ranges import cached_ranges
 from udc_edge.core.backends import Backend
-from udc_edge.core.errors import EngineError, UsageError
+from udc_edge.core.errors import UsageError
 from udc_edge.core.fileio import check_output, work_dir
 from udc_edge.core.progress import Advance, noop
 from udc_edge.engines.build_source import (
@@ -29,6 +29,7 @@ from udc_edge.engines.build_source import (
     _speedup,
     calibration_images,
     check_calibratable,
+    graph_fails,
     inspect_onnx,
     is_qdq,
 )
@@ -55,12 +56,7 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
                                       extras=src.extras)
         ref = run(fp32, held)
     except Exception as exc:  # ONNX Runtime's own Fail types: the graph does not run on these images
-        from udc_edge.export.onnx_export import short_error
-
-        h, w = cal_imgs.shape[2:]
-        raise EngineError(f"{onnx_path} fails on the {h}x{w} calibration images: {short_error(exc)}",
-                          "export so the graph runs at that size, or calibrate on images of a size it takes "
-                          "(--calib DIR)") from exc
+        raise graph_fails(onnx_path, cal_imgs, exc) from exc
     progress(0, status="quantising")
     if spec.auto_exclude:
         res = auto_exclude(onnx_path, ranges, spec.quant_target, run, held, ref, spec.min_fidelity)

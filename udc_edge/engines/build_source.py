@@ -186,3 +186,12 @@ def calibration_images(model: onnx.ModelProto, spec: BuildSpec):
         calib = type(calib)(np.ascontiguousarray(calib.images[:, :, : hw[0], : hw[1]]), calib.source)
     cal_imgs, held = calib.split(holdout=4)
     return calib, cal_imgs, held
+
+
+def graph_fails(onnx_path: str | os.PathLike, images: np.ndarray, exc: BaseException) -> EngineError:
+    """One line for a graph ONNX Runtime cannot run on the build's calibration images."""
+    from udc_edge.export.onnx_export import short_error
+
+    h, w = images.shape[2:]
+    return EngineError(f"{onnx_path} fails on the {h}x{w} calibration images: {short_error(exc)}",
+                       "export so the graph runs at that size, or calibrate on images of a size it takes (--calib DIR)")
