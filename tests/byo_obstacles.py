@@ -141,7 +141,7 @@ class ConcatUNet(nn.Module):
         for down in self.down:
             skips.append(f)
             f = torch.relu(down(f))
-        for fuse, skip in zip(self.fuse, reversed(skips)):
+        for fuse, skip in zip(self.fuse, reversed(skips), strict=False):
             f = torch.relu(fuse(torch.cat([F.interpolate(f, scale_factor=2.0, mode="nearest"), skip], dim=1)))
         return x + self.tail(f)
 

@@ -98,7 +98,7 @@ def test_openvino_engines_take_extra_inputs(psf_engine, tmp_path):
         other = load_engine(out, threads=1, inputs={"psf_code": str(tmp_path / "panel.npy")})(x)
         want = _torch(net, x, np.full((2, 8), 0.5, np.float32)), _torch(net, x, panel[None].repeat(2, 0))
         def db(got, ref):
-            return min(psnr(np.clip(g, 0, 1), np.clip(r, 0, 1)) for g, r in zip(got, ref))
+            return min(psnr(np.clip(g, 0, 1), np.clip(r, 0, 1)) for g, r in zip(got, ref, strict=True))
         assert db(recorded, want[0]) > (60 if prec == "fp32" else 45), prec
         # INT8 ranges were calibrated for 0.5 (~24-30 dB for another code, ONNX Runtime alike); a code
         # not fed (the recorded one used) would give ~17 dB from the panel's output

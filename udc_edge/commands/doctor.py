@@ -19,8 +19,9 @@ from udc_edge.commands.common import (
 )
 
 ExtraInputOpt = Annotated[list[str] | None, typer.Option(
-    "--extra-input", help="NAME=SHAPE[:FILE.npy|:VALUE]: an extra forward argument (e.g. psf_code=1x8:code.npy) that "
-                          "stays a graph input, its batch following the image's; the value is the example. Repeatable.")]
+    "--extra-input", help="NAME=SHAPE[:FILE.npy|:VALUE]: an extra forward argument (e.g. psf_code=1x8:code.npy) "
+                          "that stays a graph input, its batch following the image's; the value is the example. "
+                          "Repeatable.")]
 FreezeInputOpt = Annotated[list[str] | None, typer.Option(
     "--freeze-input", help="NAME=SHAPE[:FILE.npy|:VALUE]: an extra forward argument baked into the graph as a "
                            "constant (one engine per value). Repeatable.")]
@@ -33,7 +34,9 @@ OutputIndexOpt = Annotated[int | None, typer.Option(
 
 def doctor_cmd(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="package.module:Class, a shipped name, a checkpoint, or '-' with --arch.")],
+    model: Annotated[
+        str, typer.Argument(help="package.module:Class, a shipped name, a checkpoint, or '-' with --arch.")
+    ],
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = "",
     weights: WeightsOpt = None,
@@ -49,8 +52,9 @@ def doctor_cmd(
                                               f"{TRT_STATUS}).")] = "ort",
     min_fidelity: Annotated[float, typer.Option(help="INT8 vs FP32 PSNR (dB) below which doctor advises.")] = 35.0,
     runs: Annotated[int, typer.Option(help="Timed runs per measurement.")] = 5,
-    trial: Annotated[bool, typer.Option("--trial/--no-trial", help="Run the proposed commands in a scratch folder "
-                                        "(the verdict is what they did); --no-trial: diagnosis only, never OK.")] = True,
+    trial: Annotated[bool, typer.Option("--trial/--no-trial", help="Run the proposed commands in a scratch "
+                                        "folder (the verdict is what they did); --no-trial: diagnosis only, "
+                                        "never OK.")] = True,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for doctor.json and doctor.md.")] = None,
     keep: Annotated[Path | None, typer.Option(help="Keep the trial's folder here (new or empty): the probe images, "
                                                    "model.onnx, engine.onnx and restored/ its commands made.")] = None,

@@ -91,7 +91,7 @@ def structure(report: DoctorReport, net: nn.Module, spec: DoctorSpec) -> nn.Modu
     def run(x: torch.Tensor, batch: int = 1):
         extra = {n: getattr(probe, f"extra_{n}") for n in probe.extra_names}
         extra |= {e.name: torch.from_numpy(v) for e, v in
-                  zip([e for e in spec.extra_inputs if not e.frozen], extra_feeds(spec, batch))}
+                  zip([e for e in spec.extra_inputs if not e.frozen], extra_feeds(spec, batch), strict=False)}
         with torch.no_grad(), byo.cpu_only(calls, "forward"):
             return net(x.expand(batch, -1, -1, -1).contiguous(), **extra)
     search = find_multiple(run, spec.height, spec.width, model_multiple(net))
@@ -154,10 +154,10 @@ def _unbatchable(net: nn.Module, index: int | None, spec: DoctorSpec, x: torch.T
 
     def run(xb: torch.Tensor, vals: list[torch.Tensor]) -> torch.Tensor:
         with torch.no_grad(), byo.cpu_only(calls, "forward"):
-            return byo.select_output(net(xb, **{e.name: v for e, v in zip(extras, vals)}), index)
+            return byo.select_output(net(xb, **{e.name: v for e, v in zip(extras, vals, strict=False)}), index)
     try:
         xb = torch.cat([x, x.flip(-1)])
-        both = run(xb, [torch.cat(v) for v in zip(*values)])
+        both = run(xb, [torch.cat(v) for v in zip(*values, strict=False)])
         alone = torch.cat([run(xb[i : i + 1], values[i]) for i in range(2)])
     except Exception as exc:  # noqa: BLE001 (the user's forward can raise anything; reported)
         return f"a batch of 2 fails: {type(exc).__name__}: {str(exc)[:200]}"
@@ -298,7 +298,7 @@ def ops_and_speed(report: DoctorReport, net: nn.Module, graph: bytes, spec: Doct
     threads = _threads(spec)
     sess = make_session(graph, threads, opts)
     inputs = [x, *extra_feeds(spec, 1)]
-    feed = dict(zip([i.name for i in sess.get_inputs()], inputs))
+    feed = dict(zip([i.name for i in sess.get_inputs()], inputs, strict=False))
     wrapped = byo.wrap(net, report.structure.get("output_index"), spec.extra_inputs, cpu_patch=True).eval()
     targs = [torch.from_numpy(a) for a in inputs]
 
@@ -346,8 +346,8 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
     def run(model_bytes: bytes, images: np.ndarray, names: tuple[str, ...] = ()) -> np.ndarray:
         sess = make_session(model_bytes, threads, opts)
         names = tuple(i.name for i in sess.get_inputs())
-        return np.concatenate([sess.run(None, dict(zip(names, [images[i : i + 1], *extra_feeds(spec, 1)])))[0]
-                               for i in range(len(images))])
+        feeds = [dict(zip(names, [images[i : i + 1], *extra_feeds(spec, 1)], strict=False)) for i in range(len(images))]
+        return np.concatenate([sess.run(None, f)[0] for f in feeds])
     try:
         with work_dir("doctor") as tmp:
             path = Path(tmp) / "fp32.onnx"
@@ -357,7 +357,7 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
             cal, held = imgs[:-2], imgs[-2:]
             ranges = compute_ranges(path, cal, "percentile", input_names=tuple(i.name for i in proto.graph.input),
                                     extras=dict(zip([e.name for e in spec.extra_inputs if not e.frozen],
-                                                    extra_feeds(spec, 1))))
+                                                    extra_feeds(spec, 1), strict=False)))
             ref = run(graph, held)
             per = {}
             source = prepare(path)  # once for every quantisation below
@@ -369,8 +369,10 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
             full = quantize_bytes(source, ranges, "cpu")
             fid = fidelity(run, full, held, ref)
             names = [i.name for i in proto.graph.input]
-            ov, not_measured = openvino_candidates(path, cal, held, ref, lambda x: dict(zip(names, [x, *extra_feeds(spec, 1)])),
-                                                   len(names), threads)
+            def feed(x):
+                return dict(zip(names, [x, *extra_feeds(spec, 1)], strict=False))
+
+            ov, not_measured = openvino_candidates(path, cal, held, ref, feed, len(names), threads)
     except Exception as exc:  # noqa: BLE001 (a failing calibration/quantisation is reported)
         from udc_edge.export.onnx_export import short_error
 
@@ -378,7 +380,7 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
         report.blockers.append(f"INT8 calibration/quantisation fails: {short_error(exc)}")
         return
     s32, s8 = make_session(graph, threads, opts), make_session(full, threads, opts)
-    feed = dict(zip([i.name for i in s32.get_inputs()], [held[:1], *extra_feeds(spec, 1)]))
+    feed = dict(zip([i.name for i in s32.get_inputs()], [held[:1], *extra_feeds(spec, 1)], strict=False))
     ms = interleaved({"ONNX Runtime FP32": lambda: s32.run(None, feed), "ONNX Runtime INT8": lambda: s8.run(None, feed),
                       **{k: call for k, (call, _) in ov.items()}}, spec.runs)
     fp32_ms, int8_ms = ms["ONNX Runtime FP32"], ms["ONNX Runtime INT8"]

@@ -101,7 +101,9 @@ class DoctorReport:
             lines.append(f"  ONNX Runtime vs eager: max abs error {self.ort['max_abs_err']:.1e}, "
                          f"{self.ort['ort_speedup_vs_eager']:.2f}x the speed of eager")
         if self.int8.get("fidelity_db") is not None:
-            lines.append(f"  INT8 vs FP32: {self.int8['fidelity_db']:.1f} dB, {self.int8['speedup_vs_fp32']:.2f}x the speed")
+            lines.append(
+                f"  INT8 vs FP32: {self.int8['fidelity_db']:.1f} dB, {self.int8['speedup_vs_fp32']:.2f}x the speed"
+            )
         for f in self.findings:
             share = f", {100 * f.time_share:.0f}% of time" if f.time_share is not None else ""
             lines.append(f"  {f.op_type} x{f.count}{share}: {f.note}")
@@ -125,7 +127,10 @@ class DoctorReport:
                     for t in self.trial]
         out += ["", "## Load on CPU", ""]
         out += [f"- {k}: {v}" for k, v in self.load.items() if k != "cuda_calls"]
-        out += [f"- `.cuda()` patched out at {c['where']} ({c['phase']}): `{c['code']}`" for c in self.load.get("cuda_calls", [])]
+        out += [
+            f"- `.cuda()` patched out at {c['where']} ({c['phase']}): `{c['code']}`"
+            for c in self.load.get("cuda_calls", [])
+        ]
         out += ["", "## Structure", ""] + [f"- {k}: {v}" for k, v in self.structure.items()]
         out += ["", "## Exporters", "", "| exporter | H/W | result | seconds | opset | op types (count) |",
                 "|---|---|---|---|---|---|"]
@@ -163,7 +168,8 @@ class DoctorReport:
                         "| op type quantised alone | nodes | PSNR vs FP32 (dB) |", "|---|---|---|"]
                 out += [f"| {t} | {v['nodes']} | {v['psnr_db']:.1f} |" for t, v in i["per_op_type"].items()]
         if self.speed:
-            out += ["", "## CPU engines (side by side)", "", "| engine | ms | vs FP32 (dB) | faithful |", "|---|---|---|---|"]
+            out += ["", "## CPU engines (side by side)", "",
+                    "| engine | ms | vs FP32 (dB) | faithful |", "|---|---|---|---|"]
             for k, v in self.speed["engines"].items():
                 fid = "reference" if v["fidelity_db"] is None else f"{v['fidelity_db']:.1f}"
                 out.append(f"| {k} | {v['ms']:.2f} | {fid} | {'yes' if v['faithful'] else 'no'} |")

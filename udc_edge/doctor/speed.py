@@ -29,8 +29,8 @@ def openvino_candidates(onnx_path: Path, cal: np.ndarray, held: np.ndarray, ref:
     out: dict[str, tuple[Callable[[], object], float]] = {}
     notes: list[str] = []
     bf16 = ovb.supports_bf16()
-    plans: list[tuple[str, Callable[[], object], str]] = [("OpenVINO FP32", lambda: ovb.core().read_model(str(onnx_path)),
-                                                          "f32")]
+    plans: list[tuple[str, Callable[[], object], str]] = [
+        ("OpenVINO FP32", lambda: ovb.core().read_model(str(onnx_path)), "f32")]
     if bf16:
         plans.append(("OpenVINO BF16", lambda: ovb.core().read_model(str(onnx_path)), "bf16"))
     else:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -69,7 +69,7 @@ class Engine(abc.ABC):
         self.manifest = manifest
         self._multiple = multiple
         self.active = False
-        self._input_names: list[str] | None = None  # read from info() once per activation
+        self._input_names: list[str] = []  # read from info() once per activation
         self._output_names: list[str] = []
         self.extras: dict[str, np.ndarray] = {}  # batch-1 values of extra inputs for image-only calls
 
@@ -164,7 +164,7 @@ class Engine(abc.ABC):
         if len(inputs) != len(names):
             raise EngineError(f"engine takes {len(names)} input(s) {names}, got {len(inputs)}",
                               "give the extra inputs with --input NAME=FILE.npy|VALUE" if extra else None)
-        for x, n in zip(inputs, names):
+        for x, n in zip(inputs, names, strict=True):
             if n in extra:
                 if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.shape[0] != inputs[0].shape[0]:
                     raise EngineError(f"{n}: expected a float32 array with the image's batch {inputs[0].shape[0]}")
@@ -172,7 +172,7 @@ class Engine(abc.ABC):
                 self.check_input(x, n)
         h, w = inputs[0].shape[2:]
         m = self.multiple
-        padded = [x if n in extra else pad_array(x, m) for x, n in zip(inputs, names)]
+        padded = [x if n in extra else pad_array(x, m) for x, n in zip(inputs, names, strict=True)]
         y = self._infer(*padded)
         if y.shape[2:] == (h, w):
             return y
@@ -203,5 +203,5 @@ def pad_array(x: np.ndarray, m: int) -> np.ndarray:
     ph, pw = _pad(h, m) - h, _pad(w, m) - w
     if ph == 0 and pw == 0:
         return x
-    mode = "reflect" if ph < h and pw < w else "edge"
+    mode: Literal["reflect", "edge"] = "reflect" if ph < h and pw < w else "edge"
     return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)

@@ -15,6 +15,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from udc_edge.calibration.qdq import auto_exclude, fidelity, quantize_bytes
 from udc_edge.calibration.ranges import cached_ranges
@@ -60,18 +61,18 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
     progress(0, status="quantising")
     if spec.auto_exclude:
         res = auto_exclude(onnx_path, ranges, spec.quant_target, run, held, ref, spec.min_fidelity)
-        model, fid, excluded, met = res.model, res.fidelity_db, res.excluded, res.met
+        q, fid, excluded, met = res.model, res.fidelity_db, res.excluded, res.met
     else:
-        model = quantize_bytes(onnx_path, ranges, spec.quant_target, exclude=spec.exclude)
-        fid = fidelity(run, model, held, ref)
+        q = quantize_bytes(onnx_path, ranges, spec.quant_target, exclude=spec.exclude)
+        fid = fidelity(run, q, held, ref)
         excluded = [{"node": n, "reason": "excluded by --exclude"} for n in spec.exclude]
         met = fid >= spec.min_fidelity
     info = {"calibration": {**calib.describe(), "method": spec.calib_method, "used": len(cal_imgs),
                             "held_out": len(held), "cache": cinfo, "target": spec.quant_target},
             "fidelity_db": fid, "fidelity_met": met, "excluded": excluded}
     if spec.backend is Backend.ORT:
-        info["speedup"] = _speedup(fp32, model, held[:1], spec.threads, opts, src.extras)
-    return model, info
+        info["speedup"] = _speedup(fp32, q, held[:1], spec.threads, opts, src.extras)
+    return q, info
 
 
 def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: BuildSpec,
@@ -99,7 +100,8 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
     if out.suffix != ".onnx":
         raise UsageError(f"--out {out} must end in .onnx for the ONNX Runtime backend")
     warnings: list[str] = []
-    data, built, info = src.data, Precision.FP32, {}
+    data, built = src.data, Precision.FP32
+    info: dict[str, Any] = {}
     if spec.precision == Precision.INT8:
         data, info = _int8(onnx_path, src, spec, out, progress)
         built = Precision.INT8
@@ -126,11 +128,19 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
         extra_inputs=src.manifest_extras(),
     )
     write_engine(out, data, manifest)
-    return BuildReport(engine=str(out), backend=Backend.ORT.manifest_name, requested_precision=spec.precision.value,
-                       precision=built.value, size_mb=size, seconds=manifest.build_seconds,
-                       fidelity_db=info.get("fidelity_db") if built == Precision.INT8 else None,
-                       int8_speedup_vs_fp32=info.get("speedup"), excluded=info.get("excluded", []) if built == Precision.INT8 else [],
-                       warnings=warnings, calibration=info.get("calibration"))
+    return BuildReport(
+        engine=str(out),
+        backend=Backend.ORT.manifest_name,
+        requested_precision=spec.precision.value,
+        precision=built.value,
+        size_mb=size,
+        seconds=manifest.build_seconds,
+        fidelity_db=info.get("fidelity_db") if built == Precision.INT8 else None,
+        int8_speedup_vs_fp32=info.get("speedup"),
+        excluded=info.get("excluded", []) if built == Precision.INT8 else [],
+        warnings=warnings,
+        calibration=info.get("calibration"),
+    )
 
 
 def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, multiple: int, t0: float,
@@ -151,11 +161,21 @@ def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, mul
         progress(0, status="building TensorRT engine")
         plan, binfo = trt_backend.build_serialized(plan_src, spec.precision.value, profile.to_dict())
     manifest = Manifest(
-        backend=Backend.TRT.manifest_name, backend_version=trt_backend.get_version(), precision=spec.precision.value,
-        requested_precision=spec.precision.value, engine_sha256=hashlib.sha256(plan).hexdigest(),
-        source_onnx=str(onnx_path), source_onnx_sha256=source.sha256, shape_profile=profile.to_dict(),
-        multiple=multiple, inputs=source.names, calibration=info.get("calibration"), excluded_layers=info.get("excluded", []),
-        device=binfo.get("device", {}), build_seconds=time.perf_counter() - t0, build_options=binfo,
+        backend=Backend.TRT.manifest_name,
+        backend_version=trt_backend.get_version(),
+        precision=spec.precision.value,
+        requested_precision=spec.precision.value,
+        engine_sha256=hashlib.sha256(plan).hexdigest(),
+        source_onnx=str(onnx_path),
+        source_onnx_sha256=source.sha256,
+        shape_profile=profile.to_dict(),
+        multiple=multiple,
+        inputs=source.names,
+        calibration=info.get("calibration"),
+        excluded_layers=info.get("excluded", []),
+        device=binfo.get("device", {}),
+        build_seconds=time.perf_counter() - t0,
+        build_options=binfo,
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met") if k in info},
         extra_inputs=source.manifest_extras(),
     )

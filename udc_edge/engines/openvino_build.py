@@ -24,6 +24,7 @@ import contextlib
 import io
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ def ov_outputs(model, hint: str | None, threads: int, images: np.ndarray, names:
 
 
 def mean_psnr(out: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.mean([psnr(o, r) for o, r in zip(out, ref)]))
+    return float(np.mean([psnr(o, r) for o, r in zip(out, ref, strict=True)]))
 
 
 def ov_op_names(model, onnx_nodes: tuple[str, ...]) -> list[str]:
@@ -103,7 +104,9 @@ def _int8(onnx_path: Path, src, spec: BuildSpec, hint: str, progress: Advance) -
     known = set(quantizable_nodes(src.model))
     unknown = sorted(set(spec.exclude) - known)
     if unknown:
-        raise UsageError(f"--exclude names unknown nodes {unknown[:5]}", f"quantisable nodes look like {sorted(known)[:3]}")
+        raise UsageError(
+            f"--exclude names unknown nodes {unknown[:5]}", f"quantisable nodes look like {sorted(known)[:3]}"
+        )
     run = _runner(spec.threads, src.session_options, src.extras)
     ref = run(src.data, held, tuple(names))
 
@@ -137,7 +140,7 @@ def _int8(onnx_path: Path, src, spec: BuildSpec, hint: str, progress: Advance) -
 
 
 def build_openvino(onnx_path: Path, src, out: Path, spec: BuildSpec, multiple: int, t0: float,
-                   progress: Advance) -> object:
+                   progress: Advance) -> Any:  # build.BuildReport (build imports this module)
     """Build an OpenVINO IR engine; returns the ``BuildReport``."""
     from udc_edge.engines.build_source import BuildReport
 
@@ -180,17 +183,32 @@ def build_openvino(onnx_path: Path, src, out: Path, spec: BuildSpec, multiple: i
         bin_name = out.with_suffix(".bin").name
         shas = {out.name: sha256_file(saved[".xml"]), bin_name: sha256_file(saved[".bin"])}
         manifest = Manifest(
-            backend="openvino", backend_version=ovb.get_version(), precision=prec.value,
-            requested_precision=spec.precision.value, engine_sha256=shas[out.name], files_sha256={bin_name: shas[bin_name]},
-            source_onnx=str(onnx_path), source_onnx_sha256=src.sha256,
-            shape_profile=spec.profile.to_dict() if spec.profile else None, multiple=multiple, inputs=src.names,
-            calibration=info.get("calibration"), excluded_layers=info.get("excluded", []),
-            session_options={"INFERENCE_PRECISION_HINT": hint}, device={**host_device(), "inference_precision": really},
+            backend="openvino",
+            backend_version=ovb.get_version(),
+            precision=prec.value,
+            requested_precision=spec.precision.value,
+            engine_sha256=shas[out.name],
+            files_sha256={bin_name: shas[bin_name]},
+            source_onnx=str(onnx_path),
+            source_onnx_sha256=src.sha256,
+            shape_profile=spec.profile.to_dict() if spec.profile else None,
+            multiple=multiple,
+            inputs=src.names,
+            calibration=info.get("calibration"),
+            excluded_layers=info.get("excluded", []),
+            session_options={"INFERENCE_PRECISION_HINT": hint},
+            device={**host_device(), "inference_precision": really},
             build_seconds=time.perf_counter() - t0,
-            build_options={"openvino": ovb.get_version(), "nncf": info.get("nncf"), "hint": hint, "threads": spec.threads,
-                           "min_fidelity": spec.min_fidelity, "auto_exclude": spec.auto_exclude,
-                           "calib_size": (info.get("calibration") or {}).get("size"),
-                           "macs_per_pixel": float(src.meta.get("udc_edge.macs_per_pixel", 0)) or None},
+            build_options={
+                "openvino": ovb.get_version(),
+                "nncf": info.get("nncf"),
+                "hint": hint,
+                "threads": spec.threads,
+                "min_fidelity": spec.min_fidelity,
+                "auto_exclude": spec.auto_exclude,
+                "calib_size": (info.get("calibration") or {}).get("size"),
+                "macs_per_pixel": float(src.meta.get("udc_edge.macs_per_pixel", 0)) or None,
+            },
             summary={k: info[k] for k in ("fidelity_db", "fidelity_met") if k in info}
             | {"inference_precision": really, "warnings": warnings},
             extra_inputs=src.manifest_extras(),

@@ -247,7 +247,8 @@ class ExtraInput:
         names = [e.name for e in items]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise UsageError(f"extra input {dup[0]} given twice", "give each once, with --extra-input or --freeze-input")
+            raise UsageError(f"extra input {dup[0]} given twice",
+                             "give each once, with --extra-input or --freeze-input")
         return items
 
     def tensor(self) -> torch.Tensor:
@@ -340,7 +341,8 @@ class ByoWrapper(nn.Module):
         self.multiple = model_multiple(model)
 
     def forward(self, x: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-        extra = {n: getattr(self, f"extra_{n}") for n in self.extra_names} | dict(zip(self.input_names, inputs))
+        extra = {n: getattr(self, f"extra_{n}") for n in self.extra_names}
+        extra |= dict(zip(self.input_names, inputs, strict=False))
         ctx = cpu_only(self.cuda_calls, "forward") if self.cpu_patch else contextlib.nullcontext()
         with ctx:
             out = self.model(x, **extra)
