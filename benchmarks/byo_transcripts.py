@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = ("FFTNet", "UnfoldKPN", "TupleNet", "PsfCodeNet", "CudaNet", "FixedGridNet")
+WEIGHTS = ("FFTNet", "UnfoldKPN", "TupleNet", "PsfCodeNet", "CudaNet", "FixedGridNet", "ConcatUNet")
 
 
 def commands(doc: Path) -> list[str]:
@@ -38,7 +38,9 @@ def main() -> None:
     a = ap.parse_args()
     from udc_edge.core.fileio import atomic_dir
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "COLUMNS": "200", "NO_COLOR": "1"}
+    # this checkout's udc_edge, not an installed one; the guide's models from tests/
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]), "COLUMNS": "200",
+           "NO_COLOR": "1"}
     records = []
     with tempfile.TemporaryDirectory(prefix="udc-edge-byo-") as work:
         setup = ("import torch\nfrom safetensors.torch import save_file\nimport byo_obstacles as b\n"
@@ -49,7 +51,7 @@ def main() -> None:
         for cmd in commands(Path(a.doc)):
             argv = shlex.split(cmd)
             if argv[0] == "udc-edge":  # one thread, as the guide says its outputs were made
-                argv = [sys.executable, "-m", "udc_edge.cli", "--threads", "1", *argv[1:]]
+                argv = [sys.executable, "-m", "udc_edge", "--threads", "1", *argv[1:]]
             elif argv[0] == "python":
                 argv[0] = sys.executable
             t0 = time.perf_counter()

@@ -121,3 +121,60 @@ class FixedGridNet(nn.Module):
         h, w = int(x.shape[-2]), int(x.shape[-1])
         grid = torch.linspace(0.0, 1.0, h * w).reshape(1, 1, h, w).expand(x.shape[0], 1, h, w)
         return x + self.tail(torch.cat([self.head(x), grid], dim=1))
+
+
+class ConcatUNet(nn.Module):
+    """Four stride-2 downsamplings, each undone by a x2 upsampling concatenated with its skip,
+    as in UNet restorers: ``torch.cat`` fails ("Sizes of tensors must match") unless H and W
+    are multiples of 16, and the class declares no ``multiple`` (doctor finds it)."""
+
+    def __init__(self, hidden: int = 4, levels: int = 4):
+        super().__init__()
+        self.head = _Head(hidden)
+        self.down = nn.ModuleList(nn.Conv2d(hidden, hidden, 3, stride=2, padding=1) for _ in range(levels))
+        self.fuse = nn.ModuleList(nn.Conv2d(2 * hidden, hidden, 3, padding=1) for _ in range(levels))
+        self.tail = nn.Conv2d(hidden, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.head(x)
+        skips = []
+        for down in self.down:
+            skips.append(f)
+            f = torch.relu(down(f))
+        for fuse, skip in zip(self.fuse, reversed(skips), strict=False):
+            f = torch.relu(fuse(torch.cat([F.interpolate(f, scale_factor=2.0, mode="nearest"), skip], dim=1)))
+        return x + self.tail(f)
+
+
+class UnbatchedCodeNet(PsfCodeNet):
+    """A PSF-code restorer whose code must have batch 1 (``psf_code[0]``, as code written for
+    one display does): the code cannot follow the image's batch, so one engine cannot serve
+    two displays; doctor says BLOCKED and points to ``--freeze-input``."""
+
+    def forward(self, x: torch.Tensor, psf_code: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.film(psf_code[0]).view(1, -1).expand(x.shape[0], -1).chunk(2, dim=1)
+        f = self.head(x) * (1 + scale[..., None, None]) + shift[..., None, None]
+        return x + self.tail(f)
+
+
+class HugeMultipleNet(ConcatUNet):
+    """Nine stride-2 levels: needs H and W multiples of 512, beyond doctor's limit of 256."""
+
+    def __init__(self, hidden: int = 2):
+        super().__init__(hidden, levels=9)
+
+
+class PosEmbedNet(nn.Module):
+    """A learned positional embedding of at most 96 x 96, sliced to the input size, as in
+    transformer restorers trained on fixed crops: exports, matches torch and builds at small
+    sizes, then fails on a 100-pixel image; doctor's trial of ``restore`` finds that."""
+
+    def __init__(self, hidden: int = 4, max_size: int = 96):
+        super().__init__()
+        self.head = _Head(hidden)
+        self.tail = nn.Conv2d(hidden, 3, 3, padding=1)
+        self.pos = nn.Parameter(torch.randn(1, hidden, max_size, max_size) * 0.01)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.head(x)
+        return x + self.tail(f + self.pos[..., : x.shape[-2], : x.shape[-1]])

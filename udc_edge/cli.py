@@ -3,7 +3,8 @@ library function and prints/saves its report. No logic lives here; the commands 
 ``udc_edge/commands/``, one module per group, each with a ``register(app)``.
 
 Errors the user can cause (:class:`udc_edge.core.errors.UdcEdgeError`) print one line and exit
-with code 1 (2 for usage errors); ``--debug`` shows the traceback instead.
+with code 1 (2 for usage errors); ``--debug`` shows the traceback instead, and lets
+third-party logging and warnings through (:func:`udc_edge.core.logs.quiet_third_party`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from udc_edge.commands import attack, data, demo, deploy, doctor, models, purifi
 from udc_edge.commands.common import err, set_threads, stdout
 from udc_edge.core.errors import UdcEdgeError
 from udc_edge.core.extras import missing_extra
+from udc_edge.core.logs import quiet_third_party
 
 
 def _debugging(ctx: click.Context) -> bool:
@@ -37,7 +39,8 @@ class _Group(TyperGroup):
     def _invoke(self, ctx: click.Context):
         """The sub-command; an ImportError of a runtime-only install reaching for torch names the extra."""
         try:
-            return super().invoke(ctx)
+            with quiet_third_party(bool(ctx.params.get("debug")) or _debugging(ctx)):
+                return super().invoke(ctx)
         except ImportError as exc:
             missing = missing_extra(exc, f"udc-edge {ctx.invoked_subcommand or ''}".strip())
             if missing is None or _debugging(ctx):

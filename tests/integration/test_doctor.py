@@ -4,6 +4,7 @@ documented diagnosis (docs/byo.md)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -48,8 +49,9 @@ def clean_modules():
 
 
 def doctor(*args: str, tmp_path=None):
+    """Diagnosis only (--no-trial): tests/integration/test_doctor_trial.py runs the proposals."""
     extra = ["--out", str(tmp_path)] if tmp_path is not None else []
-    return runner.invoke(app, ["-q", "--threads", "1", "doctor", *args, *SIZE, "--runs", "2", *extra])
+    return runner.invoke(app, ["-q", "--threads", "1", "doctor", *args, *SIZE, "--runs", "2", "--no-trial", *extra])
 
 
 def full_path(tmp_path, model: str, weights: str, *export_args: str, size=(32, 40), **forward_kwargs):
@@ -108,7 +110,8 @@ def test_doctor_unfold_kernel_prediction_names_the_indexing_layers(tmp_path, wei
     assert gather["count"] == 4 and any("[unfold" in s and "byo_obstacles.py:" in s for s in gather["layers"])
     assert gather["time_share"] is not None and {"Gather", "Range"} <= set(rep["int8"]["float_ops"])
     assert "Unfold" in next(e["error"] for e in rep["exporters"] if e["exporter"] == "torchscript")
-    assert "--exporter dynamo" in rep["export_command"]
+    assert "--exporter dynamo" in rep["export_command"] and rep["commands"][0] == rep["export_command"]
+    assert rep["trial"] == [] and "NOT TRIED" in res.output  # --no-trial never says OK
 
 
 @pytest.mark.slow
@@ -132,9 +135,25 @@ def test_doctor_psf_code_input_and_full_path(tmp_path, weights):
     code = np.linspace(0, 1, 8, dtype=np.float32).reshape(1, 8)
     np.save(tmp_path / "code.npy", code)
     extra = f"psf_code=1x8:{tmp_path / 'code.npy'}"
-    res = doctor("byo_obstacles:PsfCodeNet", "--extra-input", extra)
+    res = doctor("byo_obstacles:PsfCodeNet", "--extra-input", extra, tmp_path=tmp_path / "report")
     assert res.exit_code == 0, res.output
+    _check_speed_rows(json.loads((tmp_path / "report" / "doctor.json").read_text())["speed"])
     full_path(tmp_path, "byo_obstacles:PsfCodeNet", weights["PsfCodeNet"], "--extra-input", extra, psf_code=code)
+
+
+def _check_speed_rows(speed: dict) -> None:
+    """Every CPU backend measured side by side (OpenVINO fed the extra input too: FP32 matches
+    ONNX Runtime FP32), and the fastest faithful one named."""
+    rows = speed["engines"]
+    want = {"ONNX Runtime FP32", "ONNX Runtime INT8"}
+    if importlib.util.find_spec("openvino") and importlib.util.find_spec("nncf"):
+        from udc_edge.engines.openvino import supports_bf16
+
+        want |= {"OpenVINO FP32", "OpenVINO INT8"} | ({"OpenVINO BF16"} if supports_bf16() else set())
+        assert rows["OpenVINO FP32"]["fidelity_db"] > 60
+    assert set(rows) == want and all(r["ms"] > 0 for r in rows.values())
+    best = min((k for k, r in rows.items() if r["faithful"]), key=lambda k: rows[k]["ms"])
+    assert speed["fastest"].startswith(f"{best} (")
 
 
 def test_doctor_hard_coded_cuda_and_full_path(tmp_path, weights):

@@ -38,19 +38,23 @@ def test_extra_input_parsing():
     e = ExtraInput.parse("psf_code=1x8:0.5")
     assert (e.name, e.shape, e.value, e.file) == ("psf_code", (1, 8), 0.5, None)
     assert torch.equal(e.tensor(), torch.full((1, 8), 0.5))
-    assert ExtraInput.parse("code=2x3").value == 0.0
+    assert ExtraInput.parse("code=1x3").value == 0.0 and not ExtraInput.parse("code=1x3").frozen
     assert ExtraInput.parse("code=1x4:codes/a.npy").file == "codes/a.npy"
-    for bad in ("psf_code", "1x8", "psf code=1x8", "c=1xa", "c=0x4", "c=1x4:abc"):
+    for bad in ("psf_code", "1x8", "psf code=1x8", "c=1xa", "c=0x4", "c=1x4:abc", "c=2x3"):
         with pytest.raises(UsageError, match="--extra-input"):
             ExtraInput.parse(bad)
+    # a graph input's dim 0 is the batch (it follows the image's); a frozen constant may be any shape
+    assert ExtraInput.parse("code=2x3", frozen=True).shape == (2, 3)
+    with pytest.raises(UsageError, match="given twice"):
+        ExtraInput.parse_all(["c=1x2"], ["c=1x2"])
 
 
 def test_extra_input_from_npy_is_checked_and_never_unpickled(tmp_path):
     np.save(tmp_path / "code.npy", np.arange(8, dtype=np.float64).reshape(1, 8))
     t = ExtraInput.parse(f"psf_code=1x8:{tmp_path / 'code.npy'}").tensor()
     assert t.dtype == torch.float32 and t[0, 7] == 7
-    with pytest.raises(InputError, match=r"shape \(1, 8\), not \(8,\)"):
-        ExtraInput.parse(f"psf_code=8:{tmp_path / 'code.npy'}").tensor()
+    with pytest.raises(InputError, match=r"shape \(1, 8\), not \(1, 2, 4\)"):
+        ExtraInput.parse(f"psf_code=1x2x4:{tmp_path / 'code.npy'}").tensor()
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(InputError, match="not a plain .npy"):
         ExtraInput.parse(f"psf_code=1:{tmp_path / 'obj.npy'}").tensor()
@@ -134,7 +138,7 @@ def test_extra_input_is_frozen_into_the_graph(tmp_path):
     code = np.linspace(-1, 1, 8, dtype=np.float32).reshape(1, 8)
     np.save(tmp_path / "code.npy", code)
     net = obstacles.PsfCodeNet().eval()
-    extra = (ExtraInput.parse(f"psf_code=1x8:{tmp_path / 'code.npy'}"),)
+    extra = (ExtraInput.parse(f"psf_code=1x8:{tmp_path / 'code.npy'}", frozen=True),)
     rep = export_onnx(net, tmp_path / "p.onnx", ExportSpec(extra_inputs=extra, **SMALL))
     sess = make_session(str(tmp_path / "p.onnx"))
     assert [i.name for i in sess.get_inputs()] == ["input"]
@@ -143,7 +147,40 @@ def test_extra_input_is_frozen_into_the_graph(tmp_path):
         ref = net(torch.from_numpy(x), torch.from_numpy(code)).numpy()
     np.testing.assert_allclose(sess.run(None, {"input": x})[0], ref, atol=1e-5)
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "p.onnx")).metadata_props}
-    assert json.loads(meta["udc_edge.extra_inputs"])[0]["shape"] == [1, 8] and "psf_code (1, 8)" in rep.summary()
+    assert json.loads(meta["udc_edge.extra_inputs"])[0]["shape"] == [1, 8]
+    assert "psf_code (1, 8) frozen" in rep.summary()
+
+
+def test_extra_input_stays_a_graph_input_whose_batch_follows_the_image(tmp_path):
+    """Default: the PSF code is a real input with a dynamic batch axis, so one engine serves
+    every display; each sample of a batch gets its own code (checked against torch)."""
+    net = obstacles.PsfCodeNet().eval()
+    rep = export_onnx(net, tmp_path / "p.onnx", ExportSpec(extra_inputs=(ExtraInput.parse("psf_code=1x8:0.3"),),
+                                                           **SMALL))
+    sess = make_session(str(tmp_path / "p.onnx"))
+    assert [i.name for i in sess.get_inputs()] == ["input", "psf_code"] and rep.inputs == ["input", "psf_code"]
+    rng = np.random.default_rng(0)
+    x, code = rng.random((2, 3, 20, 28), dtype=np.float32), rng.random((2, 8), dtype=np.float32)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x), torch.from_numpy(code)).numpy()
+    np.testing.assert_allclose(sess.run(None, {"input": x, "psf_code": code})[0], ref, atol=1e-5)
+    meta = json.loads({p.key: p.value for p in onnx.load(str(tmp_path / "p.onnx")).metadata_props}
+                      ["udc_edge.extra_inputs"])
+    assert meta == [{"name": "psf_code", "shape": [1, 8], "source": "value 0.3", "frozen": False,
+                     "example": pytest.approx([0.3] * 8)}]
+    assert "a graph input (batch follows the image's)" in rep.summary()
+
+
+def test_multiple_is_found_by_running_the_network():
+    from udc_edge.export.multiple import find_multiple
+
+    found = find_multiple(obstacles.ConcatUNet().eval(), 24, 24)
+    assert found.multiple == 16 and [t["multiple"] for t in found.tried] == [1, 2, 4, 8, 16]
+    assert found.tried[3]["error"].startswith("24x24: RuntimeError: Sizes of tensors must match")  # m = 8
+    assert found.tried[-1]["sizes"] == [[32, 32], [48, 48]]  # k*m and k*m + m
+    assert find_multiple(obstacles.TupleNet().eval(), 24, 24, start=2).multiple == 2
+    huge = find_multiple(obstacles.HugeMultipleNet().eval(), 24, 24)
+    assert huge.multiple is None and huge.tried[-1]["multiple"] == 256 and huge.last_error
 
 
 def test_fft_layer_falls_back_to_dynamo_and_records_safer_session_options(tmp_path):
@@ -195,3 +232,15 @@ def test_tensorrt_operator_table():
     assert "half_pixel" in tensorrt_support("Resize").note
     assert tensorrt_support("LayerNormalization").note == "TensorRT >= 8.6 only"
     assert tensorrt_support("MyCustomOp").supported is None
+
+
+def test_speed_advice_names_the_fastest_faithful_engine():
+    from udc_edge.doctor.report import DoctorReport, DoctorSpec
+    from udc_edge.doctor.speed import speed_advice
+
+    rep = DoctorReport(model="m", spec={})
+    engines = {"ONNX Runtime FP32": (10.0, None), "OpenVINO INT8": (2.0, 20.0), "OpenVINO FP32": (6.0, 80.0),
+               "ONNX Runtime INT8": (7.0, 40.0)}
+    speed_advice(rep, engines, DoctorSpec(min_fidelity=35.0), ["OpenVINO BF16: no avx512_bf16"])
+    assert rep.speed["fastest"].startswith("OpenVINO FP32 (6.00 ms")  # INT8 is faster but 20 dB from FP32
+    assert not rep.speed["engines"]["OpenVINO INT8"]["faithful"] and rep.speed["not_measured"]

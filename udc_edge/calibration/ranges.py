@@ -40,9 +40,11 @@ def _key(onnx_sha: str, method: str, calib_sha: str, symmetric: bool) -> dict:
 def compute_ranges(onnx_path: str | os.PathLike, calib: np.ndarray, method: str = "percentile",
                    op_types: tuple[str, ...] = ("Conv", "ConvTranspose", "MatMul", "Gemm"),
                    symmetric: bool = False, input_names: tuple[str, ...] = ("input",),
-                   session_options: dict | None = None) -> dict[str, list[float]]:
+                   session_options: dict | None = None,
+                   extras: dict[str, np.ndarray] | None = None) -> dict[str, list[float]]:
     """Run the calibrator over ``calib`` (N x 3 x H x W) and return {tensor: [lo, hi]}.
-    ``session_options``: what export recorded the graph needs (None: read them from it)."""
+    ``session_options``: what export recorded the graph needs (None: read them from it);
+    ``extras``: the value (batch 1) fed to each extra graph input (a PSF code) with every image."""
     from onnxruntime.quantization.calibrate import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -62,11 +64,16 @@ def compute_ranges(onnx_path: str | os.PathLike, calib: np.ndarray, method: str 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             rng = np.random.default_rng(0)
-            self.items = iter([image_feed(input_names, calib[i : i + 1], rng) for i in range(len(calib))])
+            def feed(x: np.ndarray) -> dict[str, np.ndarray]:
+                return image_feed(input_names, x, rng) | {n: v for n, v in (extras or {}).items() if n in input_names}
+            self.items = iter([feed(calib[i : i + 1]) for i in range(len(calib))])
 
         def get_next(self):
             return next(self.items, None)
 
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(4)  # a failing kernel raises (reported by the caller); no C++ log lines
     with work_dir("calib") as tmp, \
             contextlib.redirect_stdout(io.StringIO()):  # no temp files in the cwd, no chatter
         cal = create_calibrator(Path(onnx_path), list(op_types), augmented_model_path=str(Path(tmp) / "aug.onnx"),
@@ -98,13 +105,19 @@ def _apply_session_options(cal, onnx_path: str | os.PathLike, opts: dict | None)
 
 def cached_ranges(onnx_path: str | os.PathLike, calib: CalibrationSet, method: str, symmetric: bool,
                   cache: str | os.PathLike | None = None, input_names: tuple[str, ...] = ("input",),
-                  session_options: dict | None = None, onnx_sha256: str | None = None) -> tuple[dict, dict]:
+                  session_options: dict | None = None, onnx_sha256: str | None = None,
+                  extras: dict[str, np.ndarray] | None = None) -> tuple[dict, dict]:
     """Ranges from ``cache`` when its key matches, else computed and written there.
 
     Returns ``(ranges, info)`` where info says whether the cache was hit and its key.
     ``onnx_sha256``: the file's hash when the caller has it already.
     """
     key = _key(onnx_sha256 or sha256_file(onnx_path), method, calib.sha256, symmetric)
+    if extras:  # the ranges depend on the extra inputs' values too
+        import hashlib
+
+        key["extras_sha256"] = hashlib.sha256(b"".join(n.encode() + np.ascontiguousarray(v).tobytes()
+                                                       for n, v in sorted(extras.items()))).hexdigest()
     path = Path(cache) if cache else None
     if path is not None and path.is_file():
         try:
@@ -114,7 +127,7 @@ def cached_ranges(onnx_path: str | os.PathLike, calib: CalibrationSet, method: s
         if doc.get("format") == CACHE_FORMAT and doc.get("key") == key:
             return doc["ranges"], {"cache": str(path), "hit": True, **key}
     ranges = compute_ranges(onnx_path, calib.images, method, symmetric=symmetric, input_names=input_names,
-                            session_options=session_options)
+                            session_options=session_options, extras=extras)
     if path is not None:
         write_json_atomic(path, {"format": CACHE_FORMAT, "key": key, "calibration": calib.describe(), "ranges": ranges})
     return ranges, {"cache": str(path) if path else None, "hit": False, **key}

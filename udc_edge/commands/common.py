@@ -77,6 +77,9 @@ ArchKwargsOpt = Annotated[str, typer.Option(help="JSON kwargs for --arch.")]
 WeightsOpt = Annotated[
     Path | None, typer.Option(help="Weights for --arch: .safetensors or a state dict (weights_only).")
 ]
+InputOpt = Annotated[list[str] | None, typer.Option(
+    "--input", help="NAME=FILE.npy or NAME=VALUE: an engine's extra input (e.g. psf_code=code.npy, one display's "
+                    "PSF code); default: the example value recorded at export. Repeatable.")]
 # Options that several commands take: defined once, so the name and help agree everywhere.
 TrainDataOpt = Annotated[
     str, typer.Option(help="synth:poled, synth:toled, synth:LAYOUT.json, or a paired dataset folder.")

@@ -12,6 +12,7 @@ from udc_edge.commands.common import (
     TRT_STATUS,
     ArchKwargsOpt,
     ArchOpt,
+    InputOpt,
     OverwriteOpt,
     WeightsOpt,
     err,
@@ -19,7 +20,7 @@ from udc_edge.commands.common import (
     quiet,
     stdout,
 )
-from udc_edge.commands.doctor import ExtraInputOpt, OutputIndexOpt, StubModuleOpt
+from udc_edge.commands.doctor import ExtraInputOpt, FreezeInputOpt, OutputIndexOpt, StubModuleOpt
 
 
 def export_cmd(
@@ -55,6 +56,9 @@ def export_cmd(
     weights: WeightsOpt = None,
     output_index: OutputIndexOpt = None,
     extra_input: ExtraInputOpt = None,
+    freeze_input: FreezeInputOpt = None,
+    multiple: Annotated[int | None, typer.Option(help="Input size multiple the network needs (udc-edge doctor finds "
+                                                      "it); recorded, engines pad H/W up to it.")] = None,
     stub_module: StubModuleOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -68,7 +72,7 @@ def export_cmd(
                        str(weights) if weights else None, tuple(stub_module or ()))
     spec = ExportSpec(height=height, width=width, dynamic=dynamic, opset=opset, exporter=exporter,
                       max_abs_err=tolerance, output_index=output_index,
-                      extra_inputs=tuple(ExtraInput.parse(t) for t in extra_input or ()))
+                      extra_inputs=ExtraInput.parse_all(extra_input, freeze_input), multiple=multiple)
     result = export_source(src, out, spec, overwrite=overwrite)
     # an engine manifest left from a file this export replaced describes another graph
     manifest_path(out).unlink(missing_ok=True)
@@ -131,6 +135,7 @@ def build_cmd(
     opt_shape: Annotated[str | None, typer.Option(help="Shape profile opt.")] = None,
     max_shape: Annotated[str | None, typer.Option(help="Shape profile max.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads for calibration and measurements (0: default).")] = 0,
+    input_: InputOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Build an engine (and its manifest ENGINE.json) from an ONNX file."""
@@ -169,6 +174,7 @@ def build_cmd(
             profile=profile,
             threads=threads,
             prequantised=prequantised,
+            inputs=tuple(input_ or ()),
         )
         if backend == "trt":
             err.print(f"note: {TRT_STATUS}")

@@ -12,14 +12,19 @@ from udc_edge.commands.common import (
     ArchKwargsOpt,
     ArchOpt,
     WeightsOpt,
+    check_out,
     json_opt,
     quiet,
     stdout,
 )
 
 ExtraInputOpt = Annotated[list[str] | None, typer.Option(
-    "--extra-input", help="NAME=SHAPE[:FILE.npy|:VALUE]: an extra forward argument (e.g. psf_code=1x8:code.npy), "
-                          "frozen into the graph as a constant. Repeatable.")]
+    "--extra-input", help="NAME=SHAPE[:FILE.npy|:VALUE]: an extra forward argument (e.g. psf_code=1x8:code.npy) "
+                          "that stays a graph input, its batch following the image's; the value is the example. "
+                          "Repeatable.")]
+FreezeInputOpt = Annotated[list[str] | None, typer.Option(
+    "--freeze-input", help="NAME=SHAPE[:FILE.npy|:VALUE]: an extra forward argument baked into the graph as a "
+                           "constant (one engine per value). Repeatable.")]
 StubModuleOpt = Annotated[list[str] | None, typer.Option(
     "--stub-module", help="Module the model imports but never calls on the CPU path (a CUDA-only extension): "
                           "replaced by a stub so the class loads. Repeatable.")]
@@ -39,6 +44,7 @@ def doctor_cmd(
     width: Annotated[int, typer.Option(help="Example input width.")] = 64,
     output_index: OutputIndexOpt = None,
     extra_input: ExtraInputOpt = None,
+    freeze_input: FreezeInputOpt = None,
     stub_module: StubModuleOpt = None,
     opset: Annotated[int, typer.Option(help="ONNX opset for the TorchScript exporter (dynamo uses >= 18).")] = 17,
     backend: Annotated[str, typer.Option(help="Target that must work for exit code 0: ort, or trt (also needs "
@@ -46,9 +52,14 @@ def doctor_cmd(
                                               f"{TRT_STATUS}).")] = "ort",
     min_fidelity: Annotated[float, typer.Option(help="INT8 vs FP32 PSNR (dB) below which doctor advises.")] = 35.0,
     runs: Annotated[int, typer.Option(help="Timed runs per measurement.")] = 5,
+    trial: Annotated[bool, typer.Option("--trial/--no-trial", help="Run the proposed commands in a scratch "
+                                        "folder (the verdict is what they did); --no-trial: diagnosis only, "
+                                        "never OK.")] = True,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for doctor.json and doctor.md.")] = None,
+    keep: Annotated[Path | None, typer.Option(help="Keep the trial's folder here (new or empty): the probe images, "
+                                                   "model.onnx, engine.onnx and restored/ its commands made.")] = None,
 ) -> None:
-    """Will this restorer export, build and run? Exit 0 if it can go the whole way, 1 if not.
+    """Will this restorer export, build and run? Exit 0 if the commands doctor proposes ran, 1 if not.
 
     One report: load on CPU, each exporter's ops or error, dynamic shapes, slow ops, ONNX
     Runtime parity and speed vs eager, INT8 sensitivity per op type, TensorRT support."""
@@ -59,9 +70,11 @@ def doctor_cmd(
     from udc_edge.export.byo import ExtraInput
 
     spec = DoctorSpec(height=height, width=width, output_index=output_index, opset=opset, backend=backend,
-                      extra_inputs=tuple(ExtraInput.parse(t) for t in extra_input or ()), min_fidelity=min_fidelity,
-                      runs=runs)
+                      extra_inputs=ExtraInput.parse_all(extra_input, freeze_input), min_fidelity=min_fidelity,
+                      runs=runs, trial=trial, keep=str(keep) if keep else None)
     kwargs = json_opt(arch_kwargs, "--arch-kwargs")
+    if keep is not None:  # new or empty, never an input: refused before any work
+        check_out(keep, model if model != "-" else None, weights)
     with progress_bar("doctor", STEPS, quiet(ctx)) as adv:
         report = diagnose(model, arch, kwargs, str(weights) if weights else None, tuple(stub_module or ()), spec, adv)
     if out is not None:

@@ -10,6 +10,7 @@ import typer
 from udc_edge.commands.common import (
     ArchKwargsOpt,
     ArchOpt,
+    InputOpt,
     OverwriteOpt,
     WeightsOpt,
     load_model_opts,
@@ -18,6 +19,7 @@ from udc_edge.commands.common import (
     root_threads,
     stdout,
 )
+from udc_edge.core.errors import UsageError
 
 
 def restore_cmd(
@@ -37,6 +39,7 @@ def restore_cmd(
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = "",
     weights: WeightsOpt = None,
+    input_: InputOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Restore degraded UDC images with a model or a deployed engine (no PyTorch needed for an engine)."""
@@ -44,11 +47,16 @@ def restore_cmd(
 
     from udc_edge.core.progress import progress_bar
     from udc_edge.engines import is_engine_path, load_engine
+    from udc_edge.engines.feeds import parse_input_options
     from udc_edge.evaluation.restore import collect_inputs, restore_files
 
     with contextlib.ExitStack() as stack:
-        if arch is None and is_engine_path(model):
-            net = stack.enter_context(load_engine(model, threads=root_threads(ctx)))
+        if is_engine_path(model):
+            if arch or weights or arch_kwargs:
+                raise UsageError(f"--arch/--arch-kwargs/--weights do not apply to the engine {model}")
+            net = stack.enter_context(load_engine(model, threads=root_threads(ctx), inputs=parse_input_options(input_)))
+        elif input_:
+            raise UsageError("--input feeds an engine's extra inputs; MODEL is not an engine file")
         else:
             net, _ = load_model_opts(model, arch, arch_kwargs, weights)
         n = len(collect_inputs(list(inputs)))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from udc_edge.commands.common import OverwriteOpt, SeedOpt, print_table, quiet, stdout
+from udc_edge.commands.common import InputOpt, OverwriteOpt, SeedOpt, print_table, quiet, stdout
 
 
 def parse_thread_counts(text: str) -> tuple[int, ...]:
@@ -49,6 +49,7 @@ def bench_cmd(
         help="An older bench.json of the same --shape: regression / improvement / same / inconclusive from a "
              "bootstrap interval on the raw rounds (20 or more on each side).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of the table.")] = False,
+    input_: InputOpt = None,
 ) -> None:
     """Latency of engines and models, interleaved so machine noise hits all alike."""
     from udc_edge.core.progress import progress_bar
@@ -58,7 +59,8 @@ def bench_cmd(
 
     counts = parse_thread_counts(threads)
     spec = BenchSpec.for_thread_counts(counts, shape=ShapeProfile.parse_shape(shape, "--shape"), warmup=warmup,
-                                       iters=iters, duration=duration, profile=profile)
+                                       iters=iters, duration=duration, profile=profile,
+                                       inputs=input_)
     with progress_bar("benchmarking", None if duration else iters, quiet(ctx)) as adv:
         rep = run_bench(list(targets), spec, progress=adv)
     notes = compare_reports(rep, compare) if compare else []

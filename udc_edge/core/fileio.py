@@ -24,7 +24,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from udc_edge.core.errors import OutputError
+import numpy as np
+
+from udc_edge.core.errors import InputError, OutputError
 
 MARKER = ".udc-edge-output"  # in every folder atomic_dir makes: only such folders may be replaced
 STALE_AGE_S = 24 * 3600  # a leftover without a PID (older udc-edge) is stale after this
@@ -317,3 +319,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_npy(path: str | Path, what: str) -> np.ndarray:
+    """A plain ``.npy`` array (never unpickled); ``what`` (e.g. ``--input psf_code``) names it in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what}: file {path} does not exist", "give a .npy array")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise InputError(f"{what}: {path} is not a plain .npy array ({exc})",
+                         "save it with np.save(path, array) (object arrays are refused)") from exc

@@ -33,8 +33,14 @@ def median_ms(fn: Callable[[], object], runs: int, warmup: int = 1) -> float:
 def side_by_side(a: Callable[[], object], b: Callable[[], object], runs: int, rounds: int = 3
                  ) -> tuple[float, float]:
     """Median ms of ``a`` and of ``b``, measured in alternating rounds (each warmed up)."""
-    ta, tb = [], []
+    t = interleaved({"a": a, "b": b}, runs, rounds)
+    return t["a"], t["b"]
+
+
+def interleaved(fns: dict[str, Callable[[], object]], runs: int, rounds: int = 3) -> dict[str, float]:
+    """Median ms of each of ``fns``, measured in rounds that take each in turn (each warmed up)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
-        ta.append(median_ms(a, runs))
-        tb.append(median_ms(b, runs))
-    return float(np.median(ta)), float(np.median(tb))
+        for k, fn in fns.items():
+            times[k].append(median_ms(fn, runs))
+    return {k: float(np.median(v)) for k, v in times.items()}

@@ -35,11 +35,14 @@ class BenchSpec:
     threads: int = 0
     profile: bool = False
     seed: int = 0
+    inputs: tuple[str, ...] = ()  # NAME=FILE.npy|VALUE for engines' extra inputs (a PSF code)
     thread_counts: tuple[int, ...] = ()  # when set: every target once per count (e.g. (1, cores)), overriding threads
 
     @classmethod
     def for_thread_counts(cls, counts: tuple[int, ...] | list[int], **fields: Any) -> BenchSpec:
-        """One count: every target at ``threads``; several: every target once per count."""
+        """One count: every target at ``threads``; several: every target once per count. ``inputs``
+        may be the CLI's list of ``--input`` values or None."""
+        fields["inputs"] = tuple(fields.get("inputs") or ())
         if len(counts) == 1:
             return cls(threads=counts[0], **fields)
         return cls(thread_counts=tuple(counts), **fields)
@@ -145,10 +148,13 @@ class BenchReport:
         return "\n".join(lines) + "\n"
 
 
-def open_target(name: str, threads: int) -> tuple[Engine, dict]:
-    """An engine file or a torch model (shipped name / checkpoint) behind the Engine interface."""
+def open_target(name: str, threads: int, inputs: tuple[str, ...] = ()) -> tuple[Engine, dict]:
+    """An engine file or a torch model (shipped name / checkpoint) behind the Engine interface;
+    ``inputs``: ``--input`` values for an engine's extra inputs."""
     if is_engine_path(name):
-        eng = load_engine(name, threads=threads)
+        from udc_edge.engines.feeds import parse_input_options
+
+        eng = load_engine(name, threads=threads, inputs=parse_input_options(inputs))
         m = eng.manifest
         macs = (m.build_options or {}).get("macs_per_pixel")
         return eng, {"size_mb": Path(name).stat().st_size / 2**20, "macs_per_pixel": macs}
@@ -221,10 +227,10 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
         row = BenchRow(name=name, threads=threads)
         try:
             before = rss_mb()
-            eng, meta = open_target(name, threads)
+            eng, meta = open_target(name, threads, spec.inputs)
             info = eng.activate().info()
             row.backend, row.precision, row.size_mb = info.backend, info.precision, meta["size_mb"]
-            inputs = [x] * eng.num_inputs
+            inputs = [x] * (eng.num_inputs - len(eng.extras))  # extras: Engine.extras
             for _ in range(max(1, spec.warmup)):
                 eng(*inputs)
             row.memory_mb = max(0.0, rss_mb() - before)

@@ -19,8 +19,9 @@ from torch import nn
 from udc_edge.core.backends import Backend
 from udc_edge.core.errors import UdcEdgeError
 from udc_edge.core.fileio import work_dir
-from udc_edge.core.timing import side_by_side
+from udc_edge.core.timing import interleaved, side_by_side
 from udc_edge.doctor.report import DoctorReport, DoctorSpec, ExporterResult, OpFinding
+from udc_edge.doctor.speed import openvino_candidates, speed_advice
 from udc_edge.export import byo
 
 
@@ -60,9 +61,16 @@ def load(report: DoctorReport, model: str, arch: str | None, arch_kwargs: dict |
     return net.eval()
 
 
+def extra_feeds(spec: DoctorSpec, batch: int) -> list[np.ndarray]:
+    """The unfrozen extra inputs' example values, repeated to ``batch`` (graph input order)."""
+    return [np.repeat(e.tensor().numpy(), batch, axis=0) for e in spec.extra_inputs if not e.frozen]
+
+
 def structure(report: DoctorReport, net: nn.Module, spec: DoctorSpec) -> nn.Module | None:
-    """Forward's extra arguments and outputs; returns the one-image-in, one-out wrapper."""
-    from udc_edge.models.padding import model_multiple, padded_size
+    """Forward's extra arguments and outputs, and the input size multiple the network needs
+    (found by running it); returns the model when it can go on to export."""
+    from udc_edge.export.multiple import MAX_MULTIPLE, find_multiple
+    from udc_edge.models.padding import model_multiple
 
     required, optional = byo.forward_params(net)
     report.structure = {"extra_arguments": required, "optional_arguments": optional,
@@ -70,20 +78,41 @@ def structure(report: DoctorReport, net: nn.Module, spec: DoctorSpec) -> nn.Modu
     missing = [n for n in required if n not in {e.name for e in spec.extra_inputs}]
     if missing:
         report.blockers.append(f"forward needs {', '.join(missing)} besides the image: give "
-                               + " ".join(f"--extra-input {n}=SHAPE[:FILE.npy]" for n in missing)
-                               + " (frozen into the graph as a constant)")
+                               + " ".join(f"--extra-input {n}=SHAPE[:FILE.npy|:VALUE]" for n in missing)
+                               + " (a graph input whose batch follows the image's; --freeze-input bakes it in)")
         return None
     try:
         probe = byo.ByoWrapper(net, None, spec.extra_inputs, cpu_patch=True)
     except UdcEdgeError as exc:
         report.blockers.append(str(exc))
         return None
-    m = model_multiple(net)
-    x = torch.rand(1, 3, padded_size(spec.height, m), padded_size(spec.width, m))
-    extra = {n: getattr(probe, f"extra_{n}") for n in probe.extra_names}
+    calls = report.load.setdefault("cuda_calls", [])
+
+    def run(x: torch.Tensor, batch: int = 1):
+        extra = {n: getattr(probe, f"extra_{n}") for n in probe.extra_names}
+        extra |= {e.name: torch.from_numpy(v) for e, v in
+                  zip([e for e in spec.extra_inputs if not e.frozen], extra_feeds(spec, batch), strict=False)}
+        with torch.no_grad(), byo.cpu_only(calls, "forward"):
+            return net(x.expand(batch, -1, -1, -1).contiguous(), **extra)
+    search = find_multiple(run, spec.height, spec.width, model_multiple(net))
+    report.structure["multiple_search"] = search.tried
+    first = search.tried[0]["error"]
+    about_size = re.search(r"size|shape|dimension", first.partition(": ")[2], re.IGNORECASE)
+    if search.multiple is None and about_size:
+        report.blockers.append(f"forward fails at every input size multiple up to {MAX_MULTIPLE} "
+                               f"({first}; at multiple {search.tried[-1]['multiple']}: {search.last_error}): "
+                               f"the network needs a multiple above {MAX_MULTIPLE}")
+        return None
+    # a failure that is not about sizes (a CUDA device, a bug): the forward run below reports it
+    m = report.structure["multiple"] = search.multiple or model_multiple(net)
+    report.structure["declared_multiple"] = model_multiple(net)
+    if m > model_multiple(net):
+        report.advice.append(f"the network runs only on H/W multiples of {m} (at multiple {m // 2}: "
+                             f"{search.tried[-2]['error']}): export with --multiple {m} (engines pad up to it "
+                             "and crop back, so any size runs)")
+    x = torch.from_numpy(_example(spec, m))
     try:
-        with torch.no_grad(), byo.cpu_only(report.load.setdefault("cuda_calls", []), "forward"):
-            out = net(x, **extra)
+        out = run(x)
     except Exception as exc:  # noqa: BLE001 (the user's forward can raise anything; reported)
         where = byo.user_frame(exc.__traceback__)
         why = "hard-codes a CUDA device (device='cuda' or .to('cuda')): use x.device" if byo.is_cuda_error(exc) else ""
@@ -103,15 +132,58 @@ def structure(report: DoctorReport, net: nn.Module, spec: DoctorSpec) -> nn.Modu
         report.advice.append(f"forward returns a {type(out).__name__} of {len(outs)}; output [{index}] is shaped "
                              f"like the input: export with --output-index {index}")
     report.structure["output_index"] = index
-    calls = report.load.get("cuda_calls", [])
+    why = _unbatchable(net, index, spec, x, calls)
+    if why:
+        names = ", ".join(e.name for e in spec.extra_inputs if not e.frozen)
+        report.blockers.append(f"extra input(s) {names} cannot be batched with the image ({why}): one engine "
+                               "cannot serve several values; give it with --freeze-input (one export per value)")
+        return None
     if calls:
         report.advice.append("hard-coded .cuda() patched out on this CPU (export does the same): "
                              + "; ".join(f"{c['where']} `{c['code']}`" for c in calls))
+    return net
+
+
+def _unbatchable(net: nn.Module, index: int | None, spec: DoctorSpec, x: torch.Tensor, calls: list) -> str:
+    """Why the unfrozen extra inputs cannot follow the image's batch ('' if they can): a batch
+    of two samples with different extra values must give what each sample gives alone."""
+    extras = [e for e in spec.extra_inputs if not e.frozen]
+    if not extras:
+        return ""
+    values = [[e.tensor() * (1 + i / 10) for e in extras] for i in range(2)]
+
+    def run(xb: torch.Tensor, vals: list[torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad(), byo.cpu_only(calls, "forward"):
+            return byo.select_output(net(xb, **{e.name: v for e, v in zip(extras, vals, strict=False)}), index)
     try:
-        return byo.ByoWrapper(net, index, spec.extra_inputs, cpu_patch=True).eval()
-    except UdcEdgeError as exc:
-        report.blockers.append(str(exc))
-        return None
+        xb = torch.cat([x, x.flip(-1)])
+        both = run(xb, [torch.cat(v) for v in zip(*values, strict=False)])
+        alone = torch.cat([run(xb[i : i + 1], values[i]) for i in range(2)])
+    except Exception as exc:  # noqa: BLE001 (the user's forward can raise anything; reported)
+        return f"a batch of 2 fails: {type(exc).__name__}: {str(exc)[:200]}"
+    if both.shape != alone.shape:
+        return f"a batch of 2 gives output shape {tuple(both.shape)}, not {tuple(alone.shape)}"
+    diff = float((both - alone).abs().max())
+    if diff > 1e-4:
+        return f"in a batch of 2, sample 1's output differs from running it alone by {diff:.2e}"
+    return ""
+
+
+def _example(spec: DoctorSpec, m: int) -> np.ndarray:
+    """One synthetic UDC capture at the example size rounded up to the multiple ``m``."""
+    from udc_edge.export.onnx_export import example_inputs
+    from udc_edge.models.padding import padded_size
+
+    return example_inputs(("input",), 1, padded_size(spec.height, m), padded_size(spec.width, m), seed=1)[0]
+
+
+def export_spec(report: DoctorReport, spec: DoctorSpec, exporter: str, dynamic: bool):
+    """The ExportSpec doctor tries (and proposes): bring-your-own wrappers and the multiple."""
+    from udc_edge.export.onnx_export import ExportSpec
+
+    return ExportSpec(height=spec.height, width=spec.width, dynamic=dynamic, opset=spec.opset, exporter=exporter,
+                      parity_images=2, output_index=report.structure.get("output_index"),
+                      extra_inputs=spec.extra_inputs, cpu_patch=True, multiple=report.structure.get("multiple"))
 
 
 def export_all(report: DoctorReport, net: nn.Module, spec: DoctorSpec) -> bytes | None:
@@ -119,7 +191,6 @@ def export_all(report: DoctorReport, net: nn.Module, spec: DoctorSpec) -> bytes 
     parity at two sizes with the safer-session retry; returns the graph udc-edge would pick."""
     from udc_edge.export.onnx_export import (
         SESSION_OPTIONS_KEY,
-        ExportSpec,
         ParityError,
         export_graph,
         graph_opset,
@@ -132,15 +203,15 @@ def export_all(report: DoctorReport, net: nn.Module, spec: DoctorSpec) -> bytes 
     dyn_fail = False
     for dynamic in (True, False):
         for exporter in ("torchscript", "dynamo"):
-            es = ExportSpec(height=spec.height, width=spec.width, dynamic=dynamic, opset=spec.opset,
-                            exporter=exporter, parity_images=1)
+            es = export_spec(report, spec, exporter, dynamic)
             t0 = time.perf_counter()
             res = ExporterResult(exporter, dynamic, False, 0.0)
             try:
                 wrapped, args, sizes = prepare(net, es)
                 proto = export_graph(wrapped, args, es, exporter)
                 res.opset, res.op_counts = graph_opset(proto), dict(Counter(n.op_type for n in proto.graph.node))
-                par, opts = parity_with_retry(wrapped, proto.SerializeToString(), es.input_names, sizes, 1)
+                par, opts = parity_with_retry(wrapped, proto.SerializeToString(), es.graph_inputs, sizes, 2,
+                                              es.extra_values())
                 res.parity, res.session_options = par, opts
                 worst = max(p["max_abs_err"] for p in par)
                 if worst > es.max_abs_err:
@@ -205,12 +276,12 @@ def _layer(node: onnx.NodeProto) -> str:
     return label
 
 
-def _profile(graph: bytes, x: np.ndarray, threads: int, opts: dict, runs: int) -> dict[str, float]:
+def _profile(graph: bytes, inputs: list[np.ndarray], threads: int, opts: dict, runs: int) -> dict[str, float]:
     """Milliseconds per run spent in each op type, from ONNX Runtime's profiler."""
     from udc_edge.export.onnxrt import profile_nodes
 
     per: Counter = Counter()
-    for _, op, ms in profile_nodes(graph, [x], threads, opts, runs):
+    for _, op, ms in profile_nodes(graph, inputs, threads, opts, runs):
         per[op] += ms
     return dict(per)
 
@@ -218,25 +289,22 @@ def _profile(graph: bytes, x: np.ndarray, threads: int, opts: dict, runs: int) -
 def ops_and_speed(report: DoctorReport, net: nn.Module, graph: bytes, spec: DoctorSpec) -> None:
     """Parity, ONNX Runtime vs eager speed (side by side) and the slow or unsupported ops."""
     from udc_edge.engines.tensorrt_ops import SLOW_OPS, tensorrt_support
-    from udc_edge.export.onnx_export import example_inputs
     from udc_edge.export.onnxrt import make_session
-    from udc_edge.models.padding import model_multiple, padded_size
 
     proto = onnx.load_from_string(graph)
     opts = report.chosen["session_options"]
-    shape = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
-    h, w = (shape[2], shape[3]) if not report.chosen["dynamic"] else (spec.height, spec.width)
-    m = model_multiple(net)
-    h, w = padded_size(h, m), padded_size(w, m)
-    x = example_inputs(("input",), 1, h, w, seed=1)[0]
+    x = _example(spec, report.structure["multiple"])
+    h, w = x.shape[2:]
     threads = _threads(spec)
     sess = make_session(graph, threads, opts)
-    feed = {sess.get_inputs()[0].name: x}
-    xt = torch.from_numpy(x)
+    inputs = [x, *extra_feeds(spec, 1)]
+    feed = dict(zip([i.name for i in sess.get_inputs()], inputs, strict=False))
+    wrapped = byo.wrap(net, report.structure.get("output_index"), spec.extra_inputs, cpu_patch=True).eval()
+    targs = [torch.from_numpy(a) for a in inputs]
 
     def eager():
         with torch.no_grad():
-            net(xt)
+            wrapped(*targs)
     eager_ms, ort_ms = side_by_side(eager, lambda: sess.run(None, feed), spec.runs)
     par = next(r.parity for r in report.exporters if r.ok)
     report.ort = {"max_abs_err": max(p["max_abs_err"] for p in par), "psnr_db": min(p["psnr_db"] for p in par),
@@ -245,7 +313,7 @@ def ops_and_speed(report: DoctorReport, net: nn.Module, graph: bytes, spec: Doct
     if ort_ms > 1.1 * eager_ms:
         report.advice.append(f"ONNX Runtime runs at {eager_ms / ort_ms:.2f}x the speed of eager torch here; "
                              "see the slow operators")
-    per_type = _profile(graph, x, threads, opts, spec.runs)
+    per_type = _profile(graph, inputs, threads, opts, spec.runs)
     total = sum(per_type.values()) or 1.0
     counts = Counter(n.op_type for n in proto.graph.node)
     for op, count in sorted(counts.items()):
@@ -275,10 +343,11 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
         report.advice.append("INT8 has nothing to quantise in this graph; build FP32")
         return
 
-    def run(model_bytes: bytes, images: np.ndarray) -> np.ndarray:
+    def run(model_bytes: bytes, images: np.ndarray, names: tuple[str, ...] = ()) -> np.ndarray:
         sess = make_session(model_bytes, threads, opts)
-        name = sess.get_inputs()[0].name
-        return np.concatenate([sess.run(None, {name: images[i : i + 1]})[0] for i in range(len(images))])
+        names = tuple(i.name for i in sess.get_inputs())
+        feeds = [dict(zip(names, [images[i : i + 1], *extra_feeds(spec, 1)], strict=False)) for i in range(len(images))]
+        return np.concatenate([sess.run(None, f)[0] for f in feeds])
     try:
         with work_dir("doctor") as tmp:
             path = Path(tmp) / "fp32.onnx"
@@ -286,7 +355,9 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
             imgs = load_calibration_set("synth:poled", spec.calib_count, max(h, w)).images
             imgs = np.ascontiguousarray(imgs[:, :, :h, :w])
             cal, held = imgs[:-2], imgs[-2:]
-            ranges = compute_ranges(path, cal, "percentile")
+            ranges = compute_ranges(path, cal, "percentile", input_names=tuple(i.name for i in proto.graph.input),
+                                    extras=dict(zip([e.name for e in spec.extra_inputs if not e.frozen],
+                                                    extra_feeds(spec, 1), strict=False)))
             ref = run(graph, held)
             per = {}
             source = prepare(path)  # once for every quantisation below
@@ -297,6 +368,11 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
                     per[t] = {"nodes": len(nodes), "psnr_db": fidelity(run, q, held, ref)}
             full = quantize_bytes(source, ranges, "cpu")
             fid = fidelity(run, full, held, ref)
+            names = [i.name for i in proto.graph.input]
+            def feed(x):
+                return dict(zip(names, [x, *extra_feeds(spec, 1)], strict=False))
+
+            ov, not_measured = openvino_candidates(path, cal, held, ref, feed, len(names), threads)
     except Exception as exc:  # noqa: BLE001 (a failing calibration/quantisation is reported)
         from udc_edge.export.onnx_export import short_error
 
@@ -304,12 +380,16 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
         report.blockers.append(f"INT8 calibration/quantisation fails: {short_error(exc)}")
         return
     s32, s8 = make_session(graph, threads, opts), make_session(full, threads, opts)
-    feed = {s32.get_inputs()[0].name: held[:1]}
-    fp32_ms, int8_ms = side_by_side(lambda: s32.run(None, feed), lambda: s8.run(None, feed), spec.runs)
+    feed = dict(zip([i.name for i in s32.get_inputs()], [held[:1], *extra_feeds(spec, 1)], strict=False))
+    ms = interleaved({"ONNX Runtime FP32": lambda: s32.run(None, feed), "ONNX Runtime INT8": lambda: s8.run(None, feed),
+                      **{k: call for k, (call, _) in ov.items()}}, spec.runs)
+    fp32_ms, int8_ms = ms["ONNX Runtime FP32"], ms["ONNX Runtime INT8"]
     report.int8 = {"fidelity_db": fid, "speedup_vs_fp32": fp32_ms / int8_ms, "fp32_ms": fp32_ms, "int8_ms": int8_ms,
                    "per_op_type": per, "float_ops": sorted(t for t in types if t in SLOW_OPS),
                    "calibration": {"source": "synth:poled", "images": len(cal), "held_out": len(held),
                                    "method": "percentile"}}
+    speed_advice(report, {"ONNX Runtime FP32": (fp32_ms, None), "ONNX Runtime INT8": (int8_ms, fid),
+                          **{k: (ms[k], f) for k, (_, f) in ov.items()}}, spec, not_measured)
     if int8_ms > fp32_ms:
         report.advice.append(f"INT8 runs at {fp32_ms / int8_ms:.2f}x the speed of FP32 here (slower): "
                              "build --precision auto keeps FP32")
@@ -334,32 +414,3 @@ def tensorrt(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
             report.blockers.append(text)
         else:
             report.advice.append(text + ": the ONNX Runtime path works; TensorRT needs another layer there")
-
-
-def export_command(report: DoctorReport, model: str, arch: str | None, arch_kwargs: dict | None,
-                   weights: str | None, stub_modules: tuple[str, ...], spec: DoctorSpec) -> None:
-    """The ``udc-edge export`` line with every flag the diagnosis found necessary."""
-    if not report.chosen:
-        return
-    arch = arch or (model if ":" in model else None)
-    parts = ["udc-edge export", arch if arch and ":" in arch else ("-" if arch else model)]
-    if arch and ":" not in arch:
-        parts.append(f"--arch {arch}")
-    if arch:
-        parts.append(f"--weights {weights or 'WEIGHTS.safetensors'}")
-        if arch_kwargs:
-            parts.append(f"--arch-kwargs '{json.dumps(arch_kwargs)}'")
-    if report.structure.get("output_index") is not None:
-        parts.append(f"--output-index {report.structure['output_index']}")
-    for e in spec.extra_inputs:
-        parts.append(f"--extra-input {e.name}={'x'.join(map(str, e.shape))}:{e.file or e.value}")
-    parts += [f"--stub-module {s}" for s in stub_modules]
-    if report.chosen["exporter"] == "dynamo":
-        parts.append("--exporter dynamo")
-    if not report.chosen["dynamic"]:
-        parts.append("--fixed-shape")
-    if not report.chosen["dynamic"] or (spec.height, spec.width) != (256, 256):
-        parts += [f"--height {spec.height}", f"--width {spec.width}"]
-    if spec.opset != 17:
-        parts.append(f"--opset {spec.opset}")
-    report.export_command = " ".join(parts + ["--out model.onnx"])

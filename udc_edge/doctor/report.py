@@ -24,6 +24,8 @@ class DoctorSpec:
     calib_count: int = 6
     runs: int = 5
     threads: int = 0  # ONNX Runtime threads; 0: torch's current thread count (side by side)
+    trial: bool = True  # run the proposed commands; without, doctor never says OK
+    keep: str | None = None  # keep the trial's folder (model.onnx, engine.onnx, restored/) here
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", Backend.parse(self.backend))
@@ -70,9 +72,12 @@ class DoctorReport:
     ort: dict = field(default_factory=dict)  # max_abs_err, psnr_db, eager_ms, ort_ms, ort_speedup_vs_eager
     int8: dict = field(default_factory=dict)  # fidelity_db, speedup_vs_fp32, per_op_type, float_ops
     tensorrt: list[dict] = field(default_factory=list)  # op_type, count, supported, note
+    speed: dict = field(default_factory=dict)  # per CPU backend/precision: ms, fidelity; fastest faithful
     blockers: list[str] = field(default_factory=list)
     advice: list[str] = field(default_factory=list)
     export_command: str = ""
+    commands: list[str] = field(default_factory=list)  # the proposal: export, build, restore
+    trial: list[dict] = field(default_factory=list)  # per command run: command, exit_code, seconds, last_line
 
     @property
     def ok(self) -> bool:
@@ -86,7 +91,9 @@ class DoctorReport:
 
     def summary(self) -> str:
         """A few lines for the terminal; the markdown has the tables."""
-        lines = [f"udc-edge doctor {self.model}: " + ("OK, can go the whole way" if self.ok else "BLOCKED")]
+        verdict = ("BLOCKED" if not self.ok else "OK, its proposed commands ran (export, build, restore at two sizes)"
+                   if self.trial else "no blocker found; proposal NOT TRIED (--no-trial)")
+        lines = [f"udc-edge doctor {self.model}: {verdict}"]
         for r in self.exporters:
             state = f"ok, {sum(r.op_counts.values())} nodes" if r.ok else f"failed: {r.error[:160]}"
             lines.append(f"  {r.exporter} ({'dynamic' if r.dynamic else 'fixed'} H/W, {r.seconds:.1f} s): {state}")
@@ -101,17 +108,23 @@ class DoctorReport:
             share = f", {100 * f.time_share:.0f}% of time" if f.time_share is not None else ""
             lines.append(f"  {f.op_type} x{f.count}{share}: {f.note}")
         lines += [f"  blocker: {b}" for b in self.blockers] + [f"  advice: {a}" for a in self.advice]
-        if self.export_command:
-            lines.append(f"  next: {self.export_command}")
+        lines += [f"  tried: exit {t['exit_code']} in {t['seconds']:.1f} s: {t['command']}" for t in self.trial]
+        lines += [f"  next: {c}" for c in self.commands if self.ok]
+        if self.speed.get("fastest"):
+            lines.append(f"  fastest faithful CPU engine: {self.speed['fastest']}")
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
-        verdict = "can go the whole way (export -> build fp32/int8 -> run)" if self.ok else "blocked"
+        verdict = ("blocked" if not self.ok else "can go the whole way: the proposed commands ran" if self.trial
+                   else "no blocker found; the proposed commands were NOT run (--no-trial)")
         where = f"target {self.spec.get('backend')}, example {self.spec.get('height')}x{self.spec.get('width')}"
         out = [f"# udc-edge doctor: {self.model}", "", f"**Verdict:** {verdict} ({where})", ""]
         out += [f"- blocker: {b}" for b in self.blockers] + [f"- advice: {a}" for a in self.advice]
-        if self.export_command:
-            out += ["", "Suggested export:", "", f"    {self.export_command}"]
+        if self.commands:
+            out += ["", "Proposed commands (run by doctor in a scratch folder; relative names are files there):", ""]
+            out += [f"    {c}" for c in self.commands]
+            out += [f"- exit {t['exit_code']} in {t['seconds']:.1f} s: `{t['command']}`: {t['last_line']}"
+                    for t in self.trial]
         out += ["", "## Load on CPU", ""]
         out += [f"- {k}: {v}" for k, v in self.load.items() if k != "cuda_calls"]
         out += [
@@ -154,6 +167,13 @@ class DoctorReport:
                 out += [allq, f"- kept in float (never quantised): {', '.join(i['float_ops']) or 'none'}", "",
                         "| op type quantised alone | nodes | PSNR vs FP32 (dB) |", "|---|---|---|"]
                 out += [f"| {t} | {v['nodes']} | {v['psnr_db']:.1f} |" for t, v in i["per_op_type"].items()]
+        if self.speed:
+            out += ["", "## CPU engines (side by side)", "",
+                    "| engine | ms | vs FP32 (dB) | faithful |", "|---|---|---|---|"]
+            for k, v in self.speed["engines"].items():
+                fid = "reference" if v["fidelity_db"] is None else f"{v['fidelity_db']:.1f}"
+                out.append(f"| {k} | {v['ms']:.2f} | {fid} | {'yes' if v['faithful'] else 'no'} |")
+            out += ["", f"Fastest faithful: {self.speed['fastest']}."] + [f"- {n}" for n in self.speed["not_measured"]]
         if self.tensorrt:
             out += ["", "## TensorRT parser support (ONNX-TensorRT operator table)", "",
                     "| op type | count | supported | note |", "|---|---|---|---|"]

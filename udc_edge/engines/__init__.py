@@ -25,21 +25,28 @@ def is_engine_path(path: str | os.PathLike) -> bool:
     return Path(str(path)).suffix.lower() in ENGINE_SUFFIXES
 
 
-def load_engine(path: str | os.PathLike, threads: int = 0) -> Engine:
-    """Load an engine built by ``udc-edge build`` (its manifest decides the backend)."""
+def load_engine(path: str | os.PathLike, threads: int = 0, inputs: dict[str, str] | None = None) -> Engine:
+    """Load an engine built by ``udc-edge build`` (its manifest decides the backend).
+    ``inputs``: ``{name: FILE.npy or VALUE}`` for its extra inputs (``--input``); the values
+    recorded at export are used for the others (:mod:`udc_edge.engines.feeds`)."""
+    from udc_edge.engines.feeds import extra_values
+
     manifest = read_manifest(path)
     backend = Backend.from_manifest(manifest.backend)
     if backend is Backend.ORT:
         from udc_edge.engines.ort import OrtEngine
 
-        return OrtEngine(path, manifest, threads=threads)
-    if backend is Backend.OPENVINO:
+        engine: Engine = OrtEngine(path, manifest, threads=threads)
+    elif backend is Backend.OPENVINO:
         from udc_edge.engines.openvino import OpenVinoEngine, require_openvino
 
         require_openvino()
-        return OpenVinoEngine(path, manifest, threads=threads)
-    if backend is Backend.TRT:
+        engine = OpenVinoEngine(path, manifest, threads=threads)
+    elif backend is Backend.TRT:
         from udc_edge.engines.tensorrt import TrtEngine
 
-        return TrtEngine(path, manifest)
-    raise EngineError(f"engine {path} has unknown backend {manifest.backend!r} in its manifest", "rebuild it")
+        engine = TrtEngine(path, manifest)
+    else:
+        raise EngineError(f"engine {path} has unknown backend {manifest.backend!r} in its manifest", "rebuild it")
+    engine.extras = extra_values(manifest.extra_inputs, inputs or {}, f"engine {path}")
+    return engine

@@ -87,13 +87,13 @@ def _measure(paths: list[Path], images: np.ndarray, reference: np.ndarray, threa
 
     engines = [load_engine(p, threads=threads).activate() for p in paths]
     try:
-        fids = [mean_psnr(np.concatenate([e(*[images[k : k + 1]] * e.num_inputs) for k in range(len(images))]),
-                          reference) for e in engines]
+        fids = [mean_psnr(np.concatenate([e(*[images[k : k + 1]] * (e.num_inputs - len(e.extras)))
+                                          for k in range(len(images))]), reference) for e in engines]
         x = images[:1]
         times: list[list[float]] = [[] for _ in engines]
         for _ in range(rounds):
             for e, t in zip(engines, times, strict=True):
-                t.append(median_ms(lambda e=e: e(*[x] * e.num_inputs), runs))  # type: ignore[misc]  # default-bound lambda
+                t.append(median_ms(lambda e=e: e(*[x] * (e.num_inputs - len(e.extras))), runs))  # type: ignore[misc]  # default-bound lambda
     finally:
         for e in engines:
             e.deactivate()
@@ -105,7 +105,13 @@ def build_auto(onnx_path: Path, out: Path, spec: BuildSpec, build_engine: Callab
     """Build every candidate, measure, keep the winner at ``out`` (``--backend auto``: its suffix
     becomes the winner's, ``.onnx`` or ``.xml``). ``build_engine`` builds one candidate (passed in:
     ``build`` sits above this module). Returns the winner's ``BuildReport``."""
-    from udc_edge.engines.build_source import _runner, _Source, calibration_images, inspect_onnx
+    from udc_edge.engines.build_source import (
+        _runner,
+        _Source,
+        calibration_images,
+        graph_fails,
+        inspect_onnx,
+    )
 
     t0 = time.perf_counter()
     if spec.backend in SUFFIX and out.suffix != SUFFIX[spec.backend]:
@@ -114,9 +120,12 @@ def build_auto(onnx_path: Path, out: Path, spec: BuildSpec, build_engine: Callab
         raise UsageError(f"--out {out}: folder {out.parent} does not exist", "create it first")
     plan, skipped = candidate_plan(spec)
     model, _, names = inspect_onnx(onnx_path)
-    src = _Source.of(onnx_path, model, names)
+    src = _Source.of(onnx_path, model, names, spec.inputs)
     _, _, held = calibration_images(model, spec)
-    reference = _runner(spec.threads, src.session_options)(src.data, held, tuple(names))
+    try:
+        reference = _runner(spec.threads, src.session_options, src.extras)(src.data, held, tuple(names))
+    except Exception as exc:  # ONNX Runtime's own Fail types: the graph does not run on these images
+        raise graph_fails(onnx_path, held, exc) from exc
     with work_dir("auto") as tmp:
         cache = spec.calib_cache or str(tmp / "calib.json")
         built, reports = [], []

@@ -6,7 +6,9 @@ output by name, and ``engine(x) -> y`` is the convenient single-output form. Opt
 capabilities are protocols (``LayerProfiler``), checked with ``isinstance``. It checks the input
 against its shape profile before running, pads H/W to the network's multiple on the host
 and crops back (so graphs stay free of dynamic padding), and describes itself: backend,
-version, precision asked for and built, I/O names, shapes and dtypes.
+version, precision asked for and built, I/O names, shapes and dtypes. Extra inputs (a PSF
+code; ``manifest.extra_inputs``) are not padded; their batch must be the image's, and a
+call with the images only takes them from :attr:`Engine.extras` (set by ``load_engine``).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class Engine(abc.ABC):
         self.active = False
         self._input_names: list[str] = []  # read from info() once per activation
         self._output_names: list[str] = []
+        self.extras: dict[str, np.ndarray] = {}  # batch-1 values of extra inputs for image-only calls
 
     # -- lifecycle -------------------------------------------------------------
     def activate(self) -> Engine:
@@ -131,12 +134,14 @@ class Engine(abc.ABC):
         names = self._input_names
         if set(feed) != set(names):
             raise EngineError(f"engine takes inputs {names}, got {sorted(feed)}")
+        extra = {e["name"] for e in self.manifest.extra_inputs} if self.manifest else set()
         for n in names:
-            self.check_input(feed[n], n)
+            if n not in extra:
+                self.check_input(feed[n], n)
         h, w = feed[names[0]].shape[2:]
         m = self.multiple
         hp, wp = _pad(h, m), _pad(w, m)
-        outs = self._infer_all([pad_array(feed[n], m) for n in names])
+        outs = self._infer_all([feed[n] if n in extra else pad_array(feed[n], m) for n in names])
         return {k: np.ascontiguousarray(y[:, :, :h, :w]) if y.ndim == 4 and y.shape[2:] == (hp, wp) else y
                 for k, y in outs.items()}
 
@@ -149,14 +154,25 @@ class Engine(abc.ABC):
         """The first output for positional inputs (the restorer's one image out)."""
         if not self.active:
             self.activate()
-        names = self._input_names
+        names = self._input_names or []
+        extra = {e["name"] for e in self.manifest.extra_inputs} if self.manifest else set()
+        if len(inputs) == len(names) - len(extra) and all(n in self.extras for n in extra):
+            images = iter(inputs)
+            n_img = inputs[0].shape[0] if inputs and isinstance(inputs[0], np.ndarray) else 1
+            inputs = tuple(np.repeat(self.extras[n][:1], n_img, axis=0) if n in extra else next(images)
+                           for n in names)
         if len(inputs) != len(names):
-            raise EngineError(f"engine takes {len(names)} input(s) {names}, got {len(inputs)}")
+            raise EngineError(f"engine takes {len(names)} input(s) {names}, got {len(inputs)}",
+                              "give the extra inputs with --input NAME=FILE.npy|VALUE" if extra else None)
         for x, n in zip(inputs, names, strict=True):
-            self.check_input(x, n)
+            if n in extra:
+                if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.shape[0] != inputs[0].shape[0]:
+                    raise EngineError(f"{n}: expected a float32 array with the image's batch {inputs[0].shape[0]}")
+            else:
+                self.check_input(x, n)
         h, w = inputs[0].shape[2:]
         m = self.multiple
-        padded = [pad_array(x, m) for x in inputs]
+        padded = [x if n in extra else pad_array(x, m) for x, n in zip(inputs, names, strict=True)]
         y = self._infer(*padded)
         if y.shape[2:] == (h, w):
             return y

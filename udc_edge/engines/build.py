@@ -30,6 +30,7 @@ from udc_edge.engines.build_source import (
     _speedup,
     calibration_images,
     check_calibratable,
+    graph_fails,
     inspect_onnx,
     is_qdq,
 )
@@ -48,18 +49,15 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
     progress(0, status=f"calibrating ({spec.calib_method}, {len(cal_imgs)} images)")
     cache = spec.calib_cache or str(out.with_name(out.name + ".calib.json"))
     sub = type(calib)(cal_imgs, calib.source)
-    ranges, cinfo = cached_ranges(
-        onnx_path,
-        sub,
-        spec.calib_method,
-        symmetric=spec.quant_target == Backend.TRT.qdq_target,
-        cache=cache,
-        input_names=tuple(names),
-        session_options=opts,
-        onnx_sha256=src.sha256,
-    )
-    run = _runner(spec.threads, opts)
-    ref = run(fp32, held)
+    run = _runner(spec.threads, opts, src.extras)
+    try:
+        ranges, cinfo = cached_ranges(onnx_path, sub, spec.calib_method,
+                                      symmetric=spec.quant_target == Backend.TRT.qdq_target, cache=cache,
+                                      input_names=tuple(names), session_options=opts, onnx_sha256=src.sha256,
+                                      extras=src.extras)
+        ref = run(fp32, held)
+    except Exception as exc:  # ONNX Runtime's own Fail types: the graph does not run on these images
+        raise graph_fails(onnx_path, cal_imgs, exc) from exc
     progress(0, status="quantising")
     if spec.auto_exclude:
         res = auto_exclude(onnx_path, ranges, spec.quant_target, run, held, ref, spec.min_fidelity)
@@ -73,7 +71,7 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
                             "held_out": len(held), "cache": cinfo, "target": spec.quant_target},
             "fidelity_db": fid, "fidelity_met": met, "excluded": excluded}
     if spec.backend is Backend.ORT:
-        info["speedup"] = _speedup(fp32, q, held[:1], spec.threads, opts)
+        info["speedup"] = _speedup(fp32, q, held[:1], spec.threads, opts, src.extras)
     return q, info
 
 
@@ -88,7 +86,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
     onnx_path, out = Path(onnx_path), Path(out)
     check_output(out, (onnx_path, spec.calib, spec.calib_cache, *inputs), overwrite, kind="file")
     model, multiple, names = inspect_onnx(onnx_path)
-    src = _Source.of(onnx_path, model, names)
+    src = _Source.of(onnx_path, model, names, spec.inputs)
     if spec.backend is Backend.TRT:
         return _build_trt(onnx_path, src, out, spec, multiple, t0, progress)
     if spec.backend == "auto" or spec.precision == Precision.AUTO:
@@ -127,6 +125,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
                        "auto_exclude": spec.auto_exclude,
                        "macs_per_pixel": float(src.meta.get("udc_edge.macs_per_pixel", 0)) or None},
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met", "speedup") if k in info} | {"warnings": warnings},
+        extra_inputs=src.manifest_extras(),
     )
     write_engine(out, data, manifest)
     return BuildReport(
@@ -178,6 +177,7 @@ def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, mul
         build_seconds=time.perf_counter() - t0,
         build_options=binfo,
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met") if k in info},
+        extra_inputs=source.manifest_extras(),
     )
     write_engine(out, plan, manifest)
     return BuildReport(engine=str(out), backend=Backend.TRT.manifest_name, requested_precision=spec.precision.value,

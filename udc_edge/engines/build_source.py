@@ -74,18 +74,23 @@ def inspect_onnx(path: str | os.PathLike) -> tuple[onnx.ModelProto, int, list[st
     except Exception as exc:
         raise EngineError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]})",
                           "re-export it with udc-edge export; the file may be truncated") from exc
+    from udc_edge.engines.feeds import recorded_extras
+
     inits = {i.name for i in model.graph.initializer}
+    meta = {p.key: p.value for p in model.metadata_props}
+    extras = {e["name"] for e in recorded_extras(meta)}
     inputs = [i for i in model.graph.input if i.name not in inits]
     for i in inputs:
+        if i.name in extras:
+            continue
         rank = len(i.type.tensor_type.shape.dim)
         if rank != 4:
             raise InputError(f"{path}: input {i.name!r} has rank {rank}, expected NCHW images (rank 4)",
                              "export the restorer with a 1x3xHxW input")
-    meta = {p.key: p.value for p in model.metadata_props}
     return model, int(meta.get("udc_edge.multiple", "1")), [i.name for i in inputs]
 
 
-def _runner(threads: int, options: dict | None = None):
+def _runner(threads: int, options: dict | None = None, extras: dict[str, np.ndarray] | None = None):
     def run(model_bytes: bytes, images: np.ndarray, names: tuple[str, ...] = ("input",)) -> np.ndarray:
         sess = make_session(model_bytes, threads=threads, options=options)
         feeds = [i.name for i in sess.get_inputs()]
@@ -93,17 +98,19 @@ def _runner(threads: int, options: dict | None = None):
         outs = []
         for k in range(len(images)):
             x = images[k : k + 1]
-            outs.append(sess.run(None, image_feed(feeds, x, rng))[0])
+            feed = image_feed(feeds, x, rng) | {n: v for n, v in (extras or {}).items() if n in feeds}
+            outs.append(sess.run(None, feed)[0])
         return np.concatenate(outs)
     return run
 
 
-def _speedup(fp32: bytes, int8: bytes, x: np.ndarray, threads: int, options: dict | None = None) -> float:
+def _speedup(fp32: bytes, int8: bytes, x: np.ndarray, threads: int, options: dict | None = None,
+             extras: dict[str, np.ndarray] | None = None) -> float:
     """FP32 time / INT8 time, measured in alternating rounds on the same image."""
     calls = []
     for model in (fp32, int8):
         sess = make_session(model, threads=threads, options=options)
-        feed = {i.name: x for i in sess.get_inputs()}
+        feed = {i.name: (extras or {}).get(i.name, x) for i in sess.get_inputs()}
         calls.append(lambda sess=sess, feed=feed: sess.run(None, feed))
     t32, t8 = side_by_side(calls[0], calls[1], runs=3, rounds=2)
     return t32 / t8
@@ -119,12 +126,23 @@ class _Source:
     names: list[str]
     meta: dict[str, str]
     session_options: dict
+    extras: dict  # extra input name -> batch-1 value fed with every image (engines.feeds)
 
     @classmethod
-    def of(cls, path: Path, model: onnx.ModelProto, names: list[str]) -> _Source:
+    def of(cls, path: Path, model: onnx.ModelProto, names: list[str], inputs: tuple[str, ...] = ()) -> _Source:
+        from udc_edge.engines.feeds import extra_values, parse_input_options, recorded_extras
+
         data = path.read_bytes()
         meta = {p.key: p.value for p in model.metadata_props}
-        return cls(data, hashlib.sha256(data).hexdigest(), model, names, meta, recorded_session_options(path, meta))
+        extras = extra_values(recorded_extras(meta), parse_input_options(inputs), f"ONNX {path}")
+        return cls(data, hashlib.sha256(data).hexdigest(), model, names, meta, recorded_session_options(path, meta),
+                   extras)
+
+    def manifest_extras(self) -> list[dict]:
+        """The recorded extra inputs with the values this build used as their examples."""
+        from udc_edge.engines.feeds import recorded_extras
+
+        return [{**e, "example": self.extras[e["name"]].flatten().tolist()} for e in recorded_extras(self.meta)]
 
 
 def is_qdq(model: onnx.ModelProto) -> bool:
@@ -133,8 +151,14 @@ def is_qdq(model: onnx.ModelProto) -> bool:
 
 def check_calibratable(model: onnx.ModelProto, onnx_path: str | os.PathLike) -> None:
     """INT8 calibration feeds RGB images (float32 Nx3xHxW) to every input but a purifier's
-    ``noise``: refuse, in one line, a graph whose inputs cannot take them."""
+    ``noise``: refuse, in one line, a graph whose inputs cannot take them. Extra inputs
+    recorded at export (a PSF code) are fed their ``--input`` values instead."""
+    from udc_edge.engines.feeds import recorded_extras
+
+    extras = {e["name"] for e in recorded_extras({p.key: p.value for p in model.metadata_props})}
     for inp in model.graph.input:
+        if inp.name in extras:
+            continue
         t = inp.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else None
@@ -165,3 +189,12 @@ def calibration_images(model: onnx.ModelProto, spec: BuildSpec):
         calib = type(calib)(np.ascontiguousarray(calib.images[:, :, : hw[0], : hw[1]]), calib.source)
     cal_imgs, held = calib.split(holdout=4)
     return calib, cal_imgs, held
+
+
+def graph_fails(onnx_path: str | os.PathLike, images: np.ndarray, exc: BaseException) -> EngineError:
+    """One line for a graph ONNX Runtime cannot run on the build's calibration images."""
+    from udc_edge.export.onnx_export import short_error
+
+    h, w = images.shape[2:]
+    return EngineError(f"{onnx_path} fails on the {h}x{w} calibration images: {short_error(exc)}",
+                       "export so the graph runs at that size, or calibrate on images of a size it takes (--calib DIR)")

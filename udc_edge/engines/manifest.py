@@ -50,6 +50,7 @@ class Manifest:
     build_seconds: float = 0.0
     build_options: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)  # measured fidelity/speed at build time
+    extra_inputs: list[dict[str, Any]] = field(default_factory=list)  # graph inputs besides images (engines.feeds)
     files_sha256: dict[str, str] = field(default_factory=dict)  # companion files (an IR's .bin): name -> sha256
     format: str = MANIFEST_FORMAT
     manifest_sha256: str = ""  # sha256 of every other field (canonical JSON): an edit is refused
@@ -109,6 +110,11 @@ def _validate(raw: Any, path: Path) -> dict:
         raise bad(f"'files_sha256' must map file names to sha256 strings, got {files!r}")
     if any(Path(k).name != k for k in files):
         raise bad(f"'files_sha256' may name only files beside the engine, got {sorted(files)}")
+    extras = raw.get("extra_inputs", [])
+    if not (isinstance(extras, list) and all(
+            isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("shape"), list)
+            and all(_is_int(d) and d >= 1 for d in e["shape"]) for e in extras)):
+        raise bad(f"'extra_inputs' must be a list of {{name, shape, ...}} objects, got {extras!r}")
     if raw.get("calibration") is not None and not isinstance(raw["calibration"], dict):
         raise bad(f"'calibration' must be an object or null, got {raw['calibration']!r}")
     if "excluded_layers" in raw and not isinstance(raw["excluded_layers"], list):

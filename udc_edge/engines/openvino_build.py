@@ -41,18 +41,20 @@ from udc_edge.export.onnxrt import image_feed
 QUANT_OV_TYPES = ("Convolution", "ConvolutionBackpropData", "GroupConvolution", "MatMul")
 
 
-def _feeds(names: list[str], x: np.ndarray) -> dict:
-    """One inference's inputs: the image, and fixed-seed noise for a purifier graph's noise input."""
-    return image_feed(names, x, np.random.default_rng(0))
+def _feeds(names: list[str], x: np.ndarray, extras: dict[str, np.ndarray] | None = None) -> dict:
+    """One inference's inputs: the image, fixed-seed noise for a purifier graph's noise input,
+    and the build's value of each extra input (a PSF code; ``engines.feeds``)."""
+    return image_feed(names, x, np.random.default_rng(0)) | {n: v for n, v in (extras or {}).items() if n in names}
 
 
-def ov_outputs(model, hint: str | None, threads: int, images: np.ndarray, names: list[str]) -> tuple[np.ndarray, str]:
+def ov_outputs(model, hint: str | None, threads: int, images: np.ndarray, names: list[str],
+               extras: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, str]:
     """Outputs of ``model`` compiled with ``hint`` on each image, and the precision it reports."""
     compiled = ovb.compile_model(model, ovb.compile_config(hint, threads))
     req = compiled.create_infer_request()
     outs = []
     for k in range(len(images)):
-        req.infer(_feeds(names, images[k : k + 1]))
+        req.infer(_feeds(names, images[k : k + 1], extras))
         outs.append(np.array(req.get_output_tensor(0).data, dtype=np.float32, copy=True))
     return np.concatenate(outs), ovb.inference_precision(compiled)
 
@@ -74,36 +76,44 @@ def save_ir(model, folder: Path) -> dict[str, Path]:
     return {".xml": folder / "m.xml", ".bin": folder / "m.bin"}
 
 
+def nncf_int8(onnx_path: Path, items: list, excluded: tuple[str, ...] = ()):
+    """NNCF INT8 of the ONNX at ``onnx_path`` from calibration ``items`` (images, or feed dicts
+    for several inputs): global min-max activation ranges, preset performance, fast bias
+    correction; ``excluded`` ONNX nodes stay in float."""
+    nncf = ovb.require_nncf()
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    model = ovb.core().read_model(str(onnx_path))
+    scope = nncf.IgnoredScope(names=ov_op_names(model, excluded), validate=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # NNCF's own progress bars: callers have one
+        return nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
+                             subset_size=len(items), fast_bias_correction=True, ignored_scope=scope,
+                             advanced_parameters=nncf.AdvancedQuantizationParameters(
+                                 activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX))
+
+
 def _int8(onnx_path: Path, src, spec: BuildSpec, hint: str, progress: Advance) -> tuple[object, dict]:
     """NNCF INT8 from the build's calibration images, with the shared sensitivity-based exclusion."""
     from udc_edge.engines.build_source import _runner, calibration_images, check_calibratable
 
     nncf = ovb.require_nncf()
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
-
     check_calibratable(src.model, onnx_path)
     calib, cal, held = calibration_images(src.model, spec)
     names = src.names
-    items = [x if len(names) == 1 else _feeds(names, x) for x in (cal[i : i + 1] for i in range(len(cal)))]
+    items = [x if len(names) == 1 else _feeds(names, x, src.extras) for x in (cal[i : i + 1] for i in range(len(cal)))]
     known = set(quantizable_nodes(src.model))
     unknown = sorted(set(spec.exclude) - known)
     if unknown:
         raise UsageError(
             f"--exclude names unknown nodes {unknown[:5]}", f"quantisable nodes look like {sorted(known)[:3]}"
         )
-    run = _runner(spec.threads, src.session_options)
+    run = _runner(spec.threads, src.session_options, src.extras)
     ref = run(src.data, held, tuple(names))
 
     def trial(excluded: tuple[str, ...]):
-        model = ovb.core().read_model(str(onnx_path))
-        scope = nncf.IgnoredScope(names=ov_op_names(model, excluded), validate=False)
         progress(0, status=f"NNCF quantising ({len(cal)} images, {len(excluded)} layer(s) kept in float)")
-        with contextlib.redirect_stdout(io.StringIO()):  # NNCF's own progress bars: the build has one
-            q = nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
-                              subset_size=len(items), fast_bias_correction=True, ignored_scope=scope,
-                              advanced_parameters=nncf.AdvancedQuantizationParameters(
-                                  activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX))
-        return q, mean_psnr(ov_outputs(q, hint, spec.threads, held, names)[0], ref)
+        q = nncf_int8(onnx_path, items, excluded)
+        return q, mean_psnr(ov_outputs(q, hint, spec.threads, held, names, src.extras)[0], ref)
 
     q, fid = trial(tuple(spec.exclude))
     excluded = [{"node": n, "reason": "excluded by --exclude"} for n in spec.exclude]
@@ -114,7 +124,8 @@ def _int8(onnx_path: Path, src, spec: BuildSpec, hint: str, progress: Advance) -
         sub = type(calib)(cal, calib.source)
         cache = spec.calib_cache or None
         ranges, _ = cached_ranges(onnx_path, sub, spec.calib_method, symmetric=False, cache=cache,
-                                  input_names=tuple(names), session_options=src.session_options, onnx_sha256=src.sha256)
+                                  input_names=tuple(names), session_options=src.session_options, onnx_sha256=src.sha256,
+                                  extras=src.extras)
         sens = layer_sensitivity(prepare(onnx_path), ranges, "cpu", run, held, ref)
         res = exclude_until(sens, trial, spec.min_fidelity)
         q, fid, excluded = res.model, res.fidelity_db, res.excluded
@@ -200,6 +211,7 @@ def build_openvino(onnx_path: Path, src, out: Path, spec: BuildSpec, multiple: i
             },
             summary={k: info[k] for k in ("fidelity_db", "fidelity_met") if k in info}
             | {"inference_precision": really, "warnings": warnings},
+            extra_inputs=src.manifest_extras(),
         )
         write_engine_files(out, {out.name: saved[".xml"], bin_name: saved[".bin"]}, manifest)
     size = sum((out.parent / n).stat().st_size for n in shas) / 2**20

@@ -93,6 +93,7 @@ class BuildSpec:
     profile: ShapeProfile | None = None
     threads: int = 0
     prequantised: bool = False  # the ONNX already carries Q/DQ (a bundle's qdq-*.onnx)
+    inputs: tuple[str, ...] = ()  # NAME=FILE.npy|VALUE: extra graph inputs fed during calibration
 
     def __post_init__(self) -> None:
         if self.backend != AUTO_BACKEND:

@@ -7,9 +7,10 @@ it into the one-image-in, one-image-out network the exporter and engines expect.
 * :func:`import_module` imports the user's module, reporting a missing CUDA-only extension
   by module name and the line that imports it, the heavy packages it pulled in, and
   (``stub_modules``) replacing named modules with stubs so the class can still load.
-* :class:`ExtraInput` and :class:`ByoWrapper`: named extra inputs of ``forward`` (a PSF code)
-  frozen as constants from a value or a ``.npy`` file, and an output selector for tuple
-  outputs (``--output-index``).
+* :class:`ExtraInput` and :class:`ByoWrapper`: named extra inputs of ``forward`` (a PSF code,
+  a noise level, a mask): real graph inputs whose batch follows the image's (the example
+  value comes from a number or a ``.npy`` file), or, with ``frozen``, constants of the
+  graph; and an output selector for tuple outputs (``--output-index``).
 """
 
 from __future__ import annotations
@@ -199,53 +200,81 @@ def load_byo(arch: str, kwargs: dict | None = None, weights: str | None = None,
 
 @dataclass(frozen=True)
 class ExtraInput:
-    """A named extra argument of ``forward`` (e.g. ``psf_code``), frozen into the graph as a
-    constant: ``value`` everywhere, or the array in ``file`` (.npy, never unpickled)."""
+    """A named extra argument of ``forward`` (e.g. ``psf_code``) and its example value:
+    ``value`` everywhere, or the array in ``file`` (.npy, never unpickled). A graph input
+    with a dynamic batch axis (dim 0 follows the image's batch), or with ``frozen`` a
+    constant of the graph (one value baked in: one engine per value)."""
 
     name: str
     shape: tuple[int, ...]
     value: float = 0.0
     file: str | None = None
+    frozen: bool = False
+
+    @property
+    def option(self) -> str:
+        return "--freeze-input" if self.frozen else "--extra-input"
 
     @classmethod
-    def parse(cls, text: str) -> ExtraInput:
-        """``NAME=SHAPE[:FILE.npy|:VALUE]``, SHAPE like ``1x8``."""
+    def parse(cls, text: str, frozen: bool = False) -> ExtraInput:
+        """``NAME=SHAPE[:FILE.npy|:VALUE]``, SHAPE like ``1x8`` (dim 0 is the batch: 1)."""
+        opt = "--freeze-input" if frozen else "--extra-input"
         name, eq, rest = text.partition("=")
         shape_txt, _, src = rest.partition(":")
         if not eq or not name.isidentifier() or not shape_txt:
-            raise UsageError(f"--extra-input {text!r} is not NAME=SHAPE[:FILE.npy|:VALUE]",
-                             "e.g. --extra-input psf_code=1x8:code.npy or psf_code=1x8:0.5")
+            raise UsageError(f"{opt} {text!r} is not NAME=SHAPE[:FILE.npy|:VALUE]",
+                             f"e.g. {opt} psf_code=1x8:code.npy or psf_code=1x8:0.5")
         try:
             shape = tuple(int(d) for d in shape_txt.lower().split("x"))
         except ValueError as exc:
-            raise UsageError(f"--extra-input {text!r}: shape {shape_txt!r} is not like 1x8") from exc
+            raise UsageError(f"{opt} {text!r}: shape {shape_txt!r} is not like 1x8") from exc
         if not shape or min(shape) < 1:
-            raise UsageError(f"--extra-input {text!r}: shape dims must be >= 1")
+            raise UsageError(f"{opt} {text!r}: shape dims must be >= 1")
+        if not frozen and shape[0] != 1:
+            raise UsageError(f"{opt} {text!r}: dim 0 is the batch and must be 1 (it follows the image's batch)",
+                             f"e.g. {name}=1x{'x'.join(map(str, shape[1:])) or '1'}")
         if src.endswith(".npy"):
-            return cls(name, shape, file=src)
+            return cls(name, shape, file=src, frozen=frozen)
         try:
-            return cls(name, shape, value=float(src) if src else 0.0)
+            return cls(name, shape, value=float(src) if src else 0.0, frozen=frozen)
         except ValueError as exc:
-            raise UsageError(f"--extra-input {text!r}: {src!r} is neither a .npy file nor a number") from exc
+            raise UsageError(f"{opt} {text!r}: {src!r} is neither a .npy file nor a number") from exc
+
+    @classmethod
+    def parse_all(cls, extra: list[str] | None, frozen: list[str] | None) -> tuple[ExtraInput, ...]:
+        """``--extra-input`` (graph inputs) and ``--freeze-input`` (constants) options."""
+        items = tuple(cls.parse(t) for t in extra or ()) + tuple(cls.parse(t, frozen=True) for t in frozen or ())
+        names = [e.name for e in items]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise UsageError(f"extra input {dup[0]} given twice",
+                             "give each once, with --extra-input or --freeze-input")
+        return items
 
     def tensor(self) -> torch.Tensor:
         if self.file is None:
             return torch.full(self.shape, self.value, dtype=torch.float32)
+        from udc_edge.core.fileio import read_npy
+
         path = Path(self.file)
-        if not path.is_file():
-            raise InputError(f"--extra-input {self.name}: file {path} does not exist", "give a .npy array")
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise InputError(f"--extra-input {self.name}: {path} is not a plain .npy array ({exc})",
-                             "save it with np.save(path, array) (object arrays are refused)") from exc
+        arr = read_npy(path, f"{self.option} {self.name}")
         if tuple(arr.shape) != self.shape:
             raise InputError(f"--extra-input {self.name}: {path} has shape {tuple(arr.shape)}, not {self.shape}",
                              "fix the SHAPE in NAME=SHAPE:FILE or the file")
         return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
     def describe(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "source": self.file or f"constant {self.value}"}
+        """For the ONNX metadata and reports; a graph input's example value is kept inline (if
+        small) so build can calibrate and restore can run without the file."""
+        d = {"name": self.name, "shape": list(self.shape), "source": self.file or f"value {self.value:g}",
+             "frozen": self.frozen}
+        if not self.frozen and int(np.prod(self.shape)) <= 4096:
+            d["example"] = self.tensor().flatten().tolist()
+        return d
+
+    def text(self) -> str:
+        """The option that gives this input, as a command line writes it."""
+        return f"{self.option} {self.name}={'x'.join(map(str, self.shape))}:{self.file or f'{self.value:g}'}"
 
 
 def forward_params(model: nn.Module) -> tuple[list[str], list[str]]:
@@ -292,8 +321,9 @@ def describe_output(o: Any) -> str:
 
 
 class ByoWrapper(nn.Module):
-    """``model(x, **extra_inputs)[output_index]`` with ``.cuda()`` patched out: one image in,
-    one image out. Extra inputs are buffers, so they become constants of the graph."""
+    """``model(x, **extra_inputs)[output_index]`` with ``.cuda()`` patched out: one image out.
+    Graph extra inputs are ``forward``'s positional arguments after the image (in the order
+    given, :attr:`input_names`); frozen ones are buffers, so they become graph constants."""
 
     def __init__(self, model: nn.Module, output_index: int | None = None, extra_inputs: tuple[ExtraInput, ...] = (),
                  cpu_patch: bool = True):
@@ -301,15 +331,18 @@ class ByoWrapper(nn.Module):
         check_extra_inputs(model, extra_inputs)
         self.model = model
         self.output_index = output_index
-        self.extra_names = [e.name for e in extra_inputs]
+        self.extra_names = [e.name for e in extra_inputs if e.frozen]
+        self.input_names = [e.name for e in extra_inputs if not e.frozen]
         self.cpu_patch = cpu_patch
         self.cuda_calls: list[dict] = []
         for e in extra_inputs:
-            self.register_buffer(f"extra_{e.name}", e.tensor())
+            if e.frozen:
+                self.register_buffer(f"extra_{e.name}", e.tensor())
         self.multiple = model_multiple(model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
         extra = {n: getattr(self, f"extra_{n}") for n in self.extra_names}
+        extra |= dict(zip(self.input_names, inputs, strict=False))
         ctx = cpu_only(self.cuda_calls, "forward") if self.cpu_patch else contextlib.nullcontext()
         with ctx:
             out = self.model(x, **extra)

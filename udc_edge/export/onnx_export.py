@@ -9,8 +9,10 @@ the model stays one file. ``auto`` tries TorchScript, then dynamo (when TorchScr
 export *or* its graph fails the checks), and the report says why each attempt failed.
 
 Bring-your-own models (``udc_edge.export.byo``): ``output_index`` picks the image from a
-tuple output, ``extra_inputs`` freezes named extra ``forward`` arguments (a PSF code) into
-the graph, ``cpu_patch`` runs ``forward`` with hard-coded ``.cuda()`` patched out.
+tuple output, ``extra_inputs`` makes named extra ``forward`` arguments (a PSF code) graph
+inputs with a dynamic batch axis (or constants, when frozen), ``multiple`` overrides the
+network's declared size multiple (``udc-edge doctor`` finds it by running the network),
+``cpu_patch`` runs ``forward`` with hard-coded ``.cuda()`` patched out.
 
 Parity runs ONNX Runtime with full optimisation first; when a kernel fails (e.g. the inverse
 DFT's "Shape mismatch attempting to re-use buffer"), it retries with safer session options
@@ -69,8 +71,11 @@ class ExportSpec:
     output_index: int | None = None
     extra_inputs: tuple = ()  # tuple[byo.ExtraInput, ...]
     cpu_patch: bool = False
+    multiple: int | None = None  # None: the model's ``multiple`` attribute
 
     def __post_init__(self) -> None:
+        if self.multiple is not None and not 1 <= self.multiple <= 256:
+            raise UsageError(f"--multiple must be in 1..256, got {self.multiple}")
         if self.exporter not in EXPORTERS:
             raise UsageError(f"--exporter must be one of {', '.join(EXPORTERS)}, got {self.exporter!r}")
         if self.height < 8 or self.width < 8:
@@ -78,6 +83,15 @@ class ExportSpec:
         if not 13 <= self.opset <= 21:
             raise UsageError(f"--opset must be in 13..21, got {self.opset}")
         object.__setattr__(self, "extra_inputs", tuple(self.extra_inputs))
+
+    @property
+    def graph_inputs(self) -> tuple[str, ...]:
+        """Input names of the graph: the image (and noise) inputs, then the unfrozen extras."""
+        return self.input_names + tuple(e.name for e in self.extra_inputs if not e.frozen)
+
+    def extra_values(self) -> dict[str, np.ndarray]:
+        """Example value (batch 1) of each unfrozen extra input."""
+        return {e.name: e.tensor().numpy() for e in self.extra_inputs if not e.frozen}
 
 
 @dataclass
@@ -115,8 +129,11 @@ class ExportReport:
                      "(recorded in the ONNX; build copies them into the manifest)")
         if self.output_index is not None:
             text += f"\noutput: element {self.output_index} of forward's tuple"
+        if self.multiple > 1:
+            text += f"\ninput size multiple {self.multiple}: engines pad H/W up to it and crop back"
         for e in self.extra_inputs:
-            text += f"\nextra input {e['name']} {tuple(e['shape'])} frozen as a constant ({e['source']})"
+            how = "frozen as a constant" if e["frozen"] else "a graph input (batch follows the image's)"
+            text += f"\nextra input {e['name']} {tuple(e['shape'])} {how}; example {e['source']}"
         return text
 
 
@@ -130,12 +147,19 @@ class ParityError(ExportError):
         self.runtime = runtime
 
 
-def example_inputs(names: tuple[str, ...], n: int, h: int, w: int, seed: int) -> list[np.ndarray]:
-    """Real inputs: synthetic P-OLED captures of held-out photos; ``noise`` inputs are N(0, 1)."""
+def example_inputs(names: tuple[str, ...], n: int, h: int, w: int, seed: int,
+                   extras: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+    """Real inputs: synthetic P-OLED captures of held-out photos; ``noise`` inputs are N(0, 1);
+    an extra input (``extras``, batch 1) is repeated along the batch, sample i scaled by
+    1 + i/10 so a graph that ignores the batch axis of an extra input fails parity."""
     from udc_edge.data.synth import image_rng, synth_pairs
 
     out = []
     for name in names:
+        if extras and name in extras:
+            v = extras[name]
+            out.append(np.concatenate([v * (1 + i / 10) for i in range(n)]).astype(np.float32))
+            continue
         rng = image_rng(seed, len(out))
         if name == NOISE_INPUT:
             out.append(rng.standard_normal((n, 3, h, w)).astype(np.float32))
@@ -168,9 +192,11 @@ def _quiet_fds():
 
 def _export_torchscript(model: nn.Module, args: tuple, f, spec: ExportSpec) -> None:
     axes = {n: {0: "batch", 2: "height", 3: "width"} for n in (*spec.input_names, "output")} if spec.dynamic else None
+    if axes is not None:
+        axes |= {n: {0: "batch"} for n in spec.graph_inputs[len(spec.input_names):]}
     with warnings.catch_warnings(), _quiet_fds():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, args, f, dynamo=False, opset_version=spec.opset, input_names=list(spec.input_names),
+        torch.onnx.export(model, args, f, dynamo=False, opset_version=spec.opset, input_names=list(spec.graph_inputs),
                           output_names=["output"], dynamic_axes=axes, do_constant_folding=True)
 
 
@@ -178,13 +204,18 @@ def _export_dynamo(model: nn.Module, args: tuple, path: Path, spec: ExportSpec) 
     dyn = None
     if spec.dynamic:
         # An example batch of 1 would be specialised to a constant; trace with 2.
-        args = tuple(a.repeat(2, 1, 1, 1) for a in args)
+        args = tuple(a.repeat(2, *[1] * (a.dim() - 1)) for a in args)
         auto = torch.export.Dim.AUTO
-        dyn = {n: {0: auto, 2: auto, 3: auto} for n in _forward_arg_names(model, len(args))}
+        image = {0: auto, 2: auto, 3: auto}
+        n_img = len(spec.input_names)
+        if len(args) > n_img:  # ByoWrapper.forward(x, *inputs): the extras are one varargs tuple
+            dyn = (image, tuple({0: auto} for _ in args[n_img:]))
+        else:
+            dyn = {n: image for n in _forward_arg_names(model, len(args))}
     with warnings.catch_warnings(), _quiet_fds():  # the graph optimiser prints to stdout
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(model, args, dynamo=True, opset_version=max(spec.opset, 18), dynamic_shapes=dyn,
-                                 input_names=list(spec.input_names), output_names=["output"], external_data=False,
+                                 input_names=list(spec.graph_inputs), output_names=["output"], external_data=False,
                                  verbose=False)
         prog.save(str(path), external_data=False)
 
@@ -208,7 +239,9 @@ def short_error(exc: BaseException, limit: int = 240) -> str:
     kernel failures: the node and the kernel's own message)."""
     import re
 
-    text = str(exc).strip()
+    from udc_edge.core.logs import strip_ansi
+
+    text = strip_ansi(str(exc)).strip()
     m = re.search(r"running (\w+) node\. Name:'([^']*)' Status Message: (.*)", text, re.DOTALL)
     if m:
         detail = m.group(3).rsplit(" : FAIL : ", 1)[-1].strip()
@@ -239,11 +272,12 @@ def graph_opset(proto: onnx.ModelProto) -> int:
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def _cases(model: nn.Module, names: tuple[str, ...], sizes: list[tuple[int, int]], n: int) -> list[tuple]:
+def _cases(model: nn.Module, names: tuple[str, ...], sizes: list[tuple[int, int]], n: int,
+           extras: dict[str, np.ndarray] | None = None) -> list[tuple]:
     """(h, w, inputs, torch output) per size: computed once, compared against each session."""
     cases = []
     for h, w in sizes:
-        xs = example_inputs(names, n, h, w, seed=h * 10007 + w)
+        xs = example_inputs(names, n, h, w, seed=h * 10007 + w, extras=extras)
         with torch.inference_mode():
             cases.append((h, w, xs, model(*[torch.from_numpy(x) for x in xs]).numpy()))
     return cases
@@ -276,12 +310,12 @@ def _compare(cases: list[tuple], onnx_bytes: bytes, session_options: dict | None
 
 
 def parity_with_retry(model: nn.Module, onnx_bytes: bytes, names: tuple[str, ...], sizes: list[tuple[int, int]],
-                      n: int) -> tuple[list[dict], dict]:
+                      n: int, extras: dict[str, np.ndarray] | None = None) -> tuple[list[dict], dict]:
     """ONNX Runtime vs torch on real inputs at each size (max abs error and PSNR, dB;
     :class:`ParityError` with the size's index when ONNX Runtime fails or a shape differs),
     retried with each of :data:`SAFER_SESSION_OPTIONS` while ONNX Runtime
     itself fails; returns (results, the session options that worked)."""
-    cases = _cases(model, names, sizes, n)
+    cases = _cases(model, names, sizes, n, extras)
     first: ParityError | None = None
     for opts in SAFER_SESSION_OPTIONS:
         try:
@@ -313,9 +347,10 @@ def prepare(model: nn.Module, spec: ExportSpec) -> tuple[nn.Module, tuple, list[
     from udc_edge.export.byo import select_output, user_frame, wrap
 
     net = wrap(model.eval(), spec.output_index, spec.extra_inputs, spec.cpu_patch).eval()
-    m = model_multiple(net)
+    m = spec.multiple or model_multiple(net)
     h, w = padded_size(spec.height, m), padded_size(spec.width, m)
-    args = tuple(torch.from_numpy(x) for x in example_inputs(spec.input_names, 1, h, w, seed=0))
+    xs = example_inputs(spec.graph_inputs, 1, h, w, seed=0, extras=spec.extra_values())
+    args = tuple(torch.from_numpy(x) for x in xs)
     try:
         with torch.no_grad():
             select_output(net(*args), None)
@@ -334,7 +369,8 @@ def _attempt(net: nn.Module, args: tuple, sizes: list, spec: ExportSpec, exporte
     for k, v in {**meta, "udc_edge.exporter": exporter}.items():
         proto.metadata_props.add(key=k, value=v)
     proto = onnx.shape_inference.infer_shapes(proto)
-    par, opts = parity_with_retry(net, proto.SerializeToString(), spec.input_names, sizes, spec.parity_images)
+    par, opts = parity_with_retry(net, proto.SerializeToString(), spec.graph_inputs, sizes, spec.parity_images,
+                                  spec.extra_values())
     if opts:
         proto.metadata_props.add(key=SESSION_OPTIONS_KEY, value=json.dumps(opts))
     worst = max(p["max_abs_err"] for p in par)
@@ -364,7 +400,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, spec: ExportSpec = Exp
     if out.suffix != ".onnx":
         raise UsageError(f"--out {out} must end in .onnx")
     net, args, sizes = prepare(model, spec)
-    m = model_multiple(net)
+    m = spec.multiple or model_multiple(net)
     t0 = time.perf_counter()
     meta = {"udc_edge.multiple": str(m), "udc_edge.macs_per_pixel": f"{_macs_per_pixel(net, args):.3f}",
             **(metadata or {})}
@@ -391,7 +427,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike, spec: ExportSpec = Exp
         raise _failure(attempts, errors, spec) from errors[-1]
     write_bytes_atomic(out, data)
     return ExportReport(path=str(out), exporter=exporter, opset=opset, dynamic=spec.dynamic, multiple=m,
-                        inputs=list(spec.input_names), sha256=sha256_file(out), seconds=time.perf_counter() - t0,
+                        inputs=list(spec.graph_inputs), sha256=sha256_file(out), seconds=time.perf_counter() - t0,
                         parity=par, fallback_reason=next((a["reason"] for a in attempts if not a["ok"]), ""),
                         attempts=attempts, session_options=opts, output_index=spec.output_index,
                         extra_inputs=[e.describe() for e in spec.extra_inputs],

@@ -97,7 +97,7 @@ def export_source(src: ExportSource, out: str | os.PathLike, spec: ExportSpec | 
     is replaced only with ``overwrite``, and never when it is one of the inputs."""
     spec = replace(spec or ExportSpec(), cpu_patch=src.byo_arch is not None)
     if src.purifier is not None and (spec.output_index is not None or spec.extra_inputs):
-        raise UsageError("--output-index/--extra-input do not apply to purifier graphs")
+        raise UsageError("--output-index/--extra-input/--freeze-input do not apply to purifier graphs")
     check_output(out, (src.model, src.weights, src.purifier), overwrite, kind="file")
     net, desc, load = _load(src)
     if src.purifier is not None:
