@@ -3,7 +3,10 @@
 On the same images: (1) output fidelity, engine vs reference; (2) clean PSNR/SSIM against
 ground truth; (3) attacks crafted white-box on the reference and transferred to the engine;
 (4) black-box attacks run against the engine itself (it is what ships) and, with the same
-budget and seed, against the reference. A check passes when the engine loses no more than
+budget and seed, against the reference; (5) white-box attacks crafted on a differentiable
+replica of the engine's own (quantised) numerics and run by the engine, against the
+reference's own white-box numbers (:mod:`udc_edge.evaluation.verify_direct`). Every row
+says what its inputs were crafted on and what evaluated them. A check passes when the engine loses no more than
 the thresholds. Everything the engine is compared with is a ``ReferenceSet``: computed live
 with torch, or loaded from a bundle (so a Jetson verifies without PyTorch).
 """
@@ -25,6 +28,14 @@ from udc_edge.data.readers import PairedDataset
 from udc_edge.errors import DataError, EngineError, UsageError
 from udc_edge.evaluation.metrics import psnr, ssim
 from udc_edge.evaluation.robustness import as_target, forward, output_image, run_one
+from udc_edge.evaluation.verify_direct import (
+    CRAFTED_DIRECT,
+    EVALUATED,
+    craft_on_replica,
+    engine_replica,
+    replica_match,
+    whitebox_labels,
+)
 from udc_edge.progress import Advance, _noop
 
 #: Pairs verified when --limit is not given (fewer if the data has fewer).
@@ -40,15 +51,22 @@ class VerifySpec:
     max_psnr_drop: float = 0.3
     max_ssim_drop: float = 0.01
     min_fidelity: float = 35.0
+    direct: bool = True  # white-box attacks crafted on the engine's replica (rows "not run" if it cannot be made)
+    min_replica_match: float = 50.0
+    cw_iterations: int = 100
+    cw_search_steps: int = 9
     limit: int | None = None  # None: up to DEFAULT_LIMIT pairs; a number: exactly that many
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("max_psnr_drop", "max_ssim_drop", "min_fidelity"):
+        for name in ("max_psnr_drop", "max_ssim_drop", "min_fidelity", "min_replica_match"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise UsageError(f"--limit must be >= 1, got {self.limit}")
+        for name in ("cw_iterations", "cw_search_steps"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         object.__setattr__(self, "attacks", parse_attack_names(",".join(self.attacks)) if self.attacks else ())
 
     def pairs(self, available: int) -> int:
@@ -57,7 +75,8 @@ class VerifySpec:
 
     def attack_spec(self, name: str) -> AttackSpec:
         return AttackSpec(name, eps=None if name == "cw" else self.eps, steps=self.steps, seed=self.seed,
-                          simba_iterations=self.simba_iterations, square_queries=self.simba_iterations)
+                          simba_iterations=self.simba_iterations, square_queries=self.simba_iterations,
+                          cw_max_iter=self.cw_iterations, cw_search_steps=self.cw_search_steps)
 
 
 @dataclass
@@ -139,7 +158,7 @@ class FixedNoise:
         return call
 
 
-ATTACK_PARAMS = ("attacks", "eps", "steps", "simba_iterations", "seed")
+ATTACK_PARAMS = ("attacks", "eps", "steps", "simba_iterations", "seed", "cw_iterations", "cw_search_steps")
 
 
 def _fname(label: str) -> str:
@@ -188,12 +207,24 @@ def _eps(a: AttackSpec) -> str:
 
 @dataclass
 class Check:
+    """One row. ``crafted_on``/``evaluated_on``: "reference side | engine side" of what the
+    inputs were crafted on and what ran them. A row that could not run has ``run=False``,
+    ``passed=False`` and its reason in ``note``."""
+
     name: str
     reference: float | None
     engine: float | None
-    value: float
+    value: float | None
     threshold: str
     passed: bool
+    crafted_on: str = "-"
+    evaluated_on: str = "reference | engine"
+    run: bool = True
+    note: str = ""
+
+    @property
+    def result(self) -> str:
+        return "not run" if not self.run else "pass" if self.passed else "FAIL"
 
 
 @dataclass
@@ -203,39 +234,95 @@ class VerifyReport:
     images: int
     spec: dict
     worst: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
 
+    @property
+    def verdict(self) -> str:
+        """PASS, FAIL (a row that ran failed) or INCOMPLETE (rows not run, none failed)."""
+        if any(c.run and not c.passed for c in self.checks):
+            return "FAIL"
+        return "PASS" if self.passed else "INCOMPLETE"
+
     def to_json(self) -> str:
-        return json.dumps({**asdict(self), "passed": self.passed}, indent=2)
+        rows = [{**asdict(c), "result": c.result} for c in self.checks]
+        return json.dumps({**asdict(self), "checks": rows, "passed": self.passed, "verdict": self.verdict}, indent=2)
 
     def to_markdown(self) -> str:
-        lines = [f"# udc-edge verify: {'PASS' if self.passed else 'FAIL'}", "", (f"Engine `{self.engine}` vs its PyTorch "
-                 f"reference on {self.images} image(s)."), "", "| check | reference | engine | value | threshold | result |",
-                 "|---|---|---|---|---|---|"]
+        lines = [f"# udc-edge verify: {self.verdict}", "", (f"Engine `{self.engine}` vs its PyTorch "
+                 f"reference on {self.images} image(s). *Crafted on* / *evaluated on* give the reference side | "
+                 "the engine side: transferred rows craft on the reference for both, direct white-box rows craft "
+                 "on a differentiable replica of the engine."), "",
+                 "| check | crafted on | evaluated on | reference | engine | value | threshold | result |",
+                 "|---|---|---|---|---|---|---|---|"]
         for c in self.checks:
             f = lambda v: "-" if v is None else f"{v:.4f}" if abs(v) < 1.5 else f"{v:.2f}"
-            lines.append(f"| {c.name} | {f(c.reference)} | {f(c.engine)} | {f(c.value)} | {c.threshold} | "
-                         f"{'pass' if c.passed else '**FAIL**'} |")
+            res = {"pass": "pass", "FAIL": "**FAIL**", "not run": "not run"}[c.result]
+            lines.append(f"| {c.name} | {c.crafted_on} | {c.evaluated_on} | {f(c.reference)} | {f(c.engine)} | "
+                         f"{f(c.value)} | {c.threshold} | {res} |")
+        notes = [f"- {c.name}: not run: {c.note}" for c in self.checks if not c.run]
+        if notes or self.notes:
+            lines += ["", *dict.fromkeys(notes), *(f"- {n}" for n in self.notes)]
         if self.worst:
             lines += ["", f"Worst image: {self.worst['name']} ({self.worst['check']}). See worst.png."]
         return "\n".join(lines) + "\n"
 
 
-def _drop_checks(label: str, ref_out: list, eng_out: list, gts: list, spec: VerifySpec) -> list[Check]:
+def _drop_checks(label: str, ref_out: list, eng_out: list, gts: list, spec: VerifySpec, crafted: str = "-",
+                 evaluated: str = "reference | engine") -> list[Check]:
     rp, ep = np.mean([psnr(o, g) for o, g in zip(ref_out, gts)]), np.mean([psnr(o, g) for o, g in zip(eng_out, gts)])
     rs, es = np.mean([ssim(o, g) for o, g in zip(ref_out, gts)]), np.mean([ssim(o, g) for o, g in zip(eng_out, gts)])
     return [Check(f"{label} PSNR drop (dB)", float(rp), float(ep), float(rp - ep), f"<= {spec.max_psnr_drop}",
-                  bool(rp - ep <= spec.max_psnr_drop)),
+                  bool(rp - ep <= spec.max_psnr_drop), crafted, evaluated),
             Check(f"{label} SSIM drop", float(rs), float(es), float(rs - es), f"<= {spec.max_ssim_drop}",
-                  bool(rs - es <= spec.max_ssim_drop))]
+                  bool(rs - es <= spec.max_ssim_drop), crafted, evaluated)]
+
+
+def _not_run(label: str, spec: VerifySpec, why: str) -> list[Check]:
+    return [Check(f"{label} PSNR drop (dB)", None, None, None, f"<= {spec.max_psnr_drop}", False, CRAFTED_DIRECT,
+                  EVALUATED, run=False, note=why),
+            Check(f"{label} SSIM drop", None, None, None, f"<= {spec.max_ssim_drop}", False, CRAFTED_DIRECT,
+                  EVALUATED, run=False, note=why)]
+
+
+def direct_checks(engine: Any, replica: Any, why: str, rs: ReferenceSet, eng_clean: list[np.ndarray],
+                  spec: VerifySpec, progress: Advance = _noop) -> list[Check]:
+    """The replica match row, then per white-box attack the white-box-on-engine rows
+    (crafted on the replica, run by the engine) vs the reference's own white-box numbers."""
+    labels = whitebox_labels(rs)
+    if not labels:
+        return []
+    checks = []
+    if replica is not None:
+        match = replica_match(replica, eng_clean, rs.lq)
+        ok = bool(match >= spec.min_replica_match)
+        checks.append(Check("replica match vs engine, clean (dB)", None, None, match, f">= {spec.min_replica_match}",
+                            ok, "-", "engine replica | engine"))
+        if not ok:
+            replica, why = None, (f"the replica matches the engine at {match:.1f} dB, below "
+                                  f"{spec.min_replica_match} dB: attacks on it would measure another network")
+    for label in labels:
+        if replica is None:
+            checks += _not_run(f"{label} white-box on engine", spec, why)
+            continue
+        outs = craft_on_replica(replica, engine, rs, label, spec)
+        checks += _drop_checks(f"{label} white-box on engine", rs.ref_transferred[label], outs, rs.gt, spec,
+                               CRAFTED_DIRECT, EVALUATED)
+        progress(1)
+    return checks
 
 
 def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "engine",
-                  progress: Advance = _noop) -> tuple[VerifyReport, list[np.ndarray]]:
-    """Compare ``engine`` with a reference set; returns the report and the worst image's grid row."""
+                  progress: Advance = _noop, replica: Any = None,
+                  no_replica: str = "no replica given") -> tuple[VerifyReport, list[np.ndarray]]:
+    """Compare ``engine`` with a reference set; returns the report and the worst image's grid row.
+
+    With ``spec.direct``, white-box attacks are also crafted on ``replica`` (a torch module
+    computing what the engine computes) and run by the engine; without a replica those
+    rows are "not run" because of ``no_replica``."""
     first = engine(rs.lq[0].transpose(2, 0, 1)[None].copy())
     if first.shape[1:] != (3, *rs.lq[0].shape[:2]):
         raise EngineError(f"engine output shape {first.shape} does not match the reference's "
@@ -244,11 +331,12 @@ def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "
     fid = [psnr(e, r) for e, r in zip(eng_clean, rs.ref_clean)]
     checks = [Check("output fidelity vs reference (dB)", None, None, float(np.mean(fid)), f">= {spec.min_fidelity}",
                     bool(np.mean(fid) >= spec.min_fidelity))]
-    checks += _drop_checks("clean", rs.ref_clean, eng_clean, rs.gt, spec)
+    checks += _drop_checks("clean", rs.ref_clean, eng_clean, rs.gt, spec, "- (clean inputs)")
     worst = {"drop": -np.inf}
     for label, advs in rs.transferred.items():
         eng_adv = [forward(engine, a) for a in advs]
-        checks += _drop_checks(f"{label} transferred", rs.ref_transferred[label], eng_adv, rs.gt, spec)
+        checks += _drop_checks(f"{label} transferred", rs.ref_transferred[label], eng_adv, rs.gt, spec,
+                               "reference | reference")
         for i, (a, r, e) in enumerate(zip(advs, rs.ref_transferred[label], eng_adv)):
             d = psnr(r, rs.gt[i]) - psnr(e, rs.gt[i])
             if d > worst["drop"]:
@@ -260,11 +348,14 @@ def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "
         outs = [output_image(run_one(engine, a, x, g).output) for x, g in zip(rs.lq, rs.gt)]
         rp, rs_ = np.mean([r["psnr"] for r in ref_rows]), np.mean([r["ssim"] for r in ref_rows])
         ep, es = np.mean([psnr(o, g) for o, g in zip(outs, rs.gt)]), np.mean([ssim(o, g) for o, g in zip(outs, rs.gt)])
+        bb = "reference | engine (queries)"
         checks += [Check(f"{label} black-box on each PSNR drop (dB)", float(rp), float(ep), float(rp - ep),
-                         f"<= {spec.max_psnr_drop}", bool(rp - ep <= spec.max_psnr_drop)),
+                         f"<= {spec.max_psnr_drop}", bool(rp - ep <= spec.max_psnr_drop), bb),
                    Check(f"{label} black-box on each SSIM drop", float(rs_), float(es), float(rs_ - es),
-                         f"<= {spec.max_ssim_drop}", bool(rs_ - es <= spec.max_ssim_drop))]
+                         f"<= {spec.max_ssim_drop}", bool(rs_ - es <= spec.max_ssim_drop), bb)]
         progress(1)
+    if spec.direct:
+        checks += direct_checks(engine, replica, no_replica, rs, eng_clean, spec, progress)
     row = worst.pop("row", [])
     if "i" in worst:
         worst = {"name": rs.names[worst["i"]], "check": worst["check"], "psnr_drop_db": float(worst["drop"])}
@@ -330,9 +421,17 @@ def run_verify(engine_path: str | os.PathLike, report_dir: str | os.PathLike, sp
     if fixed is None and eng.activate().num_inputs != 1:
         raise UsageError(f"engine {engine_path} takes {eng.num_inputs} inputs (a purifier pipeline)",
                          "give --purifier P_k so both sides see the same noise")
-    with eng, progress_bar("verifying engine", len(spec.attacks), quiet) as adv:
+    notes = []
+    if fixed is not None and spec.direct:
+        spec = replace(spec, direct=False)
+        notes.append("white-box on engine rows not planned: the defended pipeline graph takes a noise input and its "
+                     "purifier's ops are beyond the replica; its white-box rows are adaptive (EOT) on the reference")
+    replica, why = engine_replica(engine_path, eng.manifest) if spec.direct else (None, "")
+    with eng, progress_bar("verifying engine", len(spec.attacks) * (2 if spec.direct else 1), quiet) as adv:
         target = fixed.engine(eng) if fixed is not None else eng
-        rep, row = verify_engine(target, rs, spec, name=str(engine_path), progress=adv)
+        rep, row = verify_engine(target, rs, spec, name=str(engine_path), progress=adv, replica=replica,
+                                 no_replica=why)
+    rep.notes += notes
     with atomic_dir(report_dir, overwrite=True) as tmp:
         write_text_atomic(tmp / "verify.json", rep.to_json())
         write_text_atomic(tmp / "verify.md", rep.to_markdown())
