@@ -10,7 +10,9 @@ Two targets, because the fastest correct INT8 differs:
 
 Only op types that gain from INT8 are quantised (Conv, ConvTranspose, MatMul, Gemm);
 shape and indexing ops are never wrapped in Q/DQ. ``auto_exclude`` keeps the most
-sensitive layers in float until the output is within ``min_fidelity`` dB of FP32.
+sensitive layers in float until the output is within ``min_fidelity`` dB of FP32; given
+attacked images too (``--exclude auto:robust``), a layer's sensitivity is the worse of its
+clean and attacked fidelity, and both must meet the target.
 """
 
 from __future__ import annotations
@@ -93,33 +95,50 @@ class ExclusionResult:
     excluded: list[dict] = field(default_factory=list)  # {"node", "reason", "alone_db"}
     sensitivity: dict[str, float] = field(default_factory=dict)
     met: bool = True
+    attacked_db: float | None = None  # fidelity on attacked inputs (robust mode)
+    trials: list[dict] = field(default_factory=list)  # every choice tried: {"excluded", "clean_db", "attacked_db"}
+
+
+Attacked = tuple[np.ndarray, np.ndarray]  # (attacked held-out images, the FP32 outputs on them)
+
+
+def _fids(run: Runner, model: bytes, images: np.ndarray, reference: np.ndarray,
+          attacked: Attacked | None) -> tuple[float, float | None]:
+    return fidelity(run, model, images, reference), (fidelity(run, model, *attacked) if attacked else None)
 
 
 def auto_exclude(onnx_path: str | os.PathLike, ranges: dict, target: str, run: Runner, images: np.ndarray,
-                 reference: np.ndarray, min_fidelity: float, max_rounds: int = 12) -> ExclusionResult:
+                 reference: np.ndarray, min_fidelity: float, max_rounds: int = 12,
+                 attacked: Attacked | None = None) -> ExclusionResult:
     """Quantise all layers; if fidelity < min_fidelity, keep the most sensitive in float.
 
     Sensitivity of a layer = output PSNR vs FP32 when that layer alone is quantised
-    (lower = more sensitive). Layers are excluded in that order, in growing groups
-    (1, 2, 4, ...), until the fidelity target is met or ``max_rounds`` is reached.
+    (lower = more sensitive); with ``attacked`` the lower of its clean and attacked PSNR,
+    and the target must hold on both. Layers are excluded in that order, in growing
+    groups (1, 2, 4, ...), until the target is met or ``max_rounds`` is reached.
     """
     source = prepare(onnx_path)  # once: every trial below quantises a copy
     full = quantize_bytes(source, ranges, target)
-    fid = fidelity(run, full, images, reference)
-    if fid >= min_fidelity:
-        return ExclusionResult(full, fid)
+    fid, adv = _fids(run, full, images, reference, attacked)
+    trials = [{"excluded": 0, "clean_db": round(fid, 2), "attacked_db": None if adv is None else round(adv, 2)}]
+    if min(fid, adv if adv is not None else fid) >= min_fidelity:
+        return ExclusionResult(full, fid, attacked_db=adv, trials=trials)
     nodes = quantizable_nodes(source)
-    sens = {n: fidelity(run, quantize_bytes(source, ranges, target, only=(n,)), images, reference) for n in nodes}
+    sens = {n: min(x for x in _fids(run, quantize_bytes(source, ranges, target, only=(n,)), images, reference,
+                                    attacked) if x is not None) for n in nodes}
     order = sorted(nodes, key=lambda n: sens[n])
-    best = ExclusionResult(full, fid, sensitivity=sens, met=False)
+    best = ExclusionResult(full, fid, sensitivity=sens, met=False, attacked_db=adv, trials=trials)
+    what = "worse of clean and attacked" if attacked else "clean"
     k = 1
     for _ in range(max_rounds):
         k = min(k, len(order))
         model = quantize_bytes(source, ranges, target, exclude=tuple(order[:k]))
-        fid = fidelity(run, model, images, reference)
-        excl = [{"node": n, "reason": f"quantised alone: {sens[n]:.1f} dB vs FP32 (most sensitive first)",
+        fid, adv = _fids(run, model, images, reference, attacked)
+        trials.append({"excluded": k, "clean_db": round(fid, 2), "attacked_db": None if adv is None else round(adv, 2)})
+        excl = [{"node": n, "reason": f"quantised alone: {sens[n]:.1f} dB vs FP32 ({what}; most sensitive first)",
                  "alone_db": round(sens[n], 2)} for n in order[:k]]
-        best = ExclusionResult(model, fid, excl, sens, met=fid >= min_fidelity)
+        met = min(fid, adv if adv is not None else fid) >= min_fidelity
+        best = ExclusionResult(model, fid, excl, sens, met=met, attacked_db=adv, trials=trials)
         if best.met or k == len(order):
             break
         k *= 2

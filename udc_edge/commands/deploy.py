@@ -98,7 +98,10 @@ def build_cmd(
     calib_method: Annotated[str, typer.Option(help="percentile (99.999 %), minmax or entropy (KL, 2048 bins).")] = "percentile",
     calib_cache: Annotated[Path | None, typer.Option(help="Calibration cache JSON (default: beside the engine).")] = None,
     target: Annotated[str | None, typer.Option(help="Q/DQ flavour: cpu (u8/s8) or tensorrt (symmetric s8).")] = None,
-    exclude: Annotated[str, typer.Option(help="'auto' (by measured sensitivity) or NODE,NODE kept in float.")] = "",
+    exclude: Annotated[str, typer.Option(help="'auto' (by measured sensitivity), 'auto:robust' (by clean and "
+                                              "attacked fidelity) or NODE,NODE kept in float.")] = "",
+    calib_adversarial: Annotated[str | None, typer.Option(help="ATTACK:EPS[:STEPS], e.g. pgd:8/255: add copies of "
+                                                               "the calibration images attacked on the FP32 model.")] = None,
     min_fidelity: Annotated[float, typer.Option(help="Target PSNR (dB) of INT8 output vs FP32.")] = 40.0,
     min_shape: Annotated[str | None, typer.Option(help="Shape profile min, e.g. 1x3x64x64.")] = None,
     opt_shape: Annotated[str | None, typer.Option(help="Shape profile opt.")] = None,
@@ -115,7 +118,9 @@ def build_cmd(
     if any(shapes) and not all(shapes):
         raise UsageError("give all of --min-shape, --opt-shape and --max-shape, or none")
     profile = ShapeProfile.from_strings(*shapes) if all(shapes) else None
-    names = tuple(n for n in exclude.split(",") if n and n != "auto")
+    if exclude.startswith("auto") and exclude not in ("auto", "auto:robust"):
+        raise UsageError(f"--exclude {exclude!r}: automatic exclusion is 'auto' or 'auto:robust'")
+    names = tuple(n for n in exclude.split(",") if n and not n.startswith("auto"))
     prequantised = False
     with contextlib.ExitStack() as opened:  # an unpacked .tar.gz bundle is deleted after the build
         if bundle is not None:
@@ -131,7 +136,9 @@ def build_cmd(
             raise UsageError("give the ONNX file to build (or --bundle)")
         spec = BuildSpec(backend=backend, precision=precision, calib=calib, calib_count=calib_count,
                          calib_method=calib_method, calib_cache=str(calib_cache) if calib_cache else None,
-                         target=target, exclude=names, auto_exclude=exclude == "auto", min_fidelity=min_fidelity,
+                         target=target, exclude=names, auto_exclude=exclude.startswith("auto"),
+                         robust_exclude=exclude == "auto:robust", calib_adversarial=calib_adversarial,
+                         min_fidelity=min_fidelity,
                          profile=profile, threads=threads, prequantised=prequantised)
         with progress_bar(f"building {backend} {precision}", None, quiet(ctx)) as adv:
             report = build_engine(onnx_path, out, spec, progress=adv)

@@ -45,6 +45,8 @@ class BuildReport:
     excluded: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     calibration: dict | None = None
+    attacked_fidelity_db: float | None = None  # INT8 vs FP32 on inputs attacked on FP32
+    choices: list[dict] = field(default_factory=list)  # each exclusion tried: clean and attacked dB
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +57,8 @@ class BuildReport:
                 + f", {self.size_mb:.2f} MB) in {self.seconds:.1f} s")
         if self.fidelity_db is not None:
             text += f"; output vs FP32 {self.fidelity_db:.1f} dB PSNR"
+        if self.attacked_fidelity_db is not None:
+            text += f" clean, {self.attacked_fidelity_db:.1f} dB attacked"
         if self.int8_speedup_vs_fp32 is not None:
             text += f"; INT8 {self.int8_speedup_vs_fp32:.2f}x the speed of FP32"
         if self.excluded:
@@ -155,6 +159,33 @@ def is_qdq(model: onnx.ModelProto) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
+def _adversarial(onnx_path: Path, src: _Source, spec: BuildSpec, cal: np.ndarray, held: np.ndarray,
+                 progress: Advance) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(calibration images, plus attacked copies with --calib-adversarial; attacked held-out
+    images; what was done), crafted on a differentiable replica of the FP32 graph."""
+    from udc_edge.calibration.adversarial import craft
+    from udc_edge.engines.replica import OnnxReplica, ReplicaError
+
+    if len(src.names) != 1:
+        raise UsageError(f"--calib-adversarial / --exclude auto:robust need a one-input graph; {onnx_path} takes "
+                         f"{src.names}", "build the restorer alone")
+    try:
+        fp32 = OnnxReplica(src.model, name=onnx_path.name).eval()
+    except ReplicaError as exc:
+        raise UsageError(f"cannot craft attacks on {onnx_path}: {exc.message}",
+                         "build without --calib-adversarial and --exclude auto:robust") from exc
+    a = spec.adversarial_attack
+    progress(0, status=f"crafting {a.name} {a.eps * 255:g}/255 on FP32 ({len(held)} held-out images)")
+    held_adv = craft(fp32, held, a)
+    info = {"attack": a.name, "eps": a.eps, "steps": a.steps, "crafted_on": "FP32 graph (replica)",
+            "objective": "clean", "held_out_attacked": len(held)}
+    if spec.calib_adversarial:
+        progress(0, status=f"crafting {a.name} on FP32 ({len(cal)} calibration images)")
+        cal = np.concatenate([cal, craft(fp32, cal, a)])
+        info["calibration_added"] = len(cal) // 2
+    return cal, held_adv, info
+
+
 def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: Advance) -> tuple[bytes, dict]:
     model, names, opts, fp32 = src.model, src.names, src.session_options, src.data
     if is_qdq(model):  # e.g. a bundle's qdq-*.onnx: quantised already, calibration travelled with it
@@ -165,26 +196,40 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
     if all(hw):  # a --fixed-shape graph: calibrate at its own H x W
         calib = type(calib)(np.ascontiguousarray(calib.images[:, :, : hw[0], : hw[1]]), calib.source)
     cal_imgs, held = calib.split(holdout=4)
+    adv_spec, adv_info, held_adv = spec.adversarial_attack, None, None
+    if adv_spec is not None:
+        cal_imgs, held_adv, adv_info = _adversarial(onnx_path, src, spec, cal_imgs, held, progress)
     progress(0, status=f"calibrating ({spec.calib_method}, {len(cal_imgs)} images)")
     cache = spec.calib_cache or str(out.with_name(out.name + ".calib.json"))
-    sub = type(calib)(cal_imgs, calib.source)
+    sub = type(calib)(cal_imgs, calib.source + (f" + {spec.calib_adversarial}" if spec.calib_adversarial else ""))
     ranges, cinfo = cached_ranges(onnx_path, sub, spec.calib_method, symmetric=spec.quant_target == "tensorrt",
                                   cache=cache, input_names=tuple(names), session_options=opts,
                                   onnx_sha256=src.sha256)
     run = _runner(spec.threads, opts)
     ref = run(fp32, held)
     progress(0, status="quantising")
+    attacked = None
+    if adv_spec is not None:
+        attacked = (held_adv, run(fp32, held_adv))
     if spec.auto_exclude:
-        res = auto_exclude(onnx_path, ranges, spec.quant_target, run, held, ref, spec.min_fidelity)
+        res = auto_exclude(onnx_path, ranges, spec.quant_target, run, held, ref, spec.min_fidelity,
+                           attacked=attacked if spec.robust_exclude else None)
         model, fid, excluded, met = res.model, res.fidelity_db, res.excluded, res.met
+        trials = res.trials
     else:
         model = quantize_bytes(onnx_path, ranges, spec.quant_target, exclude=spec.exclude)
         fid = fidelity(run, model, held, ref)
         excluded = [{"node": n, "reason": "excluded by --exclude"} for n in spec.exclude]
         met = fid >= spec.min_fidelity
+        trials = [{"excluded": len(spec.exclude), "clean_db": round(fid, 2), "attacked_db": None}]
+    adv_fid = fidelity(run, model, *attacked) if attacked else None
+    if attacked:
+        trials[-1]["attacked_db"] = round(adv_fid, 2)
     info = {"calibration": {**calib.describe(), "method": spec.calib_method, "used": len(cal_imgs),
-                            "held_out": len(held), "cache": cinfo, "target": spec.quant_target},
-            "fidelity_db": fid, "fidelity_met": met, "excluded": excluded}
+                            "held_out": len(held), "cache": cinfo, "target": spec.quant_target,
+                            "adversarial": adv_info},
+            "fidelity_db": fid, "fidelity_met": met, "excluded": excluded, "attacked_fidelity_db": adv_fid,
+            "choices": trials}
     if spec.backend == "ort":
         info["speedup"] = _speedup(fp32, model, held[:1], spec.threads, opts)
     return model, info
@@ -228,16 +273,20 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
         session_options=src.session_options, device=host_device(), build_seconds=time.perf_counter() - t0,
         build_options={"target": spec.quant_target if built == Precision.INT8 else None,
                        "calib_method": spec.calib_method if info else None, "min_fidelity": spec.min_fidelity,
-                       "auto_exclude": spec.auto_exclude,
+                       "auto_exclude": spec.auto_exclude, "robust_exclude": spec.robust_exclude,
+                       "calib_adversarial": spec.calib_adversarial,
                        "macs_per_pixel": float(src.meta.get("udc_edge.macs_per_pixel", 0)) or None},
-        summary={k: info[k] for k in ("fidelity_db", "fidelity_met", "speedup") if k in info} | {"warnings": warnings},
+        summary={k: info[k] for k in ("fidelity_db", "fidelity_met", "speedup", "attacked_fidelity_db", "choices")
+                 if k in info} | {"warnings": warnings},
     )
     write_manifest(out, manifest)
     return BuildReport(engine=str(out), backend="onnxruntime", requested_precision=spec.precision.value,
                        precision=built.value, size_mb=size, seconds=manifest.build_seconds,
                        fidelity_db=info.get("fidelity_db") if built == Precision.INT8 else None,
                        int8_speedup_vs_fp32=info.get("speedup"), excluded=info.get("excluded", []) if built == Precision.INT8 else [],
-                       warnings=warnings, calibration=info.get("calibration"))
+                       warnings=warnings, calibration=info.get("calibration"),
+                       attacked_fidelity_db=info.get("attacked_fidelity_db") if built == Precision.INT8 else None,
+                       choices=info.get("choices", []))
 
 
 def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, multiple: int, t0: float,

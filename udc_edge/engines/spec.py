@@ -52,6 +52,9 @@ class ShapeProfile:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
 
+#: The attack --exclude auto:robust ranks layers with when --calib-adversarial does not name one.
+ROBUST_DEFAULT = "pgd:8/255"
+
 DEFAULT_TRT_PROFILE = ShapeProfile((1, 3, 64, 64), (1, 3, 256, 256), (1, 3, 1024, 1024))
 
 
@@ -69,6 +72,8 @@ class BuildSpec:
     target: str | None = None  # cpu | tensorrt; default by backend
     exclude: tuple[str, ...] = ()
     auto_exclude: bool = False
+    robust_exclude: bool = False  # --exclude auto:robust: rank layers by clean and attacked fidelity
+    calib_adversarial: str | None = None  # e.g. "pgd:8/255": attacked copies of the calibration images
     min_fidelity: float = 40.0
     profile: ShapeProfile | None = None
     threads: int = 0
@@ -91,8 +96,26 @@ class BuildSpec:
             raise UsageError("--target cpu makes asymmetric Q/DQ, which TensorRT rejects", "use --target tensorrt")
         if self.calib_count < 1:
             raise UsageError(f"--calib-count must be >= 1, got {self.calib_count}")
+        if self.calib_adversarial is not None or self.robust_exclude:
+            from udc_edge.calibration.adversarial import parse_calib_adversarial
+
+            parse_calib_adversarial(self.calib_adversarial or ROBUST_DEFAULT)  # refuse a bad one now
+            if self.precision not in (Precision.INT8, Precision.AUTO) or self.prequantised:
+                raise UsageError("--calib-adversarial and --exclude auto:robust apply to INT8 builds that calibrate",
+                                 "use --precision int8 with --calib")
+        if self.robust_exclude and not self.auto_exclude:
+            raise UsageError("robust_exclude needs auto_exclude", "use --exclude auto:robust")
         if self.min_fidelity <= 0:
             raise UsageError(f"--min-fidelity must be > 0 dB, got {self.min_fidelity}")
+
+    @property
+    def adversarial_attack(self):
+        """The attack crafting attacked calibration / fidelity images, or None."""
+        if self.calib_adversarial is None and not self.robust_exclude:
+            return None
+        from udc_edge.calibration.adversarial import parse_calib_adversarial
+
+        return parse_calib_adversarial(self.calib_adversarial or ROBUST_DEFAULT)
 
     @property
     def quant_target(self) -> str:
