@@ -306,6 +306,10 @@ def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, mul
             plan_src.write_bytes(q)
         progress(0, status="building TensorRT engine")
         plan, binfo = trt_backend.build_serialized(plan_src, spec.precision.value, profile.to_dict())
+    if spec.precision == Precision.INT8:  # the graph verify's differentiable replica is made from
+        qdq_path = out.with_name(out.name + ".qdq.onnx")
+        write_bytes_atomic(qdq_path, q)
+        binfo = {**binfo, "qdq_onnx": str(qdq_path)}
     write_bytes_atomic(out, plan)
     manifest = Manifest(
         backend="tensorrt", backend_version=trt_backend.get_version(), precision=spec.precision.value,
