@@ -43,11 +43,9 @@ def parse_calib_adversarial(text: str, seed: int = 0) -> AttackSpec:
 def craft(model, images: np.ndarray, spec: AttackSpec) -> np.ndarray:
     """Attacked copies of ``images`` (N x 3 x H x W) crafted white-box on ``model`` (a torch
     module taking N x 3 x H x W), one image at a time (seeded per image)."""
-    import torch
-
     out = []
     for i, img in enumerate(images):
         s = AttackSpec(spec.name, eps=spec.eps, steps=spec.steps, objective="clean", seed=spec.seed + i)
-        res = attack(model, torch.from_numpy(np.ascontiguousarray(img[None])), None, s)
-        out.append(res.x_adv.detach().cpu().numpy()[0].astype(np.float32))
+        res = attack(model, np.ascontiguousarray(img[None]), None, s)  # numpy in, numpy out
+        out.append(np.asarray(res.x_adv, dtype=np.float32)[0])
     return np.stack(out)

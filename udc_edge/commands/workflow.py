@@ -98,9 +98,8 @@ def verify_cmd(
 
 
 def _print_verify(rep) -> None:
-    from rich.table import Table
-
     from rich.markup import escape
+    from rich.table import Table
 
     table = Table(title=f"udc-edge verify: {rep.verdict} ({rep.images} images)")
     for col in ("check", "crafted on", "evaluated on", "reference", "engine", "value", "threshold", "result"):

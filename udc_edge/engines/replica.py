@@ -34,7 +34,7 @@ from torch import nn
 from udc_edge.errors import EngineError
 
 #: ONNX integer types a QuantizeLinear can produce, and their saturation ranges.
-INT_RANGES = {onnx.TensorProto.UINT8: (0, 255), onnx.TensorProto.INT8: (-128, 127)}
+INT_RANGES: dict[int, tuple[int, int]] = {onnx.TensorProto.UINT8: (0, 255), onnx.TensorProto.INT8: (-128, 127)}
 
 
 class ReplicaError(EngineError):
@@ -228,7 +228,7 @@ class OnnxReplica(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env = {self.inputs[0]: x.to(torch.float64)}
         for node, a in self.nodes:
-            args = [self._value(env, i) for i in node.input]
+            args: list[Any] = [self._value(env, i) for i in node.input]
             if node.op_type == "QuantizeLinear":
                 lo, hi = self._q_range(node)
                 zp = args[2] if len(args) > 2 and args[2] is not None else torch.zeros((), dtype=torch.float64)
