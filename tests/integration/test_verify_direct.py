@@ -120,13 +120,15 @@ def test_rows_are_labelled_and_unrepresentable_engine_is_not_run(tiny_onnx, tiny
     res = CliRunner().invoke(app, [*args, "--engine", str(tmp_path / "int8.onnx"), "--report", str(tmp_path / "r")])
     doc = json.loads((tmp_path / "r" / "verify.json").read_text())
     by = {c["name"]: c for c in doc["checks"]}
-    assert by["pgd@8/255 transferred PSNR drop (dB)"]["crafted_on"] == "reference | reference"
-    assert by["pgd@8/255 white-box on engine PSNR drop (dB)"]["crafted_on"] == "reference | engine replica"
-    assert by["simba@8/255 black-box on each PSNR drop (dB)"]["crafted_on"] == "reference | engine (queries)"
+    assert by["pgd@8/255 transferred PSNR drop (dB)"]["crafted_on"] == "reference / reference"
+    assert by["pgd@8/255 white-box on engine PSNR drop (dB)"]["crafted_on"] == "reference / engine replica"
+    assert by["simba@8/255 black-box on each PSNR drop (dB)"]["crafted_on"] == "reference / engine (queries)"
     assert all(c["evaluated_on"] and c["crafted_on"] for c in doc["checks"])
     assert by["replica match vs engine, clean (dB)"]["value"] >= 50, res.output
     md = (tmp_path / "r" / "verify.md").read_text()
     assert "| crafted on | evaluated on |" in md and "engine replica" in md
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(table) == len(doc["checks"]) + 2 and all(line.count("|") == 9 for line in table)  # no stray pipes
     # an engine whose graph holds an op the replica cannot represent: rows not run, verdict not PASS
     import onnx
     from onnx import helper

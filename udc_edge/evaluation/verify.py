@@ -207,7 +207,7 @@ def _eps(a: AttackSpec) -> str:
 
 @dataclass
 class Check:
-    """One row. ``crafted_on``/``evaluated_on``: "reference side | engine side" of what the
+    """One row. ``crafted_on``/``evaluated_on``: "reference side / engine side" of what the
     inputs were crafted on and what ran them. A row that could not run has ``run=False``,
     ``passed=False`` and its reason in ``note``."""
 
@@ -218,7 +218,7 @@ class Check:
     threshold: str
     passed: bool
     crafted_on: str = "-"
-    evaluated_on: str = "reference | engine"
+    evaluated_on: str = "reference / engine"
     run: bool = True
     note: str = ""
 
@@ -253,7 +253,7 @@ class VerifyReport:
 
     def to_markdown(self) -> str:
         lines = [f"# udc-edge verify: {self.verdict}", "", (f"Engine `{self.engine}` vs its PyTorch "
-                 f"reference on {self.images} image(s). *Crafted on* / *evaluated on* give the reference side | "
+                 f"reference on {self.images} image(s). *Crafted on* / *evaluated on* give the reference side / "
                  "the engine side: transferred rows craft on the reference for both, direct white-box rows craft "
                  "on a differentiable replica of the engine."), "",
                  "| check | crafted on | evaluated on | reference | engine | value | threshold | result |",
@@ -272,7 +272,7 @@ class VerifyReport:
 
 
 def _drop_checks(label: str, ref_out: list, eng_out: list, gts: list, spec: VerifySpec, crafted: str = "-",
-                 evaluated: str = "reference | engine") -> list[Check]:
+                 evaluated: str = "reference / engine") -> list[Check]:
     rp, ep = np.mean([psnr(o, g) for o, g in zip(ref_out, gts)]), np.mean([psnr(o, g) for o, g in zip(eng_out, gts)])
     rs, es = np.mean([ssim(o, g) for o, g in zip(ref_out, gts)]), np.mean([ssim(o, g) for o, g in zip(eng_out, gts)])
     return [Check(f"{label} PSNR drop (dB)", float(rp), float(ep), float(rp - ep), f"<= {spec.max_psnr_drop}",
@@ -300,7 +300,7 @@ def direct_checks(engine: Any, replica: Any, why: str, rs: ReferenceSet, eng_cle
         match = replica_match(replica, eng_clean, rs.lq)
         ok = bool(match >= spec.min_replica_match)
         checks.append(Check("replica match vs engine, clean (dB)", None, None, match, f">= {spec.min_replica_match}",
-                            ok, "-", "engine replica | engine"))
+                            ok, "-", "engine replica / engine"))
         if not ok:
             replica, why = None, (f"the replica matches the engine at {match:.1f} dB, below "
                                   f"{spec.min_replica_match} dB: attacks on it would measure another network")
@@ -336,7 +336,7 @@ def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "
     for label, advs in rs.transferred.items():
         eng_adv = [forward(engine, a) for a in advs]
         checks += _drop_checks(f"{label} transferred", rs.ref_transferred[label], eng_adv, rs.gt, spec,
-                               "reference | reference")
+                               "reference / reference")
         for i, (a, r, e) in enumerate(zip(advs, rs.ref_transferred[label], eng_adv)):
             d = psnr(r, rs.gt[i]) - psnr(e, rs.gt[i])
             if d > worst["drop"]:
@@ -348,7 +348,7 @@ def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "
         outs = [output_image(run_one(engine, a, x, g).output) for x, g in zip(rs.lq, rs.gt)]
         rp, rs_ = np.mean([r["psnr"] for r in ref_rows]), np.mean([r["ssim"] for r in ref_rows])
         ep, es = np.mean([psnr(o, g) for o, g in zip(outs, rs.gt)]), np.mean([ssim(o, g) for o, g in zip(outs, rs.gt)])
-        bb = "reference | engine (queries)"
+        bb = "reference / engine (queries)"
         checks += [Check(f"{label} black-box on each PSNR drop (dB)", float(rp), float(ep), float(rp - ep),
                          f"<= {spec.max_psnr_drop}", bool(rp - ep <= spec.max_psnr_drop), bb),
                    Check(f"{label} black-box on each SSIM drop", float(rs_), float(es), float(rs_ - es),

@@ -23,8 +23,8 @@ from udc_edge.data.images import to_hwc
 from udc_edge.evaluation.metrics import psnr
 
 #: Row labels: what each side's inputs were crafted on / run by.
-CRAFTED_DIRECT = "reference | engine replica"
-EVALUATED = "reference | engine"
+CRAFTED_DIRECT = "reference / engine replica"
+EVALUATED = "reference / engine"
 
 
 def engine_replica(engine_path: str | os.PathLike, manifest: Any) -> tuple[Any, str]:
