@@ -102,13 +102,14 @@ def _print_verify(rep) -> None:
     from rich.table import Table
 
     table = Table(title=f"udc-edge verify: {rep.verdict} ({rep.images} images)")
-    for col in ("check", "crafted on", "evaluated on", "reference", "engine", "value", "threshold", "result"):
+    for col in ("check (crafted on, evaluated on: reference side / engine side)", "reference", "engine", "value",
+                "threshold", "result"):
         table.add_column(col)
     for c in rep.checks:
         f = lambda v: "-" if v is None else f"{v:.4f}" if abs(v) < 1.5 else f"{v:.2f}"
         res = {"pass": "pass", "FAIL": "[bold red]FAIL[/]", "not run": "[yellow]not run[/]"}[c.result]
-        table.add_row(escape(c.name), escape(c.crafted_on), escape(c.evaluated_on), f(c.reference), f(c.engine),
-                      f(c.value), escape(c.threshold), res)
+        name = f"{c.name}\n  crafted on {c.crafted_on}\n  evaluated on {c.evaluated_on}"
+        table.add_row(escape(name), f(c.reference), f(c.engine), f(c.value), escape(c.threshold), res)
     stdout.print(table)
     for c in rep.checks:
         if not c.run:
