@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from udc_edge.attacks import AttackSpec, attack
+from udc_edge.core.fileio import write_json_atomic
+from udc_edge.core.metrics import psnr
 from udc_edge.data.sources import make_source
 from udc_edge.data.synth import UDCSimulator, image_rng
-from udc_edge.evaluation.metrics import psnr
 from udc_edge.evaluation.robustness import Padded, forward
-from udc_edge.fileio import write_json_atomic
 from udc_edge.models import create
 from udc_edge.models.zoo import load_model, shipped_models
 

@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--doc", default=str(ROOT / "docs" / "byo.md"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "byo"))
     a = ap.parse_args()
-    from udc_edge.fileio import atomic_dir
+    from udc_edge.core.fileio import atomic_dir
 
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "COLUMNS": "200", "NO_COLOR": "1"}
     records = []

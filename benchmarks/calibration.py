@@ -35,15 +35,15 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/calibration.json")
     a = ap.parse_args()
 
+    from udc_edge.core.fileio import write_json_atomic
+    from udc_edge.core.metrics import psnr
     from udc_edge.data.images import to_hwc
     from udc_edge.engines import load_engine
     from udc_edge.engines.build import build_engine
     from udc_edge.engines.spec import BuildSpec
-    from udc_edge.evaluation.metrics import psnr
     from udc_edge.export.onnx_export import ExportSpec, export_onnx
-    from udc_edge.fileio import write_json_atomic
-    from udc_edge.models.card import heldout_pairs
     from udc_edge.models.zoo import load_model
+    from udc_edge.training.card import heldout_pairs
 
     t0 = time.perf_counter()
     model, _ = load_model(a.model)

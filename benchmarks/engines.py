@@ -37,16 +37,16 @@ def main() -> None:
         a.size, a.iters, a.calib_count = 256, 5, 8
     a.out = a.out or f"benchmarks/results/engines{'-quick' if a.quick else ''}.json"
 
+    from udc_edge.core.fileio import write_json_atomic
+    from udc_edge.core.metrics import psnr
+    from udc_edge.deploy.bench import BenchSpec, run_bench
     from udc_edge.engines import load_engine
     from udc_edge.engines.build import build_engine
     from udc_edge.engines.spec import BuildSpec
-    from udc_edge.evaluation.bench import BenchSpec, run_bench
-    from udc_edge.evaluation.metrics import psnr
     from udc_edge.export.onnx_export import ExportSpec, export_onnx
-    from udc_edge.fileio import write_json_atomic
     from udc_edge.models import count_macs, count_params
-    from udc_edge.models.card import heldout_pairs
     from udc_edge.models.zoo import load_model
+    from udc_edge.training.card import heldout_pairs
 
     t0 = time.perf_counter()
     model, _ = load_model(a.model)

@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from udc_edge.fileio import write_json_atomic
-from udc_edge.models.purifier import Purifier, load_purifier
+from udc_edge.core.fileio import write_json_atomic
+from udc_edge.core.timing import median_ms
+from udc_edge.diffusion.purifier import Purifier, load_purifier
 from udc_edge.models.zoo import load_model
-from udc_edge.timing import median_ms
 
 PURIFIERS = ("purifier-poled", "purifier-poled-k1", "purifier-poled-k2", "purifier-poled-oneshot",
              "purifier-poled-m-oneshot", "purifier-poled-l-oneshot")

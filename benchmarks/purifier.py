@@ -37,7 +37,8 @@ from pathlib import Path
 
 import torch
 
-from udc_edge.evaluation.defence import (
+from udc_edge.core.fileio import write_json_atomic
+from udc_edge.defence.defence import (
     DefenceSpec,
     DefendedPipeline,
     craft_adaptive,
@@ -47,8 +48,7 @@ from udc_edge.evaluation.defence import (
     load_eval_set,
     measure,
 )
-from udc_edge.fileio import write_json_atomic
-from udc_edge.models.purifier import check_pair, load_purifier
+from udc_edge.diffusion.purifier import check_pair, load_purifier
 from udc_edge.models.zoo import load_model, shipped_models
 
 

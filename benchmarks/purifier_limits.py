@@ -24,11 +24,11 @@ import time
 
 import torch
 
-from udc_edge.evaluation.defence import DefenceSpec, craft_on_restorer, load_eval_set
-from udc_edge.evaluation.metrics import psnr
-from udc_edge.fileio import write_json_atomic
+from udc_edge.core.fileio import write_json_atomic
+from udc_edge.core.metrics import psnr
+from udc_edge.defence.defence import DefenceSpec, craft_on_restorer, load_eval_set
+from udc_edge.diffusion.purifier import ddim_reverse, diffuse, from_model, load_purifier
 from udc_edge.models.padding import run_padded
-from udc_edge.models.purifier import ddim_reverse, diffuse, from_model, load_purifier
 from udc_edge.models.zoo import load_model
 
 DRAWS = (1, 2, 4, 8, 16, 32)

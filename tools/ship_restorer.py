@@ -6,7 +6,7 @@
 import sys
 from pathlib import Path
 
-from udc_edge.models.card import ship_restorer
+from udc_edge.training.card import ship_restorer
 
 if __name__ == "__main__":
     run, name, display, command = sys.argv[1:5]

@@ -2,7 +2,7 @@
 library function and prints/saves its report. No logic lives here; the commands are in
 ``udc_edge/commands/``, one module per group, each with a ``register(app)``.
 
-Errors the user can cause (:class:`udc_edge.errors.UdcEdgeError`) print one line and exit
+Errors the user can cause (:class:`udc_edge.core.errors.UdcEdgeError`) print one line and exit
 with code 1 (2 for usage errors); ``--debug`` shows the traceback instead.
 """
 
@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 from udc_edge import __version__
 from udc_edge.commands import attack, data, demo, deploy, doctor, models, purifier, train, workflow
 from udc_edge.commands.common import err, set_threads, stdout
-from udc_edge.errors import UdcEdgeError
+from udc_edge.core.errors import UdcEdgeError
 
 
 class _Group(TyperGroup):

@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from udc_edge.models.purifier import load_purifier
+from udc_edge.diffusion.purifier import load_purifier
 from udc_edge.training.purifier import PurifierTrainSpec, train_purifier
 
 pytestmark = [pytest.mark.cuda,

@@ -13,10 +13,10 @@ import warnings
 import numpy as np
 import pytest
 
+from udc_edge.core.errors import EngineError
+from udc_edge.core.fileio import sha256_file
 from udc_edge.engines import tensorrt as trt_backend
 from udc_edge.engines.manifest import Manifest, write_manifest
-from udc_edge.errors import EngineError
-from udc_edge.fileio import sha256_file
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not trt_backend.is_available(), reason="needs TensorRT and a CUDA GPU")]
@@ -85,7 +85,7 @@ def models(tmp_path_factory):
 
 
 def ort_run(onnx_path, x: np.ndarray) -> np.ndarray:
-    from udc_edge.engines.ort import make_session
+    from udc_edge.export.onnxrt import make_session
 
     return make_session(onnx_path).run(None, {"input": x})[0]
 
@@ -158,7 +158,7 @@ def test_trt_profile_layers_and_info(engines):
     with trt_backend.TrtEngine(path) as eng:
         layers = eng.profile_layers(smooth_images(1, 32, 32, seed=5), runs=3)
         info = eng.info()
-    assert layers and all(isinstance(n, str) and ms >= 0.0 for n, ms in layers)
+    assert layers and all(isinstance(n, str) and op == "" and ms >= 0.0 for n, op, ms in layers)
     assert [i.name for i in info.inputs] == ["input"] and info.outputs[0].dtype == "float32"
     assert info.backend == "tensorrt" and info.extra["cuda"] in ("pycuda", "polygraphy.cuda")
 

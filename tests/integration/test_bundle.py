@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from udc_edge.cli import app
-from udc_edge.errors import DataError
-from udc_edge.evaluation.bundle import open_bundle, write_bundle
+from udc_edge.core.errors import DataError
+from udc_edge.deploy.bundle import open_bundle, write_bundle
 
 runner = CliRunner()
 

@@ -125,9 +125,9 @@ def test_unknown_model_and_missing_engine(setup, tmp_path):
 def engine(setup):
     """An ONNX Runtime engine of the checkpoint, with the manifest load_engine checks."""
     pytest.importorskip("onnxruntime")
+    from udc_edge.core.fileio import sha256_file
     from udc_edge.engines.manifest import Manifest, write_manifest
     from udc_edge.engines.ort import get_version
-    from udc_edge.fileio import sha256_file
     from udc_edge.models import load_checkpoint
 
     model, _ = load_checkpoint(setup / "ckpt")

@@ -9,8 +9,8 @@ import torch
 from typer.testing import CliRunner
 
 from udc_edge.cli import app
+from udc_edge.diffusion.purifier import Purifier, save_purifier
 from udc_edge.models import create, save_checkpoint
-from udc_edge.models.purifier import Purifier, save_purifier
 
 runner = CliRunner()
 TINY_DATA = ["--data", "synth:toled", "--patch", "32", "--pool", "2", "--val-count", "1", "--threads", "1"]
@@ -36,7 +36,7 @@ def runs(tmp_path_factory):
 def test_trained_and_distilled_checkpoints_describe_themselves(runs):
     teacher = json.loads((runs / "teacher" / "best" / "config.json").read_text())
     student = json.loads((runs / "k1" / "best" / "config.json").read_text())
-    assert teacher["arch"] == "udc_edge.models.purifier:Purifier" and teacher["kwargs"]["role"] == "teacher"
+    assert teacher["arch"] == "udc_edge.diffusion.purifier:Purifier" and teacher["kwargs"]["role"] == "teacher"
     assert teacher["kwargs"]["domain"] == "lq" and teacher["kwargs"]["resolution"] == 32
     assert student["kwargs"]["role"] == "student" and student["kwargs"]["steps"] == 1
     assert student["kwargs"]["distillation"]["teacher_t_star"] == teacher["kwargs"]["t_star"]
@@ -161,7 +161,7 @@ def test_configure_freezes_a_setting_with_the_same_weights(runs):
     res = runner.invoke(app, ["purifier", "configure", str(runs / "teacher"), "--t-star", "0.05", "--steps", "1",
                               "--average", "4", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    from udc_edge.models.purifier import load_purifier
+    from udc_edge.diffusion.purifier import load_purifier
 
     new, _ = load_purifier(out)
     old, _ = load_purifier(runs / "teacher")
@@ -176,8 +176,8 @@ def test_configure_freezes_a_setting_with_the_same_weights(runs):
 
 
 def test_defended_evaluation_refuses_bad_options_before_attacking(runs, tmp_path):
-    from udc_edge.errors import UsageError
-    from udc_edge.evaluation.defence import DefenceSpec
+    from udc_edge.core.errors import UsageError
+    from udc_edge.defence.defence import DefenceSpec
 
     res = runner.invoke(app, ["eval", str(runs / "restorer"), "--purifier", str(runs / "k1"), "--data", "synth:toled",
                               "--eps", ",", "--out", str(tmp_path / "e")])

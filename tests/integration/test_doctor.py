@@ -15,8 +15,8 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from udc_edge.cli import app
+from udc_edge.core.metrics import psnr
 from udc_edge.engines import load_engine
-from udc_edge.evaluation.metrics import psnr
 from udc_edge.export.byo import cpu_only, load_byo
 from udc_edge.export.onnx_export import example_inputs
 

@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from udc_edge.cli import app
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
+from udc_edge.diffusion.purifier import Purifier, save_purifier
 from udc_edge.models import create, save_checkpoint
-from udc_edge.models.purifier import Purifier, save_purifier
 from udc_edge.training.distill import DistillSpec, distill
 from udc_edge.training.finetune import FinetuneSpec, finetune_restorer
 
@@ -156,8 +156,8 @@ def test_every_trainer_refuses_resume_with_overwrite_or_without_state(models, tm
 def test_finetune_resume_refuses_a_purifier_changed_in_place_and_a_torn_checkpoint(models, tmp_path):
     import shutil
 
-    from udc_edge.errors import ModelError
-    from udc_edge.models.purifier import load_purifier
+    from udc_edge.core.errors import ModelError
+    from udc_edge.diffusion.purifier import load_purifier
 
     shutil.copytree(models / "teacher", tmp_path / "pur")
     spec = {**FINETUNE, "restorer": str(models / "restorer"), "purifier": str(tmp_path / "pur")}

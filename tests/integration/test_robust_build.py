@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 
 from udc_edge.calibration.adversarial import craft, parse_calib_adversarial
 from udc_edge.cli import app
+from udc_edge.core.errors import UsageError
 from udc_edge.engines.build import build_engine
 from udc_edge.engines.replica import OnnxReplica
 from udc_edge.engines.spec import BuildSpec
-from udc_edge.errors import UsageError
 
 runner = CliRunner()
 

@@ -9,12 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from udc_edge.cli import app
+from udc_edge.core.errors import UsageError
 from udc_edge.data.images import write_png
 from udc_edge.data.synth import SynthSpec, write_synthetic_dataset
+from udc_edge.deploy.verify import VerifySpec
 from udc_edge.engines.build import build_engine
 from udc_edge.engines.spec import BuildSpec
-from udc_edge.errors import UsageError
-from udc_edge.evaluation.verify import VerifySpec
 
 runner = CliRunner()
 FAST = ["--attacks", "pgd,simba", "--steps", "5", "--simba-iterations", "20", "--limit", "2"]

@@ -17,11 +17,12 @@ from udc_edge.calibration.ranges import compute_ranges
 from udc_edge.data.images import write_png
 from udc_edge.data.readers import open_paired_dataset
 from udc_edge.data.synth import SynthSpec, write_synthetic_dataset
+from udc_edge.deploy.reference import VerifySpec, make_reference_set
+from udc_edge.deploy.verify import verify_engine
+from udc_edge.deploy.verify_direct import engine_replica
 from udc_edge.engines import load_engine
 from udc_edge.engines.manifest import Manifest, write_manifest
 from udc_edge.engines.ort import get_version
-from udc_edge.evaluation.verify import VerifySpec, make_reference_set, verify_engine
-from udc_edge.evaluation.verify_direct import engine_replica
 from udc_edge.export.onnx_export import ExportSpec, export_onnx
 
 CLIP = 0.5  # every verification pixel is <= CLIP; many sit exactly at it

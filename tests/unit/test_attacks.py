@@ -20,7 +20,7 @@ from udc_edge.attacks import (
 )
 from udc_edge.attacks.simba import direction_order
 from udc_edge.attacks.square import p_selection
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 EPS8 = 8 / 255
 SMALL = {  # budgets small enough for a fast test, per attack

@@ -8,11 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 from udc_edge.cli import app
+from udc_edge.core.errors import UsageError
+from udc_edge.deploy.bench import BenchSpec, compare_reports, measure_overhead, run_bench
+from udc_edge.deploy.hostinfo import parse_tegrastats_power_mw
 from udc_edge.engines.build import build_engine
 from udc_edge.engines.spec import BuildSpec
-from udc_edge.errors import UsageError
-from udc_edge.evaluation.bench import BenchSpec, compare_reports, measure_overhead, run_bench
-from udc_edge.evaluation.hostinfo import parse_tegrastats_power_mw
 
 runner = CliRunner()
 

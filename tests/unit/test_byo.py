@@ -13,12 +13,12 @@ import onnx
 import pytest
 import torch
 
-from udc_edge.engines.ort import make_session, session_options
+from udc_edge.core.errors import ExportError, InputError, ModelError, UsageError
 from udc_edge.engines.tensorrt_ops import tensorrt_support
-from udc_edge.errors import ExportError, InputError, ModelError, UsageError
 from udc_edge.export import byo
 from udc_edge.export.byo import ExtraInput, select_output
 from udc_edge.export.onnx_export import ExportSpec, export_onnx, short_error
+from udc_edge.export.onnxrt import make_session, session_options
 
 SMALL = {"height": 24, "width": 24, "parity_images": 1}
 

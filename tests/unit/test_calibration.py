@@ -12,8 +12,8 @@ from onnx import numpy_helper
 from udc_edge.calibration.dataset import load_calibration_set
 from udc_edge.calibration.qdq import auto_exclude, fidelity, quantizable_nodes, quantize_bytes
 from udc_edge.calibration.ranges import cached_ranges, compute_ranges
+from udc_edge.core.errors import DataError, UsageError
 from udc_edge.engines.build import _runner
-from udc_edge.errors import DataError, UsageError
 
 
 @pytest.fixture(scope="module")

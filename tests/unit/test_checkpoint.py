@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from udc_edge.errors import InputError, ModelError, OutputError
+from udc_edge.core.errors import InputError, ModelError, OutputError
 from udc_edge.models import create, load_checkpoint, save_checkpoint
 from udc_edge.models.checkpoint import load_weights
 from udc_edge.models.registry import model_config

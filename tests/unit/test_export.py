@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from udc_edge.engines.ort import make_session
-from udc_edge.errors import ExportError, UsageError
+from udc_edge.core.errors import ExportError, UsageError
 from udc_edge.export.onnx_export import ExportSpec, export_onnx
+from udc_edge.export.onnxrt import make_session
 
 
 def test_dynamic_export_matches_torch_at_two_sizes(tiny_restorer, tmp_path):

@@ -6,11 +6,11 @@ import numpy as np
 import onnx
 import torch
 
+from udc_edge.diffusion.pipeline import purifier_module
 from udc_edge.engines import load_engine
 from udc_edge.engines.build import build_engine
 from udc_edge.engines.spec import BuildSpec
 from udc_edge.export.onnx_export import ExportSpec, export_onnx
-from udc_edge.export.pipeline import purifier_module
 
 
 def test_purifier_plus_restorer_is_one_graph_with_a_noise_input(tiny_restorer, tmp_path):

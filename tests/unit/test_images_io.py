@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from udc_edge.core.errors import InputError, OutputError
+from udc_edge.core.fileio import atomic_dir, write_json_atomic
 from udc_edge.data.images import read_image, write_png
-from udc_edge.errors import InputError, OutputError
-from udc_edge.fileio import atomic_dir, write_json_atomic
 
 
 def test_16bit_png_round_trip_is_exact(tmp_path, rng):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from udc_edge.errors import InputError, ModelError
+from udc_edge.core.errors import InputError, ModelError
 from udc_edge.models import build, count_macs, count_params, create, list_models, run_padded
 from udc_edge.models.padding import crop, pad_to_multiple
 from udc_edge.models.registry import model_config

@@ -7,12 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from udc_edge.core.errors import DataError, LayoutError
 from udc_edge.data.formation import SensorNoise, convolve_psf, degrade, hdr_scene
 from udc_edge.data.layouts import PRESETS, Opening, get_layout
 from udc_edge.data.psf import compute_psf
 from udc_edge.data.sources import bundled_photo, random_crop
 from udc_edge.data.tonemap import inverse_tone_map, tone_map
-from udc_edge.errors import DataError, LayoutError
 
 
 @pytest.mark.parametrize("name", ["poled", "toled"])

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from udc_edge.errors import ModelError, UsageError
-from udc_edge.evaluation.defence import (
+from udc_edge.core.errors import ModelError, UsageError
+from udc_edge.defence.defence import (
     BATCH_SEED_STRIDE,
     DefenceSpec,
     DefendedPipeline,
@@ -20,8 +20,7 @@ from udc_edge.evaluation.defence import (
     craft_on_restorer,
     measure,
 )
-from udc_edge.models import create
-from udc_edge.models.purifier import (
+from udc_edge.diffusion.purifier import (
     Purifier,
     alphas_cumprod,
     check_pair,
@@ -32,6 +31,7 @@ from udc_edge.models.purifier import (
     save_purifier,
     state_digest,
 )
+from udc_edge.models import create
 from udc_edge.training.distill import DistillSpec, distill
 from udc_edge.training.purifier import PurifierTrainSpec, denoising_loss
 
@@ -99,8 +99,8 @@ def test_sampler_exports_to_one_onnx_graph_matching_torch(teacher, tmp_path):
 
     p, _ = teacher
     sampler = p.sampler(steps=2)
+    from udc_edge.diffusion.pipeline import PurifierGraph
     from udc_edge.export.onnx_export import ExportSpec, export_onnx
-    from udc_edge.export.pipeline import PurifierGraph
 
     # the shipped path (export --purifier): checker, parity, metadata
     export_onnx(PurifierGraph(sampler), tmp_path / "p.onnx",

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from udc_edge.errors import ModelError, UsageError
-from udc_edge.models.purifier import MAX_AVERAGE, Purifier, noise_views
+from udc_edge.core.errors import ModelError, UsageError
+from udc_edge.diffusion.purifier import MAX_AVERAGE, Purifier, noise_views
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,8 @@ def test_averaging_sampler_exports_to_one_graph_matching_torch(purifier, tmp_pat
     import onnxruntime as ort
 
     sampler = purifier.sampler(steps=1, average=4)
+    from udc_edge.diffusion.pipeline import PurifierGraph
     from udc_edge.export.onnx_export import ExportSpec, export_onnx
-    from udc_edge.export.pipeline import PurifierGraph
 
     # the shipped path (export --purifier): checker, parity, metadata
     export_onnx(PurifierGraph(sampler), tmp_path / "avg.onnx",

@@ -9,6 +9,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from udc_edge.core.errors import DataError, InputError, UsageError
 from udc_edge.data.images import write_png
 from udc_edge.data.readers import (
     DiscNetNpyDataset,
@@ -19,7 +20,6 @@ from udc_edge.data.readers import (
     open_paired_dataset,
 )
 from udc_edge.data.tonemap import tone_map
-from udc_edge.errors import DataError, InputError, UsageError
 
 H, W = 12, 16
 

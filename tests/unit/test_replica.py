@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
-from udc_edge.engines.ort import make_session
 from udc_edge.engines.replica import OnnxReplica, ReplicaError, ste_round
+from udc_edge.export.onnxrt import make_session
 
 
 def _qdq_conv(w: np.ndarray, b: np.ndarray, s_in: float, z_in: int, w_scales: np.ndarray, s_out: float, z_out: int,
@@ -102,7 +102,7 @@ def test_replica_of_a_real_qdq_restorer_matches_ort(tiny_onnx, tmp_path, rng):
     from udc_edge.calibration.dataset import load_calibration_set
     from udc_edge.calibration.qdq import quantize_bytes
     from udc_edge.calibration.ranges import compute_ranges
-    from udc_edge.evaluation.metrics import psnr
+    from udc_edge.core.metrics import psnr
 
     cs = load_calibration_set("synth:toled", 3, 48)
     q = quantize_bytes(tiny_onnx, compute_ranges(tiny_onnx, cs.images), "cpu")

@@ -17,9 +17,9 @@ import torch
 
 from udc_edge.attacks import AttackSpec
 from udc_edge.attacks.io import encode_adversarial, quantize_in_budget, read_adversarial
+from udc_edge.core.errors import DataError, OutputError, UsageError
 from udc_edge.data.readers import open_paired_dataset
 from udc_edge.data.synth import SynthSpec, write_synthetic_dataset
-from udc_edge.errors import DataError, OutputError, UsageError
 from udc_edge.evaluation.robustness import (
     craft_dataset,
     eps_label,

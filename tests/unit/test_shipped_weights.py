@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from udc_edge.models.card import heldout_pairs
 from udc_edge.models.zoo import load_model, shipped_card, shipped_models
+from udc_edge.training.card import heldout_pairs
 from udc_edge.training.restorer import evaluate_pairs
 
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from udc_edge.core.errors import DataError, InputError, UsageError
+from udc_edge.core.metrics import psnr
 from udc_edge.data.readers import open_paired_dataset
 from udc_edge.data.sources import dead_leaves, make_source, photo_names
 from udc_edge.data.synth import SynthSpec, write_synthetic_dataset
-from udc_edge.errors import DataError, InputError, UsageError
-from udc_edge.evaluation.metrics import psnr
 
 
 def _files(root):

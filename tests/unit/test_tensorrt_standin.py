@@ -18,10 +18,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from udc_edge.core.errors import BackendUnavailableError, EngineError, UsageError
+from udc_edge.core.fileio import sha256_file
 from udc_edge.engines import tensorrt as trt_backend
 from udc_edge.engines.manifest import Manifest, write_manifest
-from udc_edge.errors import BackendUnavailableError, EngineError, UsageError
-from udc_edge.fileio import sha256_file
 
 PROFILE = {"min": [1, 3, 16, 16], "opt": [1, 3, 32, 32], "max": [2, 3, 64, 64]}
 
@@ -444,7 +444,7 @@ def test_standin_trt_engine_execution_logic_not_tensorrt(tmp_path, monkeypatch):
         np.testing.assert_array_equal(y1, 2 * x1)  # not overwritten by later calls
         np.testing.assert_array_equal(y2, 2 * x2)
         assert times == {"h2d_ms": 1.0, "compute_ms": 1.0, "d2h_ms": 1.0}
-        assert eng.profile_layers(x1, runs=4) == [("conv", 0.5)]
+        assert eng.profile_layers(x1, runs=4) == [("conv", "", 0.5)]
         assert eng._context.profiler is None  # ordinary calls stay unprofiled
         assert [i.name for i in eng.info().inputs] == ["input"] and eng.info().inputs[0].shape == (None, 3, None, None)
     assert cuda.closed and cuda.mem == {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 from udc_edge.models.tiling import run_tiled
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from udc_edge.timing import median_ms, median_seconds, side_by_side
+from udc_edge.core.timing import median_ms, median_seconds, side_by_side
 
 
 def test_median_ignores_one_slow_call_and_the_warmup():

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from udc_edge.cli import app
-from udc_edge.errors import UsageError
-from udc_edge.models.purifier import Purifier
+from udc_edge.core.errors import UsageError
+from udc_edge.diffusion.purifier import Purifier
 from udc_edge.training import distributed as D
 from udc_edge.training.pairs import SynthPairs, step_batches
 from udc_edge.training.purifier import PurifierTrainSpec, train_purifier

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from udc_edge.errors import OutputError, UsageError
+from udc_edge.core.errors import OutputError, UsageError
 from udc_edge.models import load_checkpoint
 from udc_edge.training.losses import restoration_loss
 from udc_edge.training.pairs import make_train_data

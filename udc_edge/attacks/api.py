@@ -28,7 +28,7 @@ from udc_edge.attacks.targets import (
     require_torch_target,
 )
 from udc_edge.attacks.whitebox import iterative_linf
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 Batch = torch.Tensor | np.ndarray
 

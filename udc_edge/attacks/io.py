@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from udc_edge.core.errors import InputError, UsageError
+from udc_edge.core.fileio import atomic_path, write_bytes_atomic
 from udc_edge.data.images import encode_png, read_image
-from udc_edge.errors import InputError, UsageError
-from udc_edge.fileio import atomic_path, write_bytes_atomic
 
 #: Formats for adversarial inputs, all lossless enough for a 1/255 budget.
 ADV_FORMATS = ("npy", "png16")

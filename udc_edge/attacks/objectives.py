@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 
 def per_image_mse(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

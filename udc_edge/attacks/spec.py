@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
 
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 #: Gradient attacks: need a differentiable torch ``nn.Module``.
 WHITEBOX_ATTACKS = ("pgd", "ifgsm", "mifgsm", "cw")

@@ -19,7 +19,7 @@ from udc_edge.attacks.objectives import check_ground_truth, per_image_mse, requi
 from udc_edge.attacks.spec import AttackSpec
 from udc_edge.attacks.targets import QueryTarget
 from udc_edge.attacks.whitebox import project_linf
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 _SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64),
              (6000, 128), (8000, 256), (10000, 512))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 
 def is_torch_target(target: Any) -> bool:

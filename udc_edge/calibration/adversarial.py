@@ -15,7 +15,7 @@ import numpy as np
 
 from udc_edge.attacks import AttackSpec, attack
 from udc_edge.attacks.spec import parse_eps
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 #: L-inf attacks ``--calib-adversarial`` accepts.
 CALIB_ATTACKS = ("pgd", "ifgsm", "mifgsm")

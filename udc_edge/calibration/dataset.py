@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from udc_edge.errors import DataError, UsageError
+from udc_edge.core.errors import DataError, UsageError
 
 
 @dataclass

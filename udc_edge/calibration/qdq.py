@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from udc_edge.errors import UsageError
-from udc_edge.evaluation.metrics import psnr
+from udc_edge.core.backends import QDQ_TARGETS
+from udc_edge.core.errors import UsageError
+from udc_edge.core.metrics import psnr
 
 QUANT_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-TARGETS = ("cpu", "tensorrt")
+TARGETS = QDQ_TARGETS
 
 
 def quantizable_nodes(model: onnx.ModelProto) -> list[str]:

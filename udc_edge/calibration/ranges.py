@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from udc_edge.calibration.dataset import CalibrationSet
-from udc_edge.errors import UsageError
-from udc_edge.fileio import sha256_file, write_json_atomic
+from udc_edge.core.errors import UsageError
+from udc_edge.core.fileio import sha256_file, write_json_atomic
+from udc_edge.export.onnxrt import image_feed
 
 METHODS = ("minmax", "entropy", "percentile")
 CACHE_FORMAT = "udc-edge-calib/1"
@@ -62,10 +63,7 @@ def compute_ranges(onnx_path: str | os.PathLike, calib: np.ndarray, method: str 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             rng = np.random.default_rng(0)
-            self.items = iter([
-                {n: (calib[i : i + 1] if n != "noise" else rng.standard_normal(calib[i : i + 1].shape).astype(np.float32))
-                 for n in input_names} for i in range(len(calib))
-            ])
+            self.items = iter([image_feed(input_names, calib[i : i + 1], rng) for i in range(len(calib))])
 
         def get_next(self):
             return next(self.items, None)
@@ -87,8 +85,7 @@ def _apply_session_options(cal, onnx_path: str | os.PathLike, opts: dict | None)
     (metadata ``udc_edge.session_options``), e.g. buffer reuse off for inverse-DFT graphs."""
     import onnxruntime as ort
 
-    from udc_edge.engines.build import recorded_session_options
-    from udc_edge.engines.ort import session_options
+    from udc_edge.export.onnxrt import recorded_session_options, session_options
 
     opts = recorded_session_options(onnx_path) if opts is None else opts
     if not opts:

@@ -18,7 +18,7 @@ from udc_edge.commands.common import (
     set_threads,
     stdout,
 )
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 
 class Objective(str, Enum):
@@ -83,6 +83,7 @@ def attack_cmd(
 ) -> None:
     """Attack each image of a dataset and write the adversarial inputs losslessly."""
     from udc_edge.attacks import parse_attack_names, parse_eps
+    from udc_edge.core.progress import progress_bar
     from udc_edge.data.readers import open_paired_dataset
     from udc_edge.evaluation.robustness import (
         check_output_dir,
@@ -91,7 +92,6 @@ def attack_cmd(
         is_engine_name,
         plan_attacks,
     )
-    from udc_edge.progress import progress_bar
 
     names = parse_attack_names(attack_name)
     if len(names) != 1:
@@ -158,6 +158,7 @@ def eval_cmd(
     ones that query the defended pipeline. --data may also be synth:poled (held-out photos).
     """
     from udc_edge.attacks import parse_attack_names, parse_eps
+    from udc_edge.core.progress import progress_bar
     from udc_edge.data.readers import open_paired_dataset
     from udc_edge.evaluation.robustness import (
         check_output_dir,
@@ -167,7 +168,6 @@ def eval_cmd(
         plan_attacks,
         write_report,
     )
-    from udc_edge.progress import progress_bar
 
     eps_values = tuple(parse_eps(e) for e in eps.split(",") if e.strip())
     if not eps_values:
@@ -178,7 +178,7 @@ def eval_cmd(
                              "drop --surrogate/--arch/--arch-kwargs/--weights/--objective clean")
         if limit is not None and limit < 1:
             raise UsageError(f"--limit {limit} must be >= 1 with --purifier", "e.g. --limit 8")
-        from udc_edge.evaluation.defence import DefenceSpec
+        from udc_edge.defence.defence import DefenceSpec
 
         given = {"simba_iterations": simba_iterations, "square_queries": square_queries,
                  "cw_search_steps": cw_search_steps, "cw_max_iter": cw_max_iter}
@@ -212,12 +212,12 @@ def eval_cmd(
 def _eval_defended(ctx: typer.Context, model: str, purifier: str, data: str, specs: list, out_dir: Path,
                    count: int, size: int, overwrite: bool, threads: int) -> None:
     """``eval MODEL --purifier P``: one defence table per budget, written as report.json/.md."""
-    from udc_edge.evaluation.defence import load_eval_set
-    from udc_edge.evaluation.defence_table import defence_table, write_tables
+    from udc_edge.core.progress import progress_bar
+    from udc_edge.defence.defence import load_eval_set
+    from udc_edge.defence.defence_table import defence_table, write_tables
+    from udc_edge.diffusion.purifier import load_purifier
     from udc_edge.evaluation.robustness import check_output_dir
-    from udc_edge.models.purifier import load_purifier
     from udc_edge.models.zoo import load_model
-    from udc_edge.progress import progress_bar
 
     set_threads(threads)
     check_output_dir(out_dir, overwrite)

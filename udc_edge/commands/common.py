@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 err = Console(stderr=True)
 stdout = Console()

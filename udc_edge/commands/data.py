@@ -28,8 +28,8 @@ def data_synth(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty output folder.")] = False,
 ) -> None:
     """Synthesise a paired UDC dataset: lq/ and gt/ 16-bit PNGs, psf.npy, psf.png, dataset.json."""
+    from udc_edge.core.progress import progress_bar
     from udc_edge.data.synth import SynthSpec, write_synthetic_dataset
-    from udc_edge.progress import progress_bar
 
     spec = SynthSpec(display=display, count=count, size=size, source=source, seed=seed, noise=noise, lights=lights)
     with progress_bar("synthesising", count, quiet(ctx)) as advance:

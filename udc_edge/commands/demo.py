@@ -18,7 +18,7 @@ def demo(
     threads: Annotated[int, typer.Option(help="torch threads (1 keeps timings steady on shared CPUs; 0: default).")] = 1,
 ) -> None:
     """Run the main job end to end on the built-in default (P-OLED) and write a report."""
-    from udc_edge.demo import run_demo
+    from udc_edge.demo.run import run_demo
 
     report = run_demo(out_dir, quick=quick, quiet=quiet(ctx), overwrite=overwrite, threads=threads)
     stdout.print(report.summary())

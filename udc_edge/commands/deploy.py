@@ -41,10 +41,10 @@ def export_cmd(
     stub_module: StubModuleOpt = None,
 ) -> None:
     """Export a restorer to ONNX, check it, and prove ONNX Runtime matches torch."""
-    from udc_edge.errors import ModelError, UsageError
+    from udc_edge.core.errors import ModelError, UsageError
+    from udc_edge.core.fileio import write_json_atomic
     from udc_edge.export.byo import ExtraInput, load_byo
     from udc_edge.export.onnx_export import ExportSpec, export_onnx
-    from udc_edge.fileio import write_json_atomic
 
     if model is None and purifier is None:
         raise UsageError("give the MODEL to export, or --purifier P_k")
@@ -71,10 +71,11 @@ def export_cmd(
     if purifier is not None:
         from dataclasses import replace
 
-        from udc_edge.export.pipeline import purifier_module
+        from udc_edge.diffusion.pipeline import purifier_module
+        from udc_edge.export.onnxrt import NOISE_INPUT
 
         net = purifier_module(purifier, net)
-        spec = replace(spec, input_names=("input", "noise"))
+        spec = replace(spec, input_names=("input", NOISE_INPUT))
         desc = {"name": f"{purifier}+{desc.get('name') or desc.get('path') or desc.get('arch')}" if model else purifier}
     meta = {"udc_edge.model": str(desc.get("name") or desc.get("path") or desc.get("arch"))}
     report = export_onnx(net, out, spec, metadata=meta)
@@ -109,10 +110,10 @@ def build_cmd(
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: default).")] = 0,
 ) -> None:
     """Build an engine (and its manifest ENGINE.json) from an ONNX file."""
+    from udc_edge.core.errors import UsageError
+    from udc_edge.core.progress import progress_bar
     from udc_edge.engines.build import build_engine
     from udc_edge.engines.spec import BuildSpec, ShapeProfile
-    from udc_edge.errors import UsageError
-    from udc_edge.progress import progress_bar
 
     shapes = [min_shape, opt_shape, max_shape]
     if any(shapes) and not all(shapes):
@@ -126,7 +127,7 @@ def build_cmd(
         if bundle is not None:
             if onnx_path is not None:
                 raise UsageError("give an ONNX file or --bundle, not both")
-            from udc_edge.evaluation.bundle import open_bundle
+            from udc_edge.deploy.bundle import open_bundle
 
             b = opened.enter_context(open_bundle(bundle))
             onnx_path = b.onnx_for(backend, precision)

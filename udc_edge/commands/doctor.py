@@ -41,10 +41,11 @@ def doctor_cmd(
 
     One report: load on CPU, each exporter's ops or error, dynamic shapes, slow ops, ONNX
     Runtime parity and speed vs eager, INT8 sensitivity per op type, TensorRT support."""
-    from udc_edge.evaluation.doctor import STEPS, DoctorSpec, diagnose
+    from udc_edge.core.fileio import write_json_atomic, write_text_atomic
+    from udc_edge.core.progress import progress_bar
+    from udc_edge.doctor.doctor import STEPS, diagnose
+    from udc_edge.doctor.report import DoctorSpec
     from udc_edge.export.byo import ExtraInput
-    from udc_edge.fileio import write_json_atomic, write_text_atomic
-    from udc_edge.progress import progress_bar
 
     spec = DoctorSpec(height=height, width=width, output_index=output_index, opset=opset, backend=backend,
                       extra_inputs=tuple(ExtraInput.parse(t) for t in extra_input or ()), min_fidelity=min_fidelity,

@@ -31,8 +31,8 @@ def restore_cmd(
     weights: WeightsOpt = None,
 ) -> None:
     """Restore degraded UDC images with a model."""
+    from udc_edge.core.progress import progress_bar
     from udc_edge.evaluation.restore import collect_inputs, restore_files
-    from udc_edge.progress import progress_bar
 
     net, _ = load_model_opts(model, arch, arch_kwargs, weights)
     n = len(collect_inputs(list(inputs)))

@@ -49,7 +49,7 @@ def train_purifier_cmd(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train the diffusion purifier (DDPM, epsilon prediction) on degraded UDC images."""
-    from udc_edge.progress import progress_bar
+    from udc_edge.core.progress import progress_bar
     from udc_edge.training.distributed import is_main_process
     from udc_edge.training.purifier import PurifierTrainSpec, train_purifier
 
@@ -86,7 +86,7 @@ def distill_cmd(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Distil an N-step purifier into a k-step student (direct trajectory matching)."""
-    from udc_edge.progress import progress_bar
+    from udc_edge.core.progress import progress_bar
     from udc_edge.training.distill import DistillSpec, distill
     from udc_edge.training.distributed import is_main_process
 
@@ -128,7 +128,7 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune a restorer on purified (and optionally adversarial) inputs."""
     from udc_edge.attacks import parse_eps
-    from udc_edge.progress import progress_bar
+    from udc_edge.core.progress import progress_bar
     from udc_edge.training.distributed import is_main_process
     from udc_edge.training.finetune import FinetuneSpec, finetune_restorer, parse_mix
 
@@ -172,11 +172,11 @@ def tune_cmd(
     """Sweep t* and pick the best attacked PSNR within a clean-PSNR-drop bound."""
 
     from udc_edge.attacks import parse_eps
-    from udc_edge.evaluation.defence import load_eval_set
-    from udc_edge.evaluation.purifier_tune import TuneSpec, parse_t_stars, tune_t_star
-    from udc_edge.models.purifier import load_purifier
+    from udc_edge.core.progress import progress_bar
+    from udc_edge.defence.defence import load_eval_set
+    from udc_edge.defence.purifier_tune import TuneSpec, parse_t_stars, tune_t_star
+    from udc_edge.diffusion.purifier import load_purifier
     from udc_edge.models.zoo import load_model
-    from udc_edge.progress import progress_bar
 
     set_threads(threads)
     spec = TuneSpec(t_stars=parse_t_stars(t_stars), max_clean_drop=max_drop, eps=parse_eps(eps),
@@ -224,14 +224,14 @@ def table_cmd(
     and adaptive + EOT, C&W, SimBA (black-box on the defended pipeline), latency."""
 
     from udc_edge.attacks import parse_eps
-    from udc_edge.errors import UsageError
-    from udc_edge.evaluation.defence import DefenceSpec, load_eval_set
-    from udc_edge.evaluation.defence_table import defence_table
+    from udc_edge.core.errors import UsageError
+    from udc_edge.core.fileio import atomic_dir
+    from udc_edge.core.progress import progress_bar
+    from udc_edge.defence.defence import DefenceSpec, load_eval_set
+    from udc_edge.defence.defence_table import defence_table
+    from udc_edge.diffusion.purifier import load_purifier
     from udc_edge.evaluation.robustness import check_output_dir
-    from udc_edge.fileio import atomic_dir
-    from udc_edge.models.purifier import load_purifier
     from udc_edge.models.zoo import load_model
-    from udc_edge.progress import progress_bar
 
     set_threads(threads)
     if finetuned_purifier and not finetuned:
@@ -269,8 +269,8 @@ def configure_cmd(
 ) -> None:
     """Save PURIFIER with other default t*, steps or draws averaged (same weights), e.g. the
     setting `purifier tune` chose, so export, finetune, verify and table use it by name."""
-    from udc_edge.errors import UsageError
-    from udc_edge.models.purifier import Purifier, load_purifier, save_purifier, state_digest
+    from udc_edge.core.errors import UsageError
+    from udc_edge.diffusion.purifier import Purifier, load_purifier, save_purifier, state_digest
 
     if t_star is None and steps is None and average is None:
         raise UsageError("nothing to configure", "give --t-star, --steps and/or --average")

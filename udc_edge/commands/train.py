@@ -34,7 +34,7 @@ def train_restorer_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
 ) -> None:
     """Train a restorer (single process, or DDP under torchrun --nproc_per_node N)."""
-    from udc_edge.progress import progress_bar
+    from udc_edge.core.progress import progress_bar
     from udc_edge.training.distributed import is_main_process
     from udc_edge.training.restorer import TrainSpec, train_restorer
 

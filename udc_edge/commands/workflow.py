@@ -25,9 +25,9 @@ def bench_cmd(
     """Latency of engines and models, interleaved so machine noise hits all alike."""
     from rich.table import Table
 
+    from udc_edge.core.progress import progress_bar
+    from udc_edge.deploy.bench import BenchSpec, compare_reports, run_bench, save_report
     from udc_edge.engines.spec import ShapeProfile
-    from udc_edge.evaluation.bench import BenchSpec, compare_reports, run_bench, save_report
-    from udc_edge.progress import progress_bar
 
     spec = BenchSpec(shape=ShapeProfile.parse_shape(shape, "--shape"), warmup=warmup, iters=iters,
                      duration=duration, threads=threads, profile=profile)
@@ -84,7 +84,7 @@ def verify_cmd(
 ) -> None:
     """Robustness parity: is the engine as accurate and as robust as its PyTorch reference? Exit 1 if not."""
     from udc_edge.attacks import parse_eps
-    from udc_edge.evaluation.verify import VerifySpec, run_verify
+    from udc_edge.deploy.verify import VerifySpec, run_verify
 
     spec = VerifySpec(attacks=tuple(a for a in attacks.split(",") if a), eps=parse_eps(eps), steps=steps,
                       simba_iterations=simba_iterations, max_psnr_drop=max_psnr_drop, max_ssim_drop=max_ssim_drop,
@@ -131,8 +131,8 @@ def bundle_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle folder.")] = False,
 ) -> None:
     """Write what a device needs to build and verify its own engines (no PyTorch needed there)."""
-    from udc_edge.evaluation.bundle import write_bundle
-    from udc_edge.progress import progress_bar
+    from udc_edge.core.progress import progress_bar
+    from udc_edge.deploy.bundle import write_bundle
 
     with progress_bar("bundling", 4, quiet(ctx)) as adv:
         path = write_bundle(restorer, out, calib=calib, calib_count=calib_count,

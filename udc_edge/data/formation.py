@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import fftconvolve
 
-from udc_edge.errors import DataError
+from udc_edge.core.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import png
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from udc_edge.errors import InputError
-from udc_edge.fileio import atomic_path
+from udc_edge.core.errors import InputError
+from udc_edge.core.fileio import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 

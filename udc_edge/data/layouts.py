@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from udc_edge.errors import LayoutError
+from udc_edge.core.errors import LayoutError
 
 RGB_WAVELENGTHS_NM = (610.0, 530.0, 470.0)
 
@@ -209,8 +209,8 @@ def _layout_from_json(path: Path) -> DisplayLayout:
 
 
 def _read_mask(path: Path) -> np.ndarray:
+    from udc_edge.core.errors import InputError
     from udc_edge.data.images import read_image
-    from udc_edge.errors import InputError
 
     try:
         img, _ = read_image(path)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from udc_edge.core.errors import LayoutError
 from udc_edge.data.layouts import DisplayLayout
-from udc_edge.errors import LayoutError
 
 
 @dataclass(frozen=True)
@@ -163,13 +163,13 @@ def write_psf(display: str, out_png) -> dict:
     import io
     from pathlib import Path
 
+    from udc_edge.core.fileio import write_bytes_atomic
     from udc_edge.data.images import write_png
     from udc_edge.data.layouts import get_layout
-    from udc_edge.fileio import write_bytes_atomic
 
     out_png = Path(out_png)
     if out_png.suffix.lower() != ".png":
-        from udc_edge.errors import UsageError
+        from udc_edge.core.errors import UsageError
 
         raise UsageError(f"--out {out_png} must end in .png", "the .npy array is written beside it")
     layout = get_layout(display)

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from udc_edge.core.errors import DataError, InputError, UsageError
 from udc_edge.data.images import IMAGE_SUFFIXES, list_images, read_image, to_rgb
 from udc_edge.data.tonemap import tone_map
-from udc_edge.errors import DataError, InputError, UsageError
 
 LQ_DIR_NAMES = ("lq", "input")  # matched case-insensitively
 GT_DIR_NAMES = ("gt",)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from udc_edge.core.errors import DataError, InputError
 from udc_edge.data.images import list_images, read_image, to_rgb
-from udc_edge.errors import DataError, InputError
 
 _SKIMAGE_PHOTOS = (
     "astronaut", "camera", "coffee", "chelsea", "rocket", "hubble_deep_field",

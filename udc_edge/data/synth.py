@@ -17,16 +17,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from udc_edge.core.errors import UsageError
+from udc_edge.core.fileio import atomic_dir, write_json_atomic
+from udc_edge.core.metrics import psnr
+from udc_edge.core.progress import Advance, noop
 from udc_edge.data.formation import DEFAULT_NOISE, SensorNoise, degrade, hdr_scene
 from udc_edge.data.images import encode_png, write_png
 from udc_edge.data.layouts import DisplayLayout, get_layout
 from udc_edge.data.psf import compute_psf, psf_to_image
 from udc_edge.data.sources import make_source
 from udc_edge.data.tonemap import TONE_MAP_K, tone_map
-from udc_edge.errors import UsageError
-from udc_edge.evaluation.metrics import psnr
-from udc_edge.fileio import atomic_dir, write_json_atomic
-from udc_edge.progress import Advance, _noop
 
 DATASET_FORMAT = "udc-edge-synth/1"
 
@@ -96,7 +96,7 @@ def synth_pairs(display: str, source: str, count: int, size: int, seed: int) -> 
 
 
 def write_synthetic_dataset(
-    out: str | os.PathLike, spec: SynthSpec, overwrite: bool = False, progress: Advance = _noop
+    out: str | os.PathLike, spec: SynthSpec, overwrite: bool = False, progress: Advance = noop
 ) -> dict:
     """Write a synthetic dataset folder atomically; returns the ``dataset.json`` contents."""
     sim = UDCSimulator.for_display(spec.display, noise=spec.noise, lights=spec.lights)

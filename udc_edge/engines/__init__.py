@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from udc_edge.core.backends import Backend
+from udc_edge.core.errors import EngineError
 from udc_edge.engines.base import Engine, EngineInfo, IOSpec
 from udc_edge.engines.manifest import Manifest, read_manifest
-from udc_edge.errors import EngineError
 
 ENGINE_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
 
@@ -27,11 +28,12 @@ def is_engine_path(path: str | os.PathLike) -> bool:
 def load_engine(path: str | os.PathLike, threads: int = 0) -> Engine:
     """Load an engine built by ``udc-edge build`` (its manifest decides the backend)."""
     manifest = read_manifest(path)
-    if manifest.backend == "onnxruntime":
+    backend = Backend.from_manifest(manifest.backend)
+    if backend is Backend.ORT:
         from udc_edge.engines.ort import OrtEngine
 
         return OrtEngine(path, manifest, threads=threads)
-    if manifest.backend == "tensorrt":
+    if backend is Backend.TRT:
         from udc_edge.engines.tensorrt import TrtEngine
 
         return TrtEngine(path, manifest)

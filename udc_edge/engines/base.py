@@ -1,7 +1,9 @@
 """One Engine interface for every backend (torch reference, ONNX Runtime, TensorRT).
 
 An engine is a context manager with ``activate()``/``deactivate()`` (as Polygraphy's
-runners), called as ``engine(x) -> y`` on float32 NCHW numpy arrays. It checks the input
+runners); ``infer(feed) -> {name: array}`` runs named float32 NCHW inputs and returns every
+output by name, and ``engine(x) -> y`` is the convenient single-output form. Optional
+capabilities are protocols (``LayerProfiler``), checked with ``isinstance``. It checks the input
 against its shape profile before running, pads H/W to the network's multiple on the host
 and crops back (so graphs stay free of dynamic padding), and describes itself: backend,
 version, precision asked for and built, I/O names, shapes and dtypes.
@@ -10,13 +12,14 @@ version, precision asked for and built, I/O names, shapes and dtypes.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from udc_edge.core.errors import EngineError
 from udc_edge.engines.manifest import Manifest
-from udc_edge.errors import EngineError
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,22 @@ class EngineInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class LayerTime(NamedTuple):
+    """One layer of a profile: name, op type ("" where the backend does not report it, as
+    TensorRT), mean milliseconds per run."""
+
+    layer: str
+    op: str
+    ms: float
+
+
+@runtime_checkable
+class LayerProfiler(Protocol):
+    """Optional capability: per-layer mean times over ``runs`` runs of ``inputs``."""
+
+    def profile_layers(self, *inputs: np.ndarray, runs: int = 10) -> list[LayerTime]: ...
+
+
 class Engine(abc.ABC):
     """Base class: subclasses implement ``_activate``, ``_deactivate`` and ``_infer``."""
 
@@ -49,13 +68,16 @@ class Engine(abc.ABC):
         self._multiple = multiple
         self.active = False
         self._input_names: list[str] | None = None  # read from info() once per activation
+        self._output_names: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------
     def activate(self) -> Engine:
         if not self.active:
             self._activate()
             self.active = True
-            self._input_names = [i.name for i in self.info().inputs]
+            info = self.info()
+            self._input_names = [i.name for i in info.inputs]
+            self._output_names = [o.name for o in info.outputs]
         return self
 
     def deactivate(self) -> None:
@@ -102,7 +124,29 @@ class Engine(abc.ABC):
                     "rebuild with a wider --min-shape/--max-shape, or run tiled (--tile)",
                 )
 
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on named inputs (every input, float32 NCHW) and return every output by name;
+        H/W are padded to the network's multiple and outputs of the padded size cropped back."""
+        self.activate()
+        names = self._input_names
+        if set(feed) != set(names):
+            raise EngineError(f"engine takes inputs {names}, got {sorted(feed)}")
+        for n in names:
+            self.check_input(feed[n], n)
+        h, w = feed[names[0]].shape[2:]
+        m = self.multiple
+        hp, wp = _pad(h, m), _pad(w, m)
+        outs = self._infer_all([pad_array(feed[n], m) for n in names])
+        return {k: np.ascontiguousarray(y[:, :, :h, :w]) if y.ndim == 4 and y.shape[2:] == (hp, wp) else y
+                for k, y in outs.items()}
+
+    def _infer_all(self, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output by name; backends that run multi-output graphs override this (this
+        default serves single-output backends from ``_infer``)."""
+        return {self._output_names[0]: self._infer(*inputs)}
+
     def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        """The first output for positional inputs (the restorer's one image out)."""
         if not self.active:
             self.activate()
         names = self._input_names
@@ -112,7 +156,7 @@ class Engine(abc.ABC):
             self.check_input(x, n)
         h, w = inputs[0].shape[2:]
         m = self.multiple
-        padded = [_pad_array(x, m) for x in inputs]
+        padded = [pad_array(x, m) for x in inputs]
         y = self._infer(*padded)
         if y.shape[2:] == (h, w):
             return y
@@ -137,7 +181,7 @@ def _pad(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
-def _pad_array(x: np.ndarray, m: int) -> np.ndarray:
+def pad_array(x: np.ndarray, m: int) -> np.ndarray:
     """Reflect-pad H/W at the bottom/right up to a multiple of ``m`` (replicate if too small)."""
     h, w = x.shape[2:]
     ph, pw = _pad(h, m) - h, _pad(w, m) - w

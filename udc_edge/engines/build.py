@@ -23,13 +23,15 @@ import onnx
 from udc_edge.calibration.dataset import load_calibration_set
 from udc_edge.calibration.qdq import auto_exclude, fidelity, quantize_bytes
 from udc_edge.calibration.ranges import cached_ranges
+from udc_edge.core.backends import Backend
+from udc_edge.core.errors import EngineError, InputError, UsageError
+from udc_edge.core.fileio import write_bytes_atomic
+from udc_edge.core.progress import Advance, noop
+from udc_edge.core.timing import side_by_side
 from udc_edge.engines.manifest import Manifest, host_device, write_manifest
-from udc_edge.engines.ort import get_version, make_session
+from udc_edge.engines.ort import get_version
 from udc_edge.engines.spec import DEFAULT_TRT_PROFILE, BuildSpec, Precision
-from udc_edge.errors import EngineError, InputError, UsageError
-from udc_edge.fileio import write_bytes_atomic
-from udc_edge.progress import Advance, _noop
-from udc_edge.timing import side_by_side
+from udc_edge.export.onnxrt import image_feed, make_session, recorded_session_options
 
 
 @dataclass
@@ -68,11 +70,6 @@ class BuildReport:
         return text
 
 
-def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The ``metadata_props`` udc-edge export wrote (multiple, exporter, MACs per pixel)."""
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-
-
 def inspect_onnx(path: str | os.PathLike) -> tuple[onnx.ModelProto, int, list[str]]:
     """Load and check an ONNX file: (model, network multiple, input names)."""
     path = Path(path)
@@ -95,22 +92,6 @@ def inspect_onnx(path: str | os.PathLike) -> tuple[onnx.ModelProto, int, list[st
     return model, int(meta.get("udc_edge.multiple", "1")), [i.name for i in inputs]
 
 
-def recorded_session_options(path: str | os.PathLike, meta: dict[str, str] | None = None) -> dict:
-    """ONNX Runtime session options export found the graph needs (metadata
-    ``udc_edge.session_options``, JSON), or {}. ``meta``: the metadata, if already read."""
-    import json
-
-    from udc_edge.export.onnx_export import SESSION_OPTIONS_KEY
-
-    raw = (onnx_metadata(path) if meta is None else meta).get(SESSION_OPTIONS_KEY)
-    try:
-        opts = json.loads(raw) if raw else {}
-    except json.JSONDecodeError as exc:
-        raise EngineError(f"{path}: metadata {SESSION_OPTIONS_KEY} is not JSON ({exc})",
-                          "re-export the model with udc-edge export") from exc
-    return opts if isinstance(opts, dict) else {}
-
-
 def _runner(threads: int, options: dict | None = None):
     def run(model_bytes: bytes, images: np.ndarray, names: tuple[str, ...] = ("input",)) -> np.ndarray:
         sess = make_session(model_bytes, threads=threads, options=options)
@@ -119,8 +100,7 @@ def _runner(threads: int, options: dict | None = None):
         outs = []
         for k in range(len(images)):
             x = images[k : k + 1]
-            feed = {n: (x if n != "noise" else rng.standard_normal(x.shape).astype(np.float32)) for n in feeds}
-            outs.append(sess.run(None, feed)[0])
+            outs.append(sess.run(None, image_feed(feeds, x, rng))[0])
         return np.concatenate(outs)
     return run
 
@@ -202,7 +182,7 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
     progress(0, status=f"calibrating ({spec.calib_method}, {len(cal_imgs)} images)")
     cache = spec.calib_cache or str(out.with_name(out.name + ".calib.json"))
     sub = type(calib)(cal_imgs, calib.source + (f" + {spec.calib_adversarial}" if spec.calib_adversarial else ""))
-    ranges, cinfo = cached_ranges(onnx_path, sub, spec.calib_method, symmetric=spec.quant_target == "tensorrt",
+    ranges, cinfo = cached_ranges(onnx_path, sub, spec.calib_method, symmetric=spec.quant_target == Backend.TRT.qdq_target,
                                   cache=cache, input_names=tuple(names), session_options=opts,
                                   onnx_sha256=src.sha256)
     run = _runner(spec.threads, opts)
@@ -230,19 +210,19 @@ def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: A
                             "adversarial": adv_info},
             "fidelity_db": fid, "fidelity_met": met, "excluded": excluded, "attacked_fidelity_db": adv_fid,
             "choices": trials}
-    if spec.backend == "ort":
+    if spec.backend is Backend.ORT:
         info["speedup"] = _speedup(fp32, model, held[:1], spec.threads, opts)
     return model, info
 
 
 def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: BuildSpec,
-                 progress: Advance = _noop) -> BuildReport:
+                 progress: Advance = noop) -> BuildReport:
     """Build ``out`` (and ``out.json``) from ``onnx_path`` as ``spec`` says."""
     t0 = time.perf_counter()
     onnx_path, out = Path(onnx_path), Path(out)
     model, multiple, names = inspect_onnx(onnx_path)
     src = _Source.of(onnx_path, model, names)
-    if spec.backend == "trt":
+    if spec.backend is Backend.TRT:
         return _build_trt(onnx_path, src, out, spec, multiple, t0, progress)
     if out.suffix != ".onnx":
         raise UsageError(f"--out {out} must end in .onnx for the ONNX Runtime backend")
@@ -264,7 +244,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
     write_bytes_atomic(out, data)
     size = out.stat().st_size / 2**20
     manifest = Manifest(
-        backend="onnxruntime", backend_version=get_version(), precision=built.value,
+        backend=Backend.ORT.manifest_name, backend_version=get_version(), precision=built.value,
         requested_precision=spec.precision.value,
         engine_sha256=src.sha256 if data is src.data else hashlib.sha256(data).hexdigest(),
         source_onnx=str(onnx_path), source_onnx_sha256=src.sha256,
@@ -280,7 +260,7 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, spec: Bui
                  if k in info} | {"warnings": warnings},
     )
     write_manifest(out, manifest)
-    return BuildReport(engine=str(out), backend="onnxruntime", requested_precision=spec.precision.value,
+    return BuildReport(engine=str(out), backend=Backend.ORT.manifest_name, requested_precision=spec.precision.value,
                        precision=built.value, size_mb=size, seconds=manifest.build_seconds,
                        fidelity_db=info.get("fidelity_db") if built == Precision.INT8 else None,
                        int8_speedup_vs_fp32=info.get("speedup"), excluded=info.get("excluded", []) if built == Precision.INT8 else [],
@@ -312,7 +292,7 @@ def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, mul
         binfo = {**binfo, "qdq_onnx": str(qdq_path)}
     write_bytes_atomic(out, plan)
     manifest = Manifest(
-        backend="tensorrt", backend_version=trt_backend.get_version(), precision=spec.precision.value,
+        backend=Backend.TRT.manifest_name, backend_version=trt_backend.get_version(), precision=spec.precision.value,
         requested_precision=spec.precision.value, engine_sha256=hashlib.sha256(plan).hexdigest(),
         source_onnx=str(onnx_path), source_onnx_sha256=source.sha256, shape_profile=profile.to_dict(),
         multiple=multiple, inputs=source.names, calibration=info.get("calibration"), excluded_layers=info.get("excluded", []),
@@ -320,7 +300,7 @@ def _build_trt(onnx_path: Path, source: _Source, out: Path, spec: BuildSpec, mul
         summary={k: info[k] for k in ("fidelity_db", "fidelity_met") if k in info},
     )
     write_manifest(out, manifest)
-    return BuildReport(engine=str(out), backend="tensorrt", requested_precision=spec.precision.value,
+    return BuildReport(engine=str(out), backend=Backend.TRT.manifest_name, requested_precision=spec.precision.value,
                        precision=spec.precision.value, size_mb=out.stat().st_size / 2**20,
                        seconds=manifest.build_seconds, fidelity_db=info.get("fidelity_db"),
                        excluded=info.get("excluded", []), calibration=info.get("calibration"))

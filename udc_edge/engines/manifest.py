@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from udc_edge.errors import EngineError
-from udc_edge.fileio import sha256_file, write_json_atomic
+from udc_edge.core.errors import EngineError
+from udc_edge.core.fileio import sha256_file, write_json_atomic
 
 MANIFEST_FORMAT = "udc-edge-engine/1"
 

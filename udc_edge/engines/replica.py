@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
-from udc_edge.errors import EngineError
+from udc_edge.core.errors import EngineError
 
 #: ONNX integer types a QuantizeLinear can produce, and their saturation ranges.
 INT_RANGES: dict[int, tuple[int, int]] = {onnx.TensorProto.UINT8: (0, 255), onnx.TensorProto.INT8: (-128, 127)}

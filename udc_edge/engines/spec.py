@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from udc_edge.errors import UsageError
+from udc_edge.core.backends import Backend
+from udc_edge.core.errors import UsageError
 
 
 class Precision(str, Enum):
@@ -18,8 +19,6 @@ class Precision(str, Enum):
     INT8 = "int8"
     AUTO = "auto"
 
-
-BACKENDS = ("ort", "trt")
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ DEFAULT_TRT_PROFILE = ShapeProfile((1, 3, 64, 64), (1, 3, 256, 256), (1, 3, 1024
 class BuildSpec:
     """Everything ``udc-edge build`` needs besides the ONNX file and the output path."""
 
-    backend: str = "ort"
+    backend: Backend = Backend.ORT
     precision: Precision = Precision.FP32
     calib: str | None = None
     calib_count: int = 16
@@ -80,10 +79,9 @@ class BuildSpec:
     prequantised: bool = False  # the ONNX already carries Q/DQ (a bundle's qdq-*.onnx)
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise UsageError(f"--backend must be ort or trt, got {self.backend!r}")
+        object.__setattr__(self, "backend", Backend.parse(self.backend))
         object.__setattr__(self, "precision", Precision(self.precision))
-        if self.backend == "ort" and self.precision == Precision.FP16:
+        if self.backend is Backend.ORT and self.precision == Precision.FP16:
             raise UsageError(
                 "--precision fp16 is not offered on the ONNX Runtime CPU backend (no fast FP16 kernels; "
                 "it would run slower than FP32 or be silently upcast)",
@@ -92,7 +90,7 @@ class BuildSpec:
         if self.precision in (Precision.INT8, Precision.AUTO) and not self.calib and not self.prequantised:
             raise UsageError(f"--precision {self.precision.value} needs calibration data",
                              "give --calib DIR (degraded images) or --calib synth:poled")
-        if self.backend == "trt" and self.target == "cpu":
+        if self.backend is Backend.TRT and self.target == "cpu":
             raise UsageError("--target cpu makes asymmetric Q/DQ, which TensorRT rejects", "use --target tensorrt")
         if self.calib_count < 1:
             raise UsageError(f"--calib-count must be >= 1, got {self.calib_count}")
@@ -119,4 +117,4 @@ class BuildSpec:
 
     @property
     def quant_target(self) -> str:
-        return self.target or ("tensorrt" if self.backend == "trt" else "cpu")
+        return self.target or self.backend.qdq_target

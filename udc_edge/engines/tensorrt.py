@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from udc_edge.engines.base import Engine, EngineInfo, IOSpec
+from udc_edge.core.backends import Backend
+from udc_edge.core.errors import BackendUnavailableError, EngineError
+from udc_edge.engines.base import Engine, EngineInfo, IOSpec, LayerTime
 from udc_edge.engines.manifest import Manifest, read_manifest
 from udc_edge.engines.tensorrt_build import (
     INSTALL_HINT,
@@ -37,7 +39,6 @@ from udc_edge.engines.tensorrt_build import (
     trt_logger,
     version_tuple,
 )
-from udc_edge.errors import BackendUnavailableError, EngineError
 
 __all__ = ["BuildPlan", "TrtEngine", "build_serialized", "check_manifest", "device_info", "get_version",
            "is_available", "parse_version", "plan_build", "require_tensorrt", "version_tuple"]
@@ -48,7 +49,7 @@ REBUILD_HINT = ("rebuild it on this machine from the ONNX with udc-edge build --
 
 def check_manifest(manifest: Manifest, trt_version: str, device: dict[str, Any], path: str = "engine") -> None:
     """Refuse an engine built by another TensorRT version or for another GPU."""
-    if manifest.backend != "tensorrt":
+    if manifest.backend != Backend.TRT.manifest_name:
         raise EngineError(f"{path} is a {manifest.backend} engine, not a TensorRT one", "load it with its backend")
     if manifest.backend_version != trt_version:
         raise EngineError(
@@ -197,7 +198,7 @@ def open_cuda(index: int = 0):
 class TrtEngine(Engine):
     """A serialized TensorRT engine (plus its manifest) on CUDA device ``device``."""
 
-    backend = "tensorrt"
+    backend = Backend.TRT.manifest_name
 
     def __init__(self, path: str | os.PathLike, manifest: Manifest | None = None, device: int = 0,
                  multiple: int | None = None):
@@ -260,7 +261,7 @@ class TrtEngine(Engine):
             return IOSpec(n, tuple(d if d >= 0 else None for d in eng.get_tensor_shape(n)), self._dtype[n].name)
 
         m = self.manifest
-        return EngineInfo("tensorrt", get_version(), m.precision, m.requested_precision,
+        return EngineInfo(Backend.TRT.manifest_name, get_version(), m.precision, m.requested_precision,
                           [spec(n) for n in self._in], [spec(n) for n in self._out],
                           {"device": self.device_info, "cuda": self.cuda.name, "num_layers": eng.num_layers})
 
@@ -312,7 +313,7 @@ class TrtEngine(Engine):
         y = self(*inputs)
         return y, dict(self.last_times)
 
-    def profile_layers(self, *inputs: np.ndarray, runs: int = 10) -> list[tuple[str, float]]:
+    def profile_layers(self, *inputs: np.ndarray, runs: int = 10) -> list[LayerTime]:
         """Mean time per layer (ms) over ``runs`` calls, in execution order, via an IProfiler.
 
         A separate execution context carries the profiler, so ordinary calls stay unprofiled.
@@ -341,4 +342,4 @@ class TrtEngine(Engine):
         finally:
             self._context = main
             del prof_ctx
-        return [(name, sum(v) / max(1, runs)) for name, v in times.items()]
+        return [LayerTime(name, "", sum(v) / max(1, runs)) for name, v in times.items()]

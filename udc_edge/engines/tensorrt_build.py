@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from udc_edge.errors import BackendUnavailableError, EngineError, UsageError
+from udc_edge.core.errors import BackendUnavailableError, EngineError, UsageError
 
 INSTALL_HINT = 'install the extra with pip install "udc-edge[trt]" on a machine with an NVIDIA GPU, or use --backend ort'
 PRECISIONS = ("fp32", "fp16", "int8")

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from udc_edge.engines.base import Engine, EngineInfo, IOSpec
+from udc_edge.export.onnxrt import NOISE_INPUT
 from udc_edge.models.padding import model_multiple
 
 
@@ -30,7 +31,7 @@ class TorchEngine(Engine):
         torch.set_num_threads(self._old_threads)
 
     def info(self) -> EngineInfo:
-        names = ["input", "noise"][: self._n]
+        names = ["input", NOISE_INPUT][: self._n]
         return EngineInfo("torch", torch.__version__, "fp32", "fp32",
                           [IOSpec(n, (None, 3, None, None)) for n in names], [IOSpec("output", (None, 3, None, None))])
 

@@ -1,1 +1,1 @@
-"""Metrics, reports and figures; later latency benchmarks and robustness parity."""
+"""Evaluation of restorers: robustness tables (udc-edge eval) and restoring files with metrics."""

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from udc_edge.core.errors import DataError, InputError
+from udc_edge.core.metrics import psnr, ssim
+from udc_edge.core.progress import Advance, noop
 from udc_edge.data.images import list_images, read_image, to_hwc, to_nchw, write_png
-from udc_edge.errors import DataError, InputError
-from udc_edge.evaluation.metrics import psnr, ssim
 from udc_edge.models.padding import run_padded
 from udc_edge.models.tiling import run_tiled
-from udc_edge.progress import Advance, _noop
 
 
 @dataclass
@@ -72,7 +72,7 @@ def restore_array(model: nn.Module, img: np.ndarray, tile: int = 0, overlap: int
 
 def restore_files(model: nn.Module, inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
                   gt_dir: str | os.PathLike | None = None, tile: int = 0, overlap: int = 32,
-                  progress: Advance = _noop) -> RestoreReport:
+                  progress: Advance = noop) -> RestoreReport:
     """Restore every input image into ``out_dir``; compare with ``gt_dir`` when given."""
     files = collect_inputs(list(inputs))
     gt_dir = Path(gt_dir) if gt_dir else None

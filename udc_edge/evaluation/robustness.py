@@ -24,13 +24,19 @@ import torch
 
 from udc_edge.attacks import AttackSpec, QueryTarget, attack, is_torch_target, transfer_attack
 from udc_edge.attacks.io import encode_adversarial, write_adversarial
+from udc_edge.core.errors import (
+    BackendUnavailableError,
+    DataError,
+    InputError,
+    OutputError,
+    UsageError,
+)
+from udc_edge.core.fileio import atomic_dir, write_json_atomic, write_text_atomic
+from udc_edge.core.metrics import psnr, ssim
+from udc_edge.core.progress import Advance, noop
 from udc_edge.data.images import to_hwc, to_nchw
 from udc_edge.data.readers import PairedDataset
-from udc_edge.errors import BackendUnavailableError, DataError, InputError, OutputError, UsageError
-from udc_edge.evaluation.metrics import psnr, ssim
-from udc_edge.fileio import atomic_dir, write_json_atomic, write_text_atomic
 from udc_edge.models.padding import Padded
-from udc_edge.progress import Advance, _noop
 
 GRID_COLUMNS = ("degraded", "attacked", "perturbation x10", "output clean", "output attacked", "ground truth")
 NON_ADAPTIVE = "non-adaptive: the attacks see the target as given (no purifier-aware gradients, no EOT)"
@@ -239,7 +245,7 @@ def _grid_row(lq: np.ndarray, adv: np.ndarray, out: np.ndarray, out_adv: np.ndar
 
 def evaluate_robustness(target: Any, dataset: PairedDataset, specs: list[AttackSpec], *,
                         limit: int | None = None, surrogate: Any = None, model_info: dict | None = None,
-                        target_name: str = "the target", progress: Advance = _noop
+                        target_name: str = "the target", progress: Advance = noop
                         ) -> tuple[RobustnessReport, dict[str, list[np.ndarray]]]:
     """Attack every image with every spec; return the report and the first image's grid rows.
 
@@ -312,7 +318,7 @@ def _aggregate(per_image: list[dict], specs: list[AttackSpec], keys: list[str], 
 
 def grid_image(grid: dict[str, list[np.ndarray]]) -> np.ndarray:
     """The PNG grid: a row per attack (labelled), columns as in :data:`GRID_COLUMNS`."""
-    from udc_edge.evaluation.figures import image_grid, text_image
+    from udc_edge.core.figures import image_grid, text_image
 
     rows = [[text_image(key, 96, row[0].shape[0]), *row] for key, row in grid.items()]
     return image_grid(rows, col_labels=["attack", *GRID_COLUMNS])
@@ -342,7 +348,7 @@ def write_report(report: RobustnessReport, grid: dict[str, list[np.ndarray]], ou
 def craft_dataset(target: Any, dataset: PairedDataset, spec: AttackSpec, out: str | os.PathLike, *,
                   fmt: str = "npy", limit: int | None = None, surrogate: Any = None,
                   model_info: dict | None = None, target_name: str = "the target", overwrite: bool = False,
-                  progress: Advance = _noop) -> dict:
+                  progress: Advance = noop) -> dict:
     """Attack each image and write ``out/adv/NAME.npy|png`` plus ``out/attack.json``.
 
     The per-image record is measured on the file as written (16-bit rounding included,

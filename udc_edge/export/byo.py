@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from udc_edge.errors import InputError, ModelError, UsageError
+from udc_edge.core.errors import InputError, ModelError, UsageError
 from udc_edge.models.padding import model_multiple
 
 # Packages that make a restorer slow to import or impossible to load on a CPU edge box.

@@ -37,12 +37,12 @@ import onnx
 import torch
 from torch import nn
 
-from udc_edge.errors import ExportError, UsageError
-from udc_edge.fileio import sha256_file, write_bytes_atomic
+from udc_edge.core.errors import ExportError, UsageError
+from udc_edge.core.fileio import sha256_file, write_bytes_atomic
+from udc_edge.export.onnxrt import NOISE_INPUT, SESSION_OPTIONS_KEY, make_session
 from udc_edge.models.padding import model_multiple, padded_size
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
-SESSION_OPTIONS_KEY = "udc_edge.session_options"
 # Tried in order until ONNX Runtime runs the graph: memory-pattern planning off, then buffer
 # reuse off, then only basic graph optimisations.
 SAFER_SESSION_OPTIONS: tuple[dict, ...] = (
@@ -137,7 +137,7 @@ def example_inputs(names: tuple[str, ...], n: int, h: int, w: int, seed: int) ->
     out = []
     for name in names:
         rng = image_rng(seed, len(out))
-        if name == "noise":
+        if name == NOISE_INPUT:
             out.append(rng.standard_normal((n, 3, h, w)).astype(np.float32))
             continue
         pairs = synth_pairs("poled", "photos:test", n, max(h, w), seed + 1)
@@ -250,8 +250,7 @@ def _cases(model: nn.Module, names: tuple[str, ...], sizes: list[tuple[int, int]
 
 
 def _compare(cases: list[tuple], onnx_bytes: bytes, session_options: dict | None) -> list[dict]:
-    from udc_edge.engines.ort import make_session
-    from udc_edge.evaluation.metrics import psnr
+    from udc_edge.core.metrics import psnr
 
     # Kernel failures are reported by the ParityError; keep ORT's own log quiet while retrying.
     sess = make_session(onnx_bytes, options={**(session_options or {}), "log_severity_level": 4})
@@ -310,7 +309,7 @@ def _macs_per_pixel(model: nn.Module, args: tuple) -> float:
 def prepare(model: nn.Module, spec: ExportSpec) -> tuple[nn.Module, tuple, list[tuple[int, int]]]:
     """The network to export (bring-your-own wrappers applied), the example input, and the
     parity sizes (the export size, plus a second size when H/W are dynamic)."""
-    from udc_edge.errors import ModelError
+    from udc_edge.core.errors import ModelError
     from udc_edge.export.byo import select_output, user_frame, wrap
 
     net = wrap(model.eval(), spec.output_index, spec.extra_inputs, spec.cpu_patch).eval()

@@ -22,8 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from udc_edge.errors import InputError, ModelError
-from udc_edge.fileio import atomic_dir, write_json_atomic
+from udc_edge.core.errors import InputError, ModelError
+from udc_edge.core.fileio import atomic_dir, write_json_atomic
 from udc_edge.models.registry import build
 
 WEIGHTS_NAME = "model.safetensors"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from udc_edge.errors import ModelError
+from udc_edge.core.errors import ModelError
 
 
 class LayerNorm2d(nn.Module):

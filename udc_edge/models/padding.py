@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from udc_edge.errors import InputError, ModelError
+from udc_edge.core.errors import InputError, ModelError
 
 PAD_MODES = ("reflect", "replicate", "constant")
 

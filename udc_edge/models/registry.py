@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from udc_edge.errors import ModelError
+from udc_edge.core.errors import ModelError
 from udc_edge.models.nafnet import NAFNet
 from udc_edge.models.padding import model_multiple
 from udc_edge.models.unet import UNet
@@ -74,8 +74,12 @@ def create(name: str, **overrides: Any) -> nn.Module:
     return build(cfg["arch"], {**cfg["kwargs"], **overrides})
 
 
+# Checkpoints name an architecture by its module path; a moved module keeps loading.
+RENAMED_ARCHS = {"udc_edge.models.purifier:Purifier": "udc_edge.diffusion.purifier:Purifier"}
+
+
 def _import_class(spec: str) -> Callable[..., nn.Module]:
-    module_name, _, attr = spec.partition(":")
+    module_name, _, attr = RENAMED_ARCHS.get(spec, spec).partition(":")
     if not module_name or not attr:
         raise ModelError(
             f"bring-your-own architecture {spec!r} is not of the form package.module:Class",

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from udc_edge.errors import UsageError
+from udc_edge.core.errors import UsageError
 
 
 def _starts(size: int, tile: int, step: int) -> list[int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from udc_edge.errors import ModelError
+from udc_edge.core.errors import ModelError
 
 ACTS = ("relu", "leaky")
 UPS = ("transpose", "shuffle")

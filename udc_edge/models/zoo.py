@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from udc_edge.errors import ModelError
+from udc_edge.core.errors import ModelError
 from udc_edge.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, load_weights
 from udc_edge.models.registry import create, list_models
 

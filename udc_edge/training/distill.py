@@ -10,7 +10,7 @@ outputs, back-propagating through all k student evaluations.
 Why this kind: purification starts at a small t* (0.1 of the schedule), where the DDIM
 trajectory is short and nearly straight, so one regression gets a 1-4 step student
 close to the teacher. It optimises exactly the k-step graph that is deployed
-(:class:`~udc_edge.models.purifier.PurifierSampler`), needs one training run (progressive
+(:class:`~udc_edge.diffusion.purifier.PurifierSampler`), needs one training run (progressive
 distillation needs log2(N/k) rounds) and no target networks or EMA (consistency
 distillation), and the teacher's N steps per batch are cheap at k <= 4 and t* <= 0.15.
 
@@ -37,9 +37,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from udc_edge.errors import UsageError
-from udc_edge.fileio import write_json_atomic
-from udc_edge.models.purifier import (
+from udc_edge.core.errors import UsageError
+from udc_edge.core.fileio import write_json_atomic
+from udc_edge.core.progress import Advance, noop
+from udc_edge.diffusion.purifier import (
     Purifier,
     check_steps,
     ddim_reverse,
@@ -49,7 +50,6 @@ from udc_edge.models.purifier import (
     save_purifier,
     state_digest,
 )
-from udc_edge.progress import Advance, _noop
 from udc_edge.training import distributed as D
 from udc_edge.training.pairs import make_train_data
 from udc_edge.training.purifier import domain_batch
@@ -169,7 +169,7 @@ def _target_pool(spec: DistillSpec, data: Any, teacher: Purifier, n_teacher: int
     return torch.cat(zs)[: spec.targets], torch.cat(ts)[: spec.targets]
 
 
-def distill(spec: DistillSpec, progress: Advance = _noop, setup_progress: Advance = _noop) -> DistillReport:
+def distill(spec: DistillSpec, progress: Advance = noop, setup_progress: Advance = noop) -> DistillReport:
     """Train a k-step student from ``spec.teacher``; returns the report (rank 0's view)."""
     if spec.threads:
         torch.set_num_threads(spec.threads)

@@ -44,7 +44,7 @@ def resolve_device(name: str) -> str:
     Raises a :class:`UsageError` naming ``--device`` for anything else, or for CUDA on a
     machine where torch sees no GPU (a CPU-only build, or no driver).
     """
-    from udc_edge.errors import UsageError
+    from udc_edge.core.errors import UsageError
 
     base, _, index = name.partition(":")
     if base not in DEVICES or (index and (base != "cuda" or not index.isdigit())):
@@ -91,7 +91,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def weights_digest(model: nn.Module) -> str:
     """SHA-256 over all parameters and buffers (to prove ranks hold identical weights)."""
-    from udc_edge.models.purifier import state_digest
+    from udc_edge.diffusion.purifier import state_digest
 
     return state_digest(unwrap(model))
 

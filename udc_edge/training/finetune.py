@@ -41,12 +41,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from udc_edge.attacks import AttackSpec, attack
-from udc_edge.errors import UsageError
-from udc_edge.export.pipeline import PurifiedRestorer
-from udc_edge.fileio import write_json_atomic
-from udc_edge.models.purifier import PurifierSampler, load_purifier, state_digest
+from udc_edge.core.errors import UsageError
+from udc_edge.core.fileio import write_json_atomic
+from udc_edge.core.progress import Advance, noop
+from udc_edge.diffusion.pipeline import PurifiedRestorer
+from udc_edge.diffusion.purifier import PurifierSampler, load_purifier, state_digest
 from udc_edge.models.zoo import load_model
-from udc_edge.progress import Advance, _noop
 from udc_edge.training import distributed as D
 from udc_edge.training.losses import fft_l1
 from udc_edge.training.pairs import make_train_data
@@ -204,7 +204,7 @@ def _validate(restorer: nn.Module, sampler: PurifierSampler, val: list, seed: in
             "input_psnr": clean["input_psnr"]}
 
 
-def finetune_restorer(spec: FinetuneSpec, progress: Advance = _noop, setup_progress: Advance = _noop
+def finetune_restorer(spec: FinetuneSpec, progress: Advance = noop, setup_progress: Advance = noop
                       ) -> FinetuneReport:
     """Continue training ``spec.restorer`` on the ``spec.mix`` inputs; returns the report."""
     if spec.threads:

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from udc_edge.core.errors import DataError, UsageError
+from udc_edge.core.progress import Advance, noop
 from udc_edge.data.readers import PairedDataset, open_paired_dataset
 from udc_edge.data.sources import make_source
 from udc_edge.data.synth import UDCSimulator, image_rng, synth_pairs
-from udc_edge.errors import DataError, UsageError
-from udc_edge.progress import Advance, _noop
 
 
 def _to_tensor(batch: list[np.ndarray]) -> torch.Tensor:
@@ -39,7 +39,7 @@ class SynthPairs:
     """Endless synthetic pairs for one display."""
 
     def __init__(self, display: str, patch: int, source: str = "mixed:train", pool: int = 192,
-                 seed: int = 0, noise: bool = True, progress: Advance = _noop):
+                 seed: int = 0, noise: bool = True, progress: Advance = noop):
         self.sim = UDCSimulator.for_display(display, noise=noise)
         if patch < self.sim.min_size:
             raise UsageError(f"--patch {patch} is too small for the display's PSF", f"use --patch >= {self.sim.min_size}")
@@ -69,7 +69,7 @@ class SynthPairs:
 class FolderPairs:
     """Random crops (with flips) of a paired dataset's images, held in memory."""
 
-    def __init__(self, ds: PairedDataset, indices: list[int], patch: int, progress: Advance = _noop):
+    def __init__(self, ds: PairedDataset, indices: list[int], patch: int, progress: Advance = noop):
         if not ds.has_gt:
             raise DataError(f"dataset {ds.describe().get('root')} has no ground truth", "training needs lq/ and gt/")
         self.pairs = []
@@ -140,7 +140,7 @@ class TrainData:
 
 
 def make_train_data(data: str | os.PathLike, patch: int, seed: int, val_count: int = 8,
-                    val_size: int = 128, pool: int = 192, progress: Advance = _noop) -> TrainData:
+                    val_size: int = 128, pool: int = 192, progress: Advance = noop) -> TrainData:
     """``synth:poled`` / ``synth:toled`` / ``synth:LAYOUT.json`` or a paired dataset path.
 
     Synthetic validation pairs are made from the *training* photos with another seed; the

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from udc_edge.errors import UsageError
-from udc_edge.fileio import write_json_atomic
-from udc_edge.models.purifier import (
+from udc_edge.core.errors import UsageError
+from udc_edge.core.fileio import write_json_atomic
+from udc_edge.core.progress import Advance, noop
+from udc_edge.diffusion.purifier import (
     DOMAINS,
     TRAIN_TIMESTEPS,
     Purifier,
@@ -37,7 +38,6 @@ from udc_edge.models.purifier import (
     to_model,
     unet_config,
 )
-from udc_edge.progress import Advance, _noop
 from udc_edge.training import distributed as D
 from udc_edge.training.pairs import make_train_data, step_batches
 from udc_edge.training.restorer import lr_at, prepare_out_dir
@@ -176,7 +176,7 @@ def _device_name(dev: torch.device) -> str:
     return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
 
 
-def train_purifier(spec: PurifierTrainSpec, progress: Advance = _noop, setup_progress: Advance = _noop
+def train_purifier(spec: PurifierTrainSpec, progress: Advance = noop, setup_progress: Advance = noop
                    ) -> PurifierTrainReport:
     """Run the purifier training described by ``spec`` (single process or torchrun DDP)."""
     if spec.threads:

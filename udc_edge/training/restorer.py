@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from udc_edge.core.errors import OutputError, UsageError
+from udc_edge.core.fileio import write_json_atomic
+from udc_edge.core.metrics import psnr, ssim
+from udc_edge.core.progress import Advance, noop
 from udc_edge.data.images import to_hwc, to_nchw
-from udc_edge.errors import OutputError, UsageError
-from udc_edge.evaluation.metrics import psnr, ssim
-from udc_edge.fileio import write_json_atomic
 from udc_edge.models import (
     build,
     load_checkpoint,
@@ -35,7 +36,6 @@ from udc_edge.models import (
     run_padded,
     save_checkpoint,
 )
-from udc_edge.progress import Advance, _noop
 from udc_edge.training import distributed as D
 from udc_edge.training.losses import restoration_loss
 from udc_edge.training.pairs import make_train_data
@@ -145,7 +145,7 @@ def save_run(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, conf
     return best
 
 
-def train_restorer(spec: TrainSpec, progress: Advance = _noop, setup_progress: Advance = _noop) -> TrainReport:
+def train_restorer(spec: TrainSpec, progress: Advance = noop, setup_progress: Advance = noop) -> TrainReport:
     """Run the training described by ``spec``; returns the report (rank 0's view)."""
     if spec.threads:
         torch.set_num_threads(spec.threads)

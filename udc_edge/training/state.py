@@ -21,8 +21,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from udc_edge.errors import ModelError, UsageError
-from udc_edge.fileio import atomic_path
+from udc_edge.core.errors import ModelError, UsageError
+from udc_edge.core.fileio import atomic_path
 
 
 def _flatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:

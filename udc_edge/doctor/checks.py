@@ -1,4 +1,4 @@
-"""The checks behind :func:`udc_edge.evaluation.doctor.diagnose`, one function per section of
+"""The checks behind :func:`udc_edge.doctor.doctor.diagnose`, one function per section of
 the report. Each fills its part of the report and adds blockers (the model cannot go the
 whole way) or advice (it can, with the flags or caveats named)."""
 
@@ -17,10 +17,11 @@ import onnx
 import torch
 from torch import nn
 
-from udc_edge.errors import UdcEdgeError
-from udc_edge.evaluation.doctor import DoctorReport, DoctorSpec, ExporterResult, OpFinding
+from udc_edge.core.backends import Backend
+from udc_edge.core.errors import UdcEdgeError
+from udc_edge.core.timing import side_by_side
+from udc_edge.doctor.report import DoctorReport, DoctorSpec, ExporterResult, OpFinding
 from udc_edge.export import byo
-from udc_edge.timing import side_by_side
 
 
 def load(report: DoctorReport, model: str, arch: str | None, arch_kwargs: dict | None, weights: str | None,
@@ -206,7 +207,7 @@ def _layer(node: onnx.NodeProto) -> str:
 
 def _profile(graph: bytes, x: np.ndarray, threads: int, opts: dict, runs: int) -> dict[str, float]:
     """Milliseconds per run spent in each op type, from ONNX Runtime's profiler."""
-    from udc_edge.engines.ort import profile_nodes
+    from udc_edge.export.onnxrt import profile_nodes
 
     per: Counter = Counter()
     for _, op, ms in profile_nodes(graph, [x], threads, opts, runs):
@@ -216,9 +217,9 @@ def _profile(graph: bytes, x: np.ndarray, threads: int, opts: dict, runs: int) -
 
 def ops_and_speed(report: DoctorReport, net: nn.Module, graph: bytes, spec: DoctorSpec) -> None:
     """Parity, ONNX Runtime vs eager speed (side by side) and the slow or unsupported ops."""
-    from udc_edge.engines.ort import make_session
     from udc_edge.engines.tensorrt_ops import SLOW_OPS, tensorrt_support
     from udc_edge.export.onnx_export import example_inputs
+    from udc_edge.export.onnxrt import make_session
     from udc_edge.models.padding import model_multiple, padded_size
 
     proto = onnx.load_from_string(graph)
@@ -262,8 +263,8 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
     from udc_edge.calibration.dataset import load_calibration_set
     from udc_edge.calibration.qdq import QUANT_OPS, fidelity, prepare, quantize_bytes
     from udc_edge.calibration.ranges import compute_ranges
-    from udc_edge.engines.ort import make_session
     from udc_edge.engines.tensorrt_ops import SLOW_OPS
+    from udc_edge.export.onnxrt import make_session
 
     h, w = report.ort["size"]
     opts, threads = report.chosen["session_options"], _threads(spec)
@@ -329,7 +330,7 @@ def tensorrt(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
     bad = [f"{t['op_type']} x{t['count']} ({t['note']})" for t in report.tensorrt if t["supported"] is False]
     if bad:
         text = f"TensorRT's ONNX parser rejects {', '.join(bad)}"
-        if spec.backend == "trt":
+        if spec.backend is Backend.TRT:
             report.blockers.append(text)
         else:
             report.advice.append(text + ": the ONNX Runtime path works; TensorRT needs another layer there")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
-from udc_edge.fileio import write_text_atomic
+from udc_edge.core.fileio import write_text_atomic
 
 HELDOUT_SEED = 2026
 

@@ -17,8 +17,10 @@ import torch
 from torch import nn
 
 from udc_edge.attacks.spec import BLACKBOX_ATTACKS, WHITEBOX_ATTACKS
-from udc_edge.errors import UsageError
-from udc_edge.evaluation.defence import (
+from udc_edge.core.errors import UsageError
+from udc_edge.core.fileio import atomic_dir
+from udc_edge.core.progress import Advance, noop
+from udc_edge.defence.defence import (
     DefenceSpec,
     DefendedPipeline,
     black_box,
@@ -29,10 +31,8 @@ from udc_edge.evaluation.defence import (
     measure,
     uses_bpda,
 )
+from udc_edge.diffusion.purifier import Purifier, check_pair
 from udc_edge.evaluation.robustness import eps_label
-from udc_edge.fileio import atomic_dir
-from udc_edge.models.purifier import Purifier, check_pair
-from udc_edge.progress import Advance, _noop
 
 
 @dataclass
@@ -178,7 +178,7 @@ def _crafted(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Defenc
 def defence_table(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: DefenceSpec | None = None,
                   teacher: Purifier | None = None, students: list[Purifier] | tuple = (),
                   finetuned: nn.Module | None = None, finetuned_purifier: Purifier | None = None,
-                  progress: Advance = _noop, purifiers: list[tuple[str, Purifier]] | tuple = (),
+                  progress: Advance = noop, purifiers: list[tuple[str, Purifier]] | tuple = (),
                   cache: dict | None = None) -> DefenceTable:
     """Rows: restorer; + teacher; + each student; + each of ``purifiers`` (label, purifier);
     + purifier and fine-tuned restorer (``finetuned_purifier``, default the first student,

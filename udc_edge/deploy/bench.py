@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from udc_edge.core.errors import UdcEdgeError, UsageError
+from udc_edge.core.progress import Advance, noop
+from udc_edge.core.timing import median_seconds
+from udc_edge.deploy.hostinfo import PowerMonitor, conv_peak_gflops, nvpmodel_mode, rss_mb
 from udc_edge.engines import Engine, EngineInfo, is_engine_path, load_engine
-from udc_edge.errors import UdcEdgeError, UsageError
-from udc_edge.evaluation.hostinfo import PowerMonitor, conv_peak_gflops, nvpmodel_mode, rss_mb
-from udc_edge.progress import Advance, _noop
-from udc_edge.timing import median_seconds
+from udc_edge.engines.base import LayerProfiler
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def _fill(row: BenchRow, samples: list[float], meta: dict, shape: tuple, peak: f
         row.peak_fraction = row.gflops / peak if peak else None
 
 
-def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advance = _noop) -> BenchReport:
+def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advance = noop) -> BenchReport:
     """Benchmark every target on the same input, interleaved; a failing target gets a status, not a crash."""
     if not targets:
         raise UsageError("give at least one engine or model to bench")
@@ -202,11 +203,10 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
         if hasattr(eng, "timed_call"):
             timings = [eng.timed_call(*inputs)[1] for _ in range(5)]
             row.gpu_ms = {k: float(np.median([t[k] for t in timings])) for k in timings[0]}
-        if spec.profile and hasattr(eng, "profile_layers"):
+        if spec.profile and isinstance(eng, LayerProfiler):
             layers = eng.profile_layers(*inputs, runs=5)
-            total = sum(r[-1] for r in layers) or 1.0
-            row.top_layers = [{"layer": r[0], "op": r[1] if len(r) > 2 else "", "ms": r[-1], "share": r[-1] / total}
-                              for r in layers[:10]]
+            total = sum(r.ms for r in layers) or 1.0
+            row.top_layers = [{"layer": r.layer, "op": r.op, "ms": r.ms, "share": r.ms / total} for r in layers[:10]]
         eng.deactivate()
     host = {"conv_peak_gflops": peak, "threads": spec.threads, "nvpmodel": nvpmodel_mode()}
     spec_d = {**asdict(spec), "shape": list(spec.shape), "iters": rounds}
@@ -235,7 +235,7 @@ def compare_reports(new: BenchReport, old_path: str | Path) -> list[str]:
 
 def save_report(report: BenchReport, out_dir: str | Path) -> list[Path]:
     """bench.json, bench.md and bench.png (latency box plot) in ``out_dir``."""
-    from udc_edge.fileio import write_text_atomic
+    from udc_edge.core.fileio import write_text_atomic
 
     out = Path(out_dir)
     files = [write_text_atomic(out / "bench.json", report.to_json()),
@@ -247,7 +247,7 @@ def save_report(report: BenchReport, out_dir: str | Path) -> list[Path]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from udc_edge.fileio import atomic_path
+        from udc_edge.core.fileio import atomic_path
 
         fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(ok)), 3.2))
         ax.boxplot([r.samples for r in ok], showfliers=True)

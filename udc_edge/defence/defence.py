@@ -12,7 +12,7 @@ Two labelled kinds of PGD (L-inf, default 8/255, 20 steps, the project's ``attac
 Every defended number is measured over ``draws`` evaluation noise draws (other seeds than
 the attack's): the mean, and the worst case (per image, the worst draw; then averaged).
 Query attacks (SimBA, Square) are black-box on the pipeline as deployed (fresh noise per
-query). :mod:`udc_edge.evaluation.defence_table` assembles these into the defence table.
+query). :mod:`udc_edge.defence.defence_table` assembles these into the defence table.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from udc_edge.attacks import AttackSpec, attack, craft
-from udc_edge.errors import DataError, UsageError
-from udc_edge.evaluation.metrics import psnr, ssim
+from udc_edge.core.errors import DataError, UsageError
+from udc_edge.core.metrics import psnr, ssim
+from udc_edge.core.timing import median_ms
+from udc_edge.diffusion.purifier import Purifier, PurifierSampler
 from udc_edge.models.padding import Padded, run_padded
-from udc_edge.models.purifier import Purifier, PurifierSampler
-from udc_edge.timing import median_ms
 
 
 def load_eval_set(data: str, count: int = 8, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,7 +43,7 @@ def load_eval_set(data: str, count: int = 8, size: int = 64, seed: int = 0) -> t
     pairs = []
     if str(data).startswith("synth:"):
         from udc_edge.data.synth import UDCSimulator
-        from udc_edge.models.card import heldout_pairs
+        from udc_edge.training.card import heldout_pairs
 
         display = str(data).split(":", 1)[1]
         min_size = UDCSimulator.for_display(display).min_size

@@ -1,20 +1,13 @@
-"""``udc-edge doctor``: what will and will not work for a restorer, before a user spends time.
-
-One report: loading on the CPU, the forward's structure, the ONNX each exporter produces
-(or its error), dynamic H/W, slow or unsupported operators with counts and layer names,
-ONNX Runtime parity and speed against eager torch, INT8 friendliness per quantisable op
-type, and TensorRT parser support per op type (static table, no TensorRT needed).
-``blockers`` empty means the model can go the whole way (export -> build fp32/int8 -> run).
-The checks are in :mod:`udc_edge.evaluation.doctor_checks`.
-"""
+"""The doctor's spec and report (what each check found); apart from the runner so that the
+checks and the runner both import it and not each other."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
 
-from udc_edge.errors import UsageError
-from udc_edge.progress import Advance, _noop
+from udc_edge.core.backends import Backend
+from udc_edge.core.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -26,15 +19,14 @@ class DoctorSpec:
     output_index: int | None = None
     extra_inputs: tuple = ()  # tuple[byo.ExtraInput, ...]
     opset: int = 17
-    backend: str = "ort"  # which path must work for a clean bill: ort, or trt (adds TensorRT support)
+    backend: Backend = Backend.ORT  # which path must work for a clean bill: ort, or trt (adds TensorRT support)
     min_fidelity: float = 35.0  # INT8 output vs FP32, dB
     calib_count: int = 6
     runs: int = 5
     threads: int = 0  # ONNX Runtime threads; 0: torch's current thread count (side by side)
 
     def __post_init__(self) -> None:
-        if self.backend not in ("ort", "trt"):
-            raise UsageError(f"--backend must be ort or trt, got {self.backend!r}")
+        object.__setattr__(self, "backend", Backend.parse(self.backend))
         if self.height < 8 or self.width < 8:
             raise UsageError(f"--height/--width must be >= 8, got {self.height}x{self.width}")
         if self.calib_count < 3 or self.runs < 1:
@@ -163,31 +155,3 @@ class DoctorReport:
             out += [f"| {t['op_type']} | {t['count']} | {({True: 'yes', False: 'no', None: '?'})[t['supported']]} | "
                     f"{t['note']} |" for t in self.tensorrt]
         return "\n".join(out) + "\n"
-
-
-STEPS = 5
-
-
-def diagnose(model: str, arch: str | None = None, arch_kwargs: dict | None = None, weights: str | None = None,
-             stub_modules: tuple[str, ...] = (), spec: DoctorSpec = DoctorSpec(),
-             progress: Advance = _noop) -> DoctorReport:
-    """Run every check on ``model`` (shipped name, checkpoint, ``package.module:Class``, or
-    ``-`` with ``arch``) and return the report; never raises for what the model does wrong."""
-    from udc_edge.evaluation import doctor_checks as checks
-
-    report = DoctorReport(model=arch or model, spec={k: v for k, v in asdict(spec).items() if k != "extra_inputs"})
-    progress(0, status="loading")
-    net = checks.load(report, model, arch, arch_kwargs, weights, stub_modules)
-    net = checks.structure(report, net, spec) if net is not None else None
-    progress(1, status="exporting (TorchScript, dynamo)")
-    graph = checks.export_all(report, net, spec) if net is not None else None
-    if graph is not None:
-        progress(1, status="ONNX Runtime vs eager")
-        checks.ops_and_speed(report, net, graph, spec)
-        progress(1, status="INT8 sensitivity")
-        checks.int8(report, graph, spec)
-        progress(1, status="TensorRT support")
-        checks.tensorrt(report, graph, spec)
-    checks.export_command(report, model, arch, arch_kwargs, weights, stub_modules, spec)
-    progress(1, status="done")
-    return report

@@ -14,10 +14,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from udc_edge.demo_stages import STAGES, Context, Stage, grid
-from udc_edge.errors import UdcEdgeError
-from udc_edge.fileio import atomic_dir, write_json_atomic, write_text_atomic
-from udc_edge.progress import progress_bar
+from udc_edge.core.errors import UdcEdgeError
+from udc_edge.core.fileio import atomic_dir, write_json_atomic, write_text_atomic
+from udc_edge.core.progress import progress_bar
+from udc_edge.demo.stages import STAGES, Context, Stage, grid
 
 
 @dataclass

@@ -19,15 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from udc_edge.errors import DataError, InputError
-from udc_edge.fileio import (
+from udc_edge.core.backends import QDQ_TARGETS, Backend
+from udc_edge.core.errors import DataError, InputError
+from udc_edge.core.fileio import (
     atomic_dir,
     atomic_path,
     sha256_file,
     write_json_atomic,
     write_text_atomic,
 )
-from udc_edge.progress import Advance, _noop
+from udc_edge.core.progress import Advance, noop
 
 BUNDLE_FORMAT = "udc-edge-bundle/1"
 
@@ -54,18 +55,18 @@ Files: {files}
 
 def write_bundle(restorer: str, out: str | os.PathLike, calib: str = "synth:poled", calib_count: int = 16,
                  verify_data: str | None = None, verify_count: int = 4, attacks: tuple[str, ...] = ("pgd", "simba"),
-                 progress: Advance = _noop, overwrite: bool = False) -> Path:
+                 progress: Advance = noop, overwrite: bool = False) -> Path:
     """Write a bundle folder (or ``.tar.gz`` when ``out`` ends with it) for ``restorer``."""
     import platform
 
-    from udc_edge import __version__
     from udc_edge.calibration.dataset import load_calibration_set
     from udc_edge.calibration.qdq import quantize_bytes
     from udc_edge.calibration.ranges import cached_ranges
+    from udc_edge.core.version import __version__
     from udc_edge.data.images import write_png
     from udc_edge.data.readers import open_paired_dataset
     from udc_edge.data.synth import SynthSpec, write_synthetic_dataset
-    from udc_edge.evaluation.verify import VerifySpec, make_reference_set
+    from udc_edge.deploy.reference import VerifySpec, make_reference_set
     from udc_edge.export.onnx_export import ExportSpec, export_onnx
     from udc_edge.models.zoo import load_model
 
@@ -80,8 +81,8 @@ def write_bundle(restorer: str, out: str | os.PathLike, calib: str = "synth:pole
         (tmp / "calib").mkdir()
         for i, img in enumerate(cs.images[:4]):
             write_png(tmp / "calib" / f"{i:04d}.png", img.transpose(1, 2, 0), 16)
-        for target in ("cpu", "tensorrt"):
-            ranges, _ = cached_ranges(tmp / "model.onnx", cs, "percentile", symmetric=target == "tensorrt",
+        for target in QDQ_TARGETS:
+            ranges, _ = cached_ranges(tmp / "model.onnx", cs, "percentile", symmetric=target == Backend.TRT.qdq_target,
                                       cache=tmp / f"calib-cache-{target}.json")
             (tmp / f"qdq-{target}.onnx").write_bytes(quantize_bytes(tmp / "model.onnx", ranges, target))
             progress(1, status=f"quantised for {target}")
@@ -132,11 +133,11 @@ class Bundle:
 
     def onnx_for(self, backend: str, precision: str) -> Path:
         if precision == "int8":
-            return self.path("qdq-tensorrt.onnx" if backend == "trt" else "qdq-cpu.onnx")
+            return self.path(f"qdq-{Backend.parse(backend).qdq_target}.onnx")
         return self.path("model.onnx")
 
     def reference_set(self):
-        from udc_edge.evaluation.verify import ReferenceSet
+        from udc_edge.deploy.reference import ReferenceSet
 
         return ReferenceSet.load(self.root / "reference")
 

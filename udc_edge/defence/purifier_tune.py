@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from udc_edge.errors import UsageError
-from udc_edge.evaluation.defence import DefenceSpec, DefendedPipeline, craft_on_restorer, measure
+from udc_edge.core.errors import UsageError
+from udc_edge.core.fileio import atomic_path, write_json_atomic, write_text_atomic
+from udc_edge.core.progress import Advance, noop
+from udc_edge.defence.defence import DefenceSpec, DefendedPipeline, craft_on_restorer, measure
+from udc_edge.diffusion.purifier import Purifier, check_average, check_t_star, t_index
 from udc_edge.evaluation.robustness import eps_label
-from udc_edge.fileio import atomic_path, write_json_atomic, write_text_atomic
-from udc_edge.models.purifier import Purifier, check_average, check_t_star, t_index
-from udc_edge.progress import Advance, _noop
 
 DEFAULT_T_STARS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15)
 
@@ -130,7 +130,7 @@ class TuneReport:
 
 
 def tune_t_star(restorer: nn.Module, purifier: Purifier, x: torch.Tensor, y: torch.Tensor,
-                spec: TuneSpec = TuneSpec(), progress: Advance = _noop) -> TuneReport:
+                spec: TuneSpec = TuneSpec(), progress: Advance = noop) -> TuneReport:
     """Sweep ``spec.t_stars`` with the teacher ``purifier``; see the module docstring."""
     if purifier.role != "teacher":
         raise UsageError("t* can only be tuned with a teacher purifier (a student is fixed to its t*)",

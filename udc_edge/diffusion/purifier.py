@@ -18,7 +18,7 @@ to a multiple of ``2**(levels - 1)`` (reflect, cropped back) by the shared helpe
 
 A :class:`Purifier` (UNet + its purification settings) is saved as an ordinary
 checkpoint (``save_purifier``: safetensors + JSON config, arch
-``udc_edge.models.purifier:Purifier``), so ``udc-edge models`` lists shipped purifiers.
+``udc_edge.diffusion.purifier:Purifier``), so ``udc-edge models`` lists shipped purifiers.
 A *teacher* runs N steps; a *student* was distilled from a teacher to k steps at the
 teacher's t* and refuses any other t*.
 
@@ -42,10 +42,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from udc_edge.errors import ModelError, UsageError
+from udc_edge.core.errors import ModelError, UsageError
 from udc_edge.models.padding import crop, pad_to_multiple
 
-PURIFIER_ARCH = "udc_edge.models.purifier:Purifier"
+PURIFIER_ARCH = "udc_edge.diffusion.purifier:Purifier"
 TRAIN_TIMESTEPS = 1000
 BETA_START, BETA_END = 1e-4, 0.02
 DOMAINS = ("lq", "gt")

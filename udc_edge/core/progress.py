@@ -14,15 +14,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 Advance = Callable[..., None]
 
 
-def _noop(n: int = 1, **_: object) -> None:
-    return None
+def noop(n: int = 1, **_: object) -> None:
+    """The progress callback that reports nowhere (the default when no bar is shown)."""
 
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None, quiet: bool = False) -> Iterator[Advance]:
     """Yield ``advance(n=1, status=None)``; draws a bar on stderr unless ``quiet``."""
     if quiet:
-        yield _noop
+        yield noop
         return
     from rich.console import Console
 

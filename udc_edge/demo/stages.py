@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from udc_edge.core.metrics import psnr, ssim
 from udc_edge.data.images import to_hwc, to_nchw
-from udc_edge.evaluation.metrics import psnr, ssim
 
 
 @dataclass
@@ -45,9 +45,9 @@ def _mean(vals: list[float]) -> float:
 
 
 def synthesise(ctx: Context) -> Stage:
+    from udc_edge.core.progress import progress_bar
     from udc_edge.data.readers import open_paired_dataset
     from udc_edge.data.synth import SynthSpec, write_synthetic_dataset
-    from udc_edge.progress import progress_bar
 
     spec = SynthSpec(display=ctx.display, count=3 if ctx.quick else 6, size=96 if ctx.quick else 128,
                      source="photos:test", seed=0)
@@ -115,7 +115,7 @@ def purify(ctx: Context) -> Stage:
 
     if ctx.purifier_name not in shipped_models():
         return Stage("purify", "not built yet", note=f"no shipped purifier {ctx.purifier_name!r}")
-    from udc_edge.models.purifier import load_purifier
+    from udc_edge.diffusion.purifier import load_purifier
 
     pur, _ = load_purifier(ctx.purifier_name)
     gen = torch.Generator().manual_seed(0)
@@ -164,7 +164,7 @@ def export_build(ctx: Context) -> Stage:
 
 
 def bench(ctx: Context) -> Stage:
-    from udc_edge.evaluation.bench import BenchSpec, run_bench, save_report
+    from udc_edge.deploy.bench import BenchSpec, run_bench, save_report
 
     size = 128 if ctx.quick else 256
     rep = run_bench([ctx.restorer_name, *ctx.data["engines"]],
@@ -181,8 +181,8 @@ def bench(ctx: Context) -> Stage:
 
 def verify(ctx: Context) -> Stage:
     from udc_edge.data.readers import open_paired_dataset
+    from udc_edge.deploy.verify import VerifySpec, make_reference_set, verify_engine
     from udc_edge.engines import load_engine
-    from udc_edge.evaluation.verify import VerifySpec, make_reference_set, verify_engine
 
     spec = VerifySpec(attacks=("pgd", "simba"), steps=10 if ctx.quick else 20, simba_iterations=50 if ctx.quick else 150,
                       limit=2 if ctx.quick else 4, direct=False)  # white-box on the engine's replica: udc-edge verify
@@ -193,9 +193,9 @@ def verify(ctx: Context) -> Stage:
                      "(docs/verify.md): the demo's rows are transferred and black-box only")
     (ctx.out / "verify.md").write_text(rep.to_markdown())
     if row:
+        from udc_edge.core.figures import image_grid
         from udc_edge.data.images import write_png
-        from udc_edge.evaluation.figures import image_grid
-        from udc_edge.evaluation.verify import GRID_LABELS
+        from udc_edge.deploy.verify import GRID_LABELS
 
         write_png(ctx.out / "worst.png", image_grid([row], GRID_LABELS), bit_depth=8)
     failed = [c.name for c in rep.checks if not c.passed]
@@ -210,8 +210,8 @@ def verify(ctx: Context) -> Stage:
 
 def grid(ctx: Context) -> None:
     """The picture of the demo: a row per image."""
+    from udc_edge.core.figures import image_grid
     from udc_edge.data.images import write_png
-    from udc_edge.evaluation.figures import image_grid
 
     cols = ["ground truth", "P-OLED degraded", "restored", "PGD 8/255 input", "restored (attacked)"]
     rows = []

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from udc_edge.errors import OutputError
+from udc_edge.core.errors import OutputError
 
 
 def _check_parent_writable(path: Path) -> None:

@@ -44,7 +44,7 @@ class PurifiedRestorer(nn.Module):
 
 def purifier_module(purifier: str, restorer: nn.Module | None = None) -> nn.Module:
     """The export module for ``--purifier P_k`` (with a restorer: the whole defended pipeline)."""
-    from udc_edge.models.purifier import load_purifier
+    from udc_edge.diffusion.purifier import load_purifier
 
     pur, _ = load_purifier(purifier)
     sampler = pur.sampler()

@@ -1,0 +1,1 @@
+"""Deployment: latency bench, host info, robustness-parity verify, bundles, reference sets."""
