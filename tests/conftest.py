@@ -31,7 +31,7 @@ def tiny_restorer_dir(tmp_path_factory):
     threads = torch.get_num_threads()
     try:
         train_restorer(TrainSpec(arch="unet-t", data="synth:toled", steps=80, batch=4, patch=48, pool=8, lr=3e-3,
-                                 val_every=80, val_count=2, warmup=5, threads=1, out=str(out)))
+                                 val_every=80, val_count=2, warmup=5, threads=1, device="cpu", out=str(out)))
     finally:
         torch.set_num_threads(threads)
     return out / "best"

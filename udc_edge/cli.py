@@ -13,6 +13,7 @@ from typing import Annotated
 
 import click
 import typer
+from rich.text import Text
 from typer.core import TyperGroup
 
 from udc_edge import __version__
@@ -30,8 +31,15 @@ class _Group(TyperGroup):
         except UdcEdgeError as exc:
             if ctx.meta.get("udc_edge.debug") or os.environ.get("UDC_EDGE_DEBUG"):
                 raise
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+            err.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except MemoryError:  # e.g. a --shape or --size far beyond this machine
+            if ctx.meta.get("udc_edge.debug") or os.environ.get("UDC_EDGE_DEBUG"):
+                raise
+            err.print(Text.assemble(("error:", "bold red"), " out of memory (the arrays this command needs do not "
+                                    "fit in this machine's memory; use a smaller --shape, --size or --tile)"),
+                      soft_wrap=True)
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(
@@ -41,6 +49,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text as written: "[default: ...]" and "udc-edge[trt]" stay
 )
 
 
@@ -61,11 +70,18 @@ def main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0: torch's default). On a shared "
                                          "machine 1 avoids 10-50x slow-downs when another process holds a core.")] = 0,
+    trust_code: Annotated[bool, typer.Option(
+        "--trust-code", help="Let a checkpoint whose config.json names its own class (arch pkg.mod:Class) import "
+                             "that module. Off by default: a file never makes udc-edge run code.")] = False,
 ) -> None:
     """udc-edge: UDC restoration from PyTorch to robust edge engines."""
     ctx.meta["udc_edge.debug"] = debug
     ctx.meta["udc_edge.quiet"] = quiet
     set_threads(threads)
+    if trust_code:  # imported here only: the torch-free commands must not pay for it
+        from udc_edge.models.checkpoint import trusting_checkpoint_code
+
+        ctx.with_resource(trusting_checkpoint_code())
 
 
 for _module in (data, train, purifier, models, deploy, doctor, workflow, attack, demo):

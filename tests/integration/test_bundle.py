@@ -82,3 +82,46 @@ def test_bundle_and_reference_are_exclusive(bundle, tmp_path):
     res = runner.invoke(app, ["verify", "--bundle", str(bundle), "--reference", "x", "--engine", str(tmp_path / "e.onnx"),
                               "--report", str(tmp_path / "v")])
     assert res.exit_code == 2 and "--bundle replaces" in res.output
+
+
+def _folder_copy(bundle, tmp_path):
+    root = tmp_path / "copy"
+    with open_bundle(bundle) as b:
+        shutil.copytree(b.root, root)
+    return root
+
+
+def _relist(root, edit):
+    import json
+
+    doc = json.loads((root / "bundle.json").read_text())
+    edit(doc)
+    (root / "bundle.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
+def test_bundle_listing_a_path_outside_itself_is_refused(bundle, tmp_path, kind):
+    """bundle.json once could make verify read and hash ../../etc/hostname."""
+    from udc_edge.core.fileio import sha256_file
+
+    root = _folder_copy(bundle, tmp_path)
+    outside = tmp_path / "secret.txt"
+    outside.write_text("outside")
+    name = {"dotdot": "../secret.txt", "absolute": str(outside), "symlink": "link.txt"}[kind]
+    if kind == "symlink":
+        (root / "link.txt").symlink_to(outside)
+    _relist(root, lambda d: d["files"].update({name: sha256_file(outside)}))
+    with pytest.raises(DataError, match="outside the bundle"):
+        open_bundle(root)
+
+
+def test_bundle_json_of_the_wrong_shape_and_truncated_tarball_are_one_line(bundle, tmp_path):
+    root = _folder_copy(bundle, tmp_path)
+    _relist(root, lambda d: d.update(files=sorted(d["files"])))  # a list instead of name -> sha256
+    res = runner.invoke(app, ["build", "--bundle", str(root), "--out", str(tmp_path / "e.onnx")])
+    assert res.exit_code == 1 and "'files'" in res.output and "Traceback" not in res.output, res.output
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
+    res = runner.invoke(app, ["build", "--bundle", str(cut), "--out", str(tmp_path / "e2.onnx")])
+    assert res.exit_code == 1 and "not a readable .tar.gz" in res.output, res.output
+    assert "Aborted" not in res.output

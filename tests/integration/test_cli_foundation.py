@@ -69,7 +69,7 @@ def test_data_psf_writes_png_and_npy(tmp_path):
 
 
 def test_demo_quick_runs_the_whole_pipeline(tmp_path):
-    res = runner.invoke(app, ["-q", "demo", str(tmp_path / "demo"), "--quick"])
+    res = runner.invoke(app, ["-q", "demo", "--out", str(tmp_path / "demo"), "--quick"])
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     by_name = {s["name"]: s for s in report["stages"]}
@@ -85,6 +85,16 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path):
     assert "| verify | done |" in md and "Robustness parity" in md
     for png in ("grid.png", "psf.png", "bench.png"):
         assert (tmp_path / "demo" / png).exists()
+    # like every other command: a non-empty folder it did not make is refused without --overwrite,
+    # while its own earlier output may be replaced by a rerun
+    from udc_edge.commands.demo import _previous_demo
+
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("x")
+    res = runner.invoke(app, ["-q", "demo", "--out", str(tmp_path / "precious"), "--quick"])
+    assert res.exit_code == 1 and "--overwrite" in res.output, res.output
+    assert (tmp_path / "precious" / "notes.txt").read_text() == "x"
+    assert _previous_demo(tmp_path / "demo") and not _previous_demo(tmp_path / "precious")
 
 
 def test_the_cli_starts_without_importing_torch():

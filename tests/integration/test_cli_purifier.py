@@ -53,7 +53,7 @@ def test_finetune_cli_runs_on_tiny_models(runs):
     cfg = json.loads((out / "best" / "config.json").read_text())
     assert cfg["arch"] == "unet" and cfg["training"]["spec"]["mix"] == ["clean", "purified", "adversarial"]
     log = json.loads((out / "train_log.json").read_text())
-    assert log["before"]["psnr"] > 0 and len(log["history"]) == 2
+    assert log["report"]["before"]["psnr"] > 0 and len(log["history"]) == 2
 
 
 def test_finetune_to_the_original_restorers_output_starts_at_its_clean_loss(runs):

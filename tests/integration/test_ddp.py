@@ -19,7 +19,7 @@ def test_two_ranks_train_to_identical_weights(tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "udc_edge.cli", "-q", "train", "restorer", "--arch", "unet-t", "--data", "synth:toled",
         "--steps", "4", "--batch", "2", "--patch", "48", "--pool", "4", "--val-every", "4",
-        "--val-count", "1", "--threads", "1", "--out", str(out),
+        "--val-count", "1", "--threads", "1", "--device", "cpu", "--out", str(out),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)

@@ -13,6 +13,7 @@ import json
 
 import pytest
 import torch
+from interrupt import Interrupted, stop_after
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -26,25 +27,10 @@ from udc_edge.training.finetune import FinetuneSpec, finetune_restorer
 runner = CliRunner()
 N = 4  # steps; checkpoints (and resumable state) every N/2
 DISTILL = {"k": 1, "batch": 2, "patch": 32, "pool": 2, "val_count": 1, "val_every": N // 2, "warmup": N,
-           "lr": 2e-3, "data": "synth:toled", "threads": 1}
+           "lr": 2e-3, "data": "synth:toled", "threads": 1, "device": "cpu"}
 FINETUNE = {"mix": ("clean", "purified", "adversarial"), "batch": 3, "patch": 32, "pool": 2, "val_count": 1,
-            "val_every": N // 2, "warmup": N, "lr": 2e-3, "attack_steps": 1, "data": "synth:toled", "threads": 1}
-
-
-class Interrupted(Exception):
-    pass
-
-
-def stop_after(steps: int):
-    """A progress callback that interrupts the run during step ``steps + 1``."""
-    done = [0]
-
-    def advance(n: int = 1, **_: object) -> None:
-        done[0] += n
-        if done[0] > steps:
-            raise Interrupted
-
-    return advance
+            "val_every": N // 2, "warmup": N, "lr": 2e-3, "attack_steps": 1, "data": "synth:toled", "threads": 1,
+            "device": "cpu"}
 
 
 def same_weights(a, b) -> bool:

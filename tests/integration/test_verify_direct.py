@@ -142,9 +142,12 @@ def test_rows_are_labelled_and_unrepresentable_engine_is_not_run(tiny_onnx, tiny
     m.graph.output[0].name = "final"
     data = m.SerializeToString()
     (tmp_path / "odd.onnx").write_bytes(data)
-    man = json.loads((tmp_path / "int8.onnx.json").read_text())
-    man["engine_sha256"] = hashlib.sha256(data).hexdigest()
-    (tmp_path / "odd.onnx.json").write_text(json.dumps(man))
+    from dataclasses import replace
+
+    from udc_edge.engines.manifest import read_manifest
+
+    write_manifest(tmp_path / "odd.onnx", replace(read_manifest(tmp_path / "int8.onnx"),
+                                                   engine_sha256=hashlib.sha256(data).hexdigest()))
     res = CliRunner().invoke(app, [*args, "--engine", str(tmp_path / "odd.onnx"), "--report", str(tmp_path / "r2")])
     assert res.exit_code == 1, res.output
     doc = json.loads((tmp_path / "r2" / "verify.json").read_text())

@@ -106,6 +106,23 @@ def test_parse_eps_refuses_values_outside_unit_interval(text):
         parse_eps(text)
 
 
+@pytest.mark.parametrize("text", ["8/255/2", "8/255/255", "8//255", "8/", "/255", "1/2/3", "8/255 2", "2e", "0x1"])
+def test_parse_eps_is_strict(text):
+    """"8/255/2" once parsed as 8/(255/2) = 16/255: one number or ONE fraction only."""
+    with pytest.raises(UsageError, match="one fraction"):
+        parse_eps(text)
+
+
+def test_cli_refuses_a_double_fraction_eps_with_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from udc_edge.cli import app
+
+    res = CliRunner().invoke(app, ["attack", "unet-s-poled", "--data", str(tmp_path), "--eps", "8/255/2",
+                                   "--out", str(tmp_path / "adv")])
+    assert res.exit_code == 2 and "8/255/2" in res.output and "Traceback" not in res.output
+
+
 def test_parse_attack_names_and_suggestion():
     assert parse_attack_names("pgd,simba") == ("pgd", "simba")
     assert parse_attack_names(" PGD , Square ") == ("pgd", "square")
@@ -178,6 +195,32 @@ def test_pgd_raises_objective_more_with_larger_eps(net, data):
     assert np.all(large.queries == 20)
 
 
+def _assert_beats_random_noise(run, x: np.ndarray, y: np.ndarray | None, res, eps: float, full_budget: bool) -> None:
+    """The reported objective is the real distortion of the attacked output (recomputed here
+    from x_adv: MSE to y, or to the clean output), and it beats random noise by 10 %: +-eps
+    everywhere (``full_budget``, what an L-inf white-box attack spends) or of the attack's own
+    L2 size (a query-limited black-box attack). "objective > objective_clean" alone cannot
+    fail for the clean objective, which starts at 0."""
+    ref = run(x) if y is None else y
+    mse = lambda a: ((np.asarray(run(a), np.float64) - ref) ** 2).reshape(len(x), -1).mean(axis=1)
+    x_adv = np.asarray(res.x_adv, np.float32)
+    assert np.allclose(res.objective, mse(x_adv), rtol=1e-3, atol=1e-9)
+    rng = np.random.default_rng(0)
+    if full_budget:
+        rand = eps * rng.choice([-1.0, 1.0], size=x.shape)
+    else:
+        delta = (x_adv - x).reshape(len(x), -1)
+        rand = rng.standard_normal(delta.shape)
+        rand *= np.linalg.norm(delta, axis=1, keepdims=True) / np.linalg.norm(rand, axis=1, keepdims=True)
+        rand = np.clip(rand, -eps, eps).reshape(x.shape)
+    noisy = np.clip(x + rand, 0, 1).astype(np.float32)
+    assert np.all(res.objective > 1.1 * mse(noisy)), (res.objective, mse(noisy))
+
+
+def _numpy_run(net):
+    return lambda a: net(torch.from_numpy(np.ascontiguousarray(a, np.float32))).detach().numpy()
+
+
 @pytest.mark.parametrize("name", ["ifgsm", "mifgsm"])
 @pytest.mark.parametrize("objective", ["gt", "clean"])
 def test_fgsm_variants_raise_objective(net, data, name, objective):
@@ -185,6 +228,8 @@ def test_fgsm_variants_raise_objective(net, data, name, objective):
     res = attack(net, x, y if objective == "gt" else None,
                  AttackSpec(name, eps=EPS8, steps=5, objective=objective))
     assert np.all(res.objective > res.objective_clean)
+    _assert_beats_random_noise(_numpy_run(net), x.numpy(), y.numpy() if objective == "gt" else None, res, EPS8,
+                               full_budget=True)
 
 
 def test_cw_reaches_pgd_distortion_with_smaller_l2(net, data):
@@ -269,6 +314,9 @@ def test_simba_raises_objective_on_onnxruntime_session(onnx_engine, data):
     before = onnx_engine.images_seen
     res = attack(onnx_engine, x.numpy(), None, spec)
     assert np.all(res.objective > res.objective_clean)  # clean objective starts at 0
+    seen = onnx_engine.images_seen
+    _assert_beats_random_noise(onnx_engine, x.numpy(), None, res, EPS8, full_budget=False)
+    onnx_engine.images_seen = seen  # the check's own runs are not the attack's queries
     assert res.linf.max() <= EPS8 + 1e-6
     assert np.all(res.queries > 150) and np.all(res.queries <= spec.query_budget)
     # the engine saw exactly the counted queries plus the two uncounted measurements

@@ -240,6 +240,6 @@ def test_byo_checkpoint_round_trip(tmp_path, monkeypatch):
     config = {"arch": "byo_models:Tiny", "kwargs": {"hidden": 5}}
     model = build(config["arch"], config["kwargs"])
     out = save_checkpoint(tmp_path / "byo", model, config)
-    loaded, cfg = load_checkpoint(out)
+    loaded, cfg = load_checkpoint(out, trust_code=True)  # the user's own class: opted in
     _assert_same_state(model, loaded)
     assert cfg["arch"] == "byo_models:Tiny" and loaded.multiple == 1

@@ -55,7 +55,7 @@ def fitted(poled, tmp_path_factory):
     out = tmp_path_factory.mktemp("fit") / "run"
     spec = TrainSpec(arch="unet", arch_kwargs={"width": 12, "depth": 3, "blocks": 1}, data=str(poled.root),
                      out=str(out), steps=300, batch=4, patch=64, lr=4e-3, warmup=5, val_every=300,
-                     val_count=2, threads=1)
+                     val_count=2, threads=1, device="cpu")
     train_restorer(spec)
     return load_checkpoint(out / "last")[0]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import re
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
@@ -31,18 +32,22 @@ SIMBA_BASES = ("dct", "pixel")
 DEFAULT_STEPS = 20
 
 
+_NUMBER = r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_EPS_RE = re.compile(rf"(?P<num>{_NUMBER})(?:\s*/\s*(?P<den>{_NUMBER}))?")
+
+
 def parse_eps(text: str | float) -> float:
     """Parse an L-inf budget written as ``"8/255"`` or ``"0.0314"``; it must lie in (0, 1]."""
     raw = str(text).strip()
+    match = _EPS_RE.fullmatch(raw)  # strict: one number or ONE fraction ("8/255/2" is refused)
     try:
-        if "/" in raw:
-            num, den = (part.strip() for part in raw.split("/", 1))
-            value = float(Fraction(num) / Fraction(den))
-        else:
-            value = float(raw)
+        if match is None:
+            raise ValueError(raw)
+        num, den = match.group("num"), match.group("den")
+        value = float(Fraction(num) / Fraction(den)) if den is not None else float(num)
     except (ValueError, ZeroDivisionError):
         raise UsageError(
-            f"eps {text!r} is not a number",
+            f"eps {text!r} is not a number or one fraction N/D",
             "write it as a fraction of the [0, 1] range, e.g. 8/255 or 0.0314",
         ) from None
     _check_eps(value, f"eps {text!r}")

@@ -14,6 +14,7 @@ from udc_edge.commands.common import (
     AttackBatchOpt,
     WeightsOpt,
     json_opt,
+    print_table,
     quiet,
     set_threads,
     stdout,
@@ -253,7 +254,7 @@ def _print_table(report) -> None:
         table.add_row(r.attack + ("*" if r.transfer else ""), r.eps_label, f(r.psnr_mean), f(r.psnr_worst),
                       f(r.psnr_drop), f(r.ssim_mean, 3), f(r.ssim_worst, 3), f(r.l2_mean),
                       f"{r.queries_mean:.0f}", f"{r.seconds:.0f}")
-    stdout.print(table)
+    print_table(table)
 
 
 def register(app: typer.Typer) -> None:

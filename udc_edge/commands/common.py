@@ -11,8 +11,27 @@ from rich.console import Console
 
 from udc_edge.core.errors import UsageError
 
-err = Console(stderr=True)
-stdout = Console()
+# markup off: messages, paths and table cells are printed as they are ("udc-edge[trt]" keeps
+# its brackets); style with rich.text.Text where colour is wanted.
+err = Console(stderr=True, markup=False, highlight=False)
+
+#: Said wherever ``--backend trt`` is offered, until a real TensorRT run is recorded.
+TRT_STATUS = ("the TensorRT backend has not yet been run against real TensorRT: its tests use a stand-in "
+              "(docs/tensorrt.md)")
+stdout = Console(markup=False, highlight=False)
+
+
+def print_table(table, console: Console = stdout) -> None:
+    """Print a rich table whole: never cut or squeezed below its natural width (piped output
+    is 80 columns wide); a wider table is printed wider and a terminal wraps its lines."""
+    from rich.measure import Measurement
+
+    need = Measurement.get(console, console.options.update(max_width=100_000), table).maximum
+    if need <= console.width:
+        console.print(table)
+    else:
+        Console(width=need, markup=False, highlight=False, file=console.file,
+                stderr=console.stderr).print(table)
 
 
 def quiet(ctx: typer.Context) -> bool:

@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 
 from udc_edge.commands.common import (
+    TRT_STATUS,
     ArchKwargsOpt,
     ArchOpt,
     WeightsOpt,
+    err,
     json_opt,
     load_model_opts,
     quiet,
@@ -92,7 +94,8 @@ def build_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Engine file (.onnx for ort, .engine for trt).")],
     onnx_path: Annotated[Path | None, typer.Argument(help="ONNX model from udc-edge export.")] = None,
     bundle: Annotated[Path | None, typer.Option(help="Build from a bundle (udc-edge bundle) instead of an ONNX.")] = None,
-    backend: Annotated[str, typer.Option(help="ort (ONNX Runtime, CPU) or trt (TensorRT, NVIDIA GPU).")] = "ort",
+    backend: Annotated[str, typer.Option(help="ort (ONNX Runtime, CPU) or trt (TensorRT, NVIDIA GPU; "
+                                              f"{TRT_STATUS}).")] = "ort",
     precision: Annotated[str, typer.Option(help="fp32, fp16 (trt), int8, or auto (fastest meeting --min-fidelity).")] = "fp32",
     calib: Annotated[str | None, typer.Option(help="Calibration images: a folder (lq/ of a paired set) or synth:poled.")] = None,
     calib_count: Annotated[int, typer.Option(help="Calibration images to use.")] = 16,
@@ -141,6 +144,8 @@ def build_cmd(
                          robust_exclude=exclude == "auto:robust", calib_adversarial=calib_adversarial,
                          min_fidelity=min_fidelity,
                          profile=profile, threads=threads, prequantised=prequantised)
+        if backend == "trt":
+            err.print(f"note: {TRT_STATUS}")
         with progress_bar(f"building {backend} {precision}", None, quiet(ctx)) as adv:
             report = build_engine(onnx_path, out, spec, progress=adv)
     stdout.print(report.summary())

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from udc_edge.commands.common import ArchKwargsOpt, ArchOpt, WeightsOpt, json_opt, quiet, stdout
+from udc_edge.commands.common import (
+    TRT_STATUS,
+    ArchKwargsOpt,
+    ArchOpt,
+    WeightsOpt,
+    json_opt,
+    quiet,
+    stdout,
+)
 
 ExtraInputOpt = Annotated[list[str] | None, typer.Option(
     "--extra-input", help="NAME=SHAPE[:FILE.npy|:VALUE]: an extra forward argument (e.g. psf_code=1x8:code.npy), "
@@ -32,7 +40,8 @@ def doctor_cmd(
     stub_module: StubModuleOpt = None,
     opset: Annotated[int, typer.Option(help="ONNX opset for the TorchScript exporter (dynamo uses >= 18).")] = 17,
     backend: Annotated[str, typer.Option(help="Target that must work for exit code 0: ort, or trt (also needs "
-                                              "every op in the ONNX-TensorRT support table).")] = "ort",
+                                              "every op in the ONNX-TensorRT support table; "
+                                              f"{TRT_STATUS}).")] = "ort",
     min_fidelity: Annotated[float, typer.Option(help="INT8 vs FP32 PSNR (dB) below which doctor advises.")] = 35.0,
     runs: Annotated[int, typer.Option(help="Timed runs per measurement.")] = 5,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for doctor.json and doctor.md.")] = None,

@@ -13,6 +13,7 @@ from udc_edge.commands.common import (
     ModelArg,
     WeightsOpt,
     load_model_opts,
+    print_table,
     quiet,
     stdout,
 )
@@ -45,36 +46,61 @@ def restore_cmd(
     stdout.print(msg)
 
 
-def models_cmd(
-    size: Annotated[int, typer.Option(help="Image side for the MAC count.")] = 256,
-) -> None:
-    """List architectures and shipped weights, with parameters and MACs."""
-    from rich.table import Table
-
+def _listing(size: int) -> dict:
+    """Architectures and shipped weights as plain data (what the tables and --json show)."""
     from udc_edge.models import count_macs, count_params, create, list_models
     from udc_edge.models.zoo import load_model, shipped_models
 
-    table = Table(title=f"restorer architectures (MACs at {size}x{size})")
-    for col in ("name", "arch", "params", "GMACs"):
-        table.add_column(col)
+    archs = []
     for name in list_models():
         net = create(name)
-        table.add_row(name, type(net).__name__, f"{count_params(net):,}", f"{count_macs(net, size, size) / 1e9:.2f}")
-    stdout.print(table)
-    shipped = Table(title="shipped weights")
-    for col in ("name", "arch", "params", "held-out PSNR in -> out (dB)", "trained"):
-        shipped.add_column(col)
+        archs.append({"name": name, "arch": type(net).__name__, "params": count_params(net),
+                      "gmacs": round(count_macs(net, size, size) / 1e9, 4)})
+    shipped = []
     for name in shipped_models():
         net, card = load_model(name)  # the description is the card (config.json)
         ho = card.get("heldout", {})
-        res = f"{ho['input_psnr']:.2f} -> {ho['psnr']:.2f}" if ho else "-"
         arch = card["arch"]
         if arch.endswith(":Purifier"):
             k = card["kwargs"]
             avg = f", mean of {k['average']}" if k.get("average", 1) > 1 else ""
             arch = f"purifier {k['role']}: t* {k['t_star']:g}, {k['steps']} step(s){avg}"
-        shipped.add_row(name, arch, f"{count_params(net):,}", res, card.get("training", {}).get("data", {}).get("display", ""))
-    stdout.print(shipped)
+        shipped.append({"name": name, "arch": arch, "params": count_params(net),
+                        "heldout_input_psnr": ho.get("input_psnr"), "heldout_psnr": ho.get("psnr"),
+                        "display": card.get("training", {}).get("data", {}).get("display", "")})
+    return {"size": size, "architectures": archs, "shipped": shipped}
+
+
+def _table(title: str, rows: list[dict], cols: dict) -> object:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in cols:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(fmt(r) for fmt in cols.values()))
+    return table
+
+
+def models_cmd(
+    size: Annotated[int, typer.Option(help="Image side for the MAC count.")] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the listing as JSON (for scripts).")] = False,
+) -> None:
+    """List architectures and shipped weights, with parameters and MACs."""
+    import json
+
+    data = _listing(size)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    print_table(_table(f"restorer architectures (MACs at {size}x{size})", data["architectures"], {
+        "name": lambda r: r["name"], "arch": lambda r: r["arch"], "params": lambda r: f"{r['params']:,}",
+        "GMACs": lambda r: f"{r['gmacs']:.2f}"}))
+    psnr = lambda r: (f"{r['heldout_input_psnr']:.2f} -> {r['heldout_psnr']:.2f}"
+                      if r["heldout_psnr"] is not None else "-")
+    print_table(_table("shipped weights", data["shipped"], {
+        "name": lambda r: r["name"], "arch": lambda r: r["arch"], "params": lambda r: f"{r['params']:,}",
+        "held-out PSNR in -> out (dB)": psnr, "trained": lambda r: r["display"]}))
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from udc_edge.commands.common import AttackBatchOpt, json_opt, quiet, set_threads, stdout
-from udc_edge.commands.train import train_app
+from udc_edge.commands.train import DeviceOpt, WeightDecayOpt, WorkersOpt, train_app
 
 purifier_app = typer.Typer(help="Diffusion purifier: pick t* (tune), freeze a setting (configure), evaluate the "
                                 "defence (table).",
@@ -34,6 +34,7 @@ def train_purifier_cmd(
     batch: Annotated[int, typer.Option(help="Batch size per process.")] = 8,
     patch: Annotated[int, typer.Option(help="Random crop size (the purifier's training resolution).")] = 64,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine schedule).")] = 1e-3,
+    weight_decay: WeightDecayOpt = 0.0,
     t_max: Annotated[float, typer.Option(help="Train timesteps below this fraction of the schedule.")] = 0.2,
     t_star: Annotated[float, typer.Option(help="Default purification noise level t* in (0, 1).")] = 0.1,
     sample_steps: Annotated[int, typer.Option(help="Default DDIM steps N of the teacher sampler.")] = 50,
@@ -42,9 +43,8 @@ def train_purifier_cmd(
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 0,
     pool: PoolOpt = 192,
-    device: Annotated[str, typer.Option(help="auto (a CUDA GPU when torch sees one), cpu, cuda or cuda:N.")] = "auto",
-    workers: Annotated[int, typer.Option(help="Processes that make batches ahead (0: in the training process). "
-                                               "On a GPU, synthesis bounds the step rate without them.")] = 0,
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last and OUT/state.safetensors.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -55,7 +55,7 @@ def train_purifier_cmd(
 
     spec = PurifierTrainSpec(data=data, out=str(out), domain=domain, unet=unet,
                              unet_kwargs=json_opt(unet_kwargs, "--unet-kwargs"), steps=steps, batch=batch,
-                             patch=patch, lr=lr, t_max=t_max, t_star=t_star, sample_steps=sample_steps,
+                             patch=patch, lr=lr, weight_decay=weight_decay, t_max=t_max, t_star=t_star, sample_steps=sample_steps,
                              val_every=val_every, val_count=val_count, seed=seed, threads=threads, pool=pool,
                              device=device, workers=workers, resume=resume, overwrite=overwrite)
     silent = quiet(ctx) or not is_main_process()
@@ -76,12 +76,15 @@ def distill_cmd(
     batch: Annotated[int, typer.Option(help="Batch size per process.")] = 8,
     patch: Annotated[int, typer.Option(help="Crop size (0: the teacher's training resolution).")] = 0,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
+    weight_decay: WeightDecayOpt = 0.0,
     targets: Annotated[int, typer.Option(help="Precompute this many teacher outputs once (0: on the fly).")] = 0,
     val_every: Annotated[int, typer.Option(help="Validate every K steps.")] = 200,
     val_count: Annotated[int, typer.Option(help="Validation images.")] = 8,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 0,
     pool: PoolOpt = 192,
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last and OUT/state.safetensors.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -91,9 +94,9 @@ def distill_cmd(
     from udc_edge.training.distributed import is_main_process
 
     spec = DistillSpec(teacher=teacher, out=str(out), k=steps, teacher_steps=teacher_steps, train_steps=train_steps,
-                       data=data, batch=batch, patch=patch, lr=lr, targets=targets, val_every=val_every,
-                       val_count=val_count, seed=seed, threads=threads, pool=pool, resume=resume,
-                       overwrite=overwrite)
+                       data=data, batch=batch, patch=patch, lr=lr, weight_decay=weight_decay, targets=targets, val_every=val_every,
+                       val_count=val_count, seed=seed, threads=threads, pool=pool, device=device,
+                       workers=workers, resume=resume, overwrite=overwrite)
     silent = quiet(ctx) or not is_main_process()
     with progress_bar("preparing data", None, silent) as setup, progress_bar("distilling", train_steps, silent) as adv:
         report = distill(spec, progress=adv, setup_progress=setup)
@@ -112,6 +115,7 @@ def finetune_cmd(
     batch: Annotated[int, typer.Option(help="Batch size (split evenly over --mix).")] = 8,
     patch: Annotated[int, typer.Option(help="Crop size.")] = 64,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
+    weight_decay: WeightDecayOpt = 1e-4,
     eps: Annotated[str, typer.Option(help="PGD budget of adversarial mix components (8/255 or 0.031).")] = "8/255",
     attack_steps: Annotated[int, typer.Option(help="PGD steps per training batch.")] = 5,
     ssim_weight: Annotated[float, typer.Option(help="Weight of 1 - SSIM.")] = 0.2,
@@ -123,6 +127,8 @@ def finetune_cmd(
     seed: SeedOpt = 0,
     threads: ThreadsOpt = 0,
     pool: PoolOpt = 192,
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last and OUT/state.safetensors.")] = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -133,9 +139,10 @@ def finetune_cmd(
     from udc_edge.training.finetune import FinetuneSpec, finetune_restorer, parse_mix
 
     spec = FinetuneSpec(restorer=restorer, purifier=purifier, out=str(out), data=data, mix=parse_mix(mix),
-                        steps=steps, batch=batch, patch=patch, lr=lr, eps=parse_eps(eps), attack_steps=attack_steps,
+                        steps=steps, batch=batch, patch=patch, lr=lr, weight_decay=weight_decay, eps=parse_eps(eps), attack_steps=attack_steps,
                         ssim_weight=ssim_weight, fft_weight=fft_weight, val_every=val_every, val_count=val_count,
-                        seed=seed, threads=threads, pool=pool, resume=resume, overwrite=overwrite, target=target)
+                        seed=seed, threads=threads, pool=pool, device=device, workers=workers, resume=resume,
+                        overwrite=overwrite, target=target)
     silent = quiet(ctx) or not is_main_process()
     with progress_bar("preparing data", None, silent) as setup, progress_bar("fine-tuning", steps, silent) as adv:
         report = finetune_restorer(spec, progress=adv, setup_progress=setup)

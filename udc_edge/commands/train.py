@@ -11,6 +11,12 @@ from udc_edge.commands.common import json_opt, quiet, stdout
 
 train_app = typer.Typer(help="Train restorers and the diffusion purifier.", no_args_is_help=True)
 
+#: The options every trainer shares (restorer, purifier, distill, finetune: one Trainer).
+DeviceOpt = Annotated[str, typer.Option(help="auto (a CUDA GPU when torch sees one), cpu, cuda or cuda:N.")]
+WorkersOpt = Annotated[int, typer.Option(help="Processes that make batches ahead (0: in the training process). "
+                                              "On a GPU, synthesis bounds the step rate without them.")]
+WeightDecayOpt = Annotated[float, typer.Option(help="AdamW weight decay.")]
+
 
 @train_app.command("restorer")
 def train_restorer_cmd(
@@ -22,6 +28,7 @@ def train_restorer_cmd(
     batch: Annotated[int, typer.Option(help="Batch size per process.")] = 8,
     patch: Annotated[int, typer.Option(help="Random crop size.")] = 96,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, cosine schedule).")] = 2e-3,
+    weight_decay: WeightDecayOpt = 1e-4,
     loss: Annotated[str, typer.Option(help="Pixel loss: charbonnier, l1, l2 (plus --fft-weight x FFT L1).")] = "charbonnier",
     fft_weight: Annotated[float, typer.Option(help="Weight of the frequency (FFT L1) term.")] = 0.05,
     val_every: Annotated[int, typer.Option(help="Validate and checkpoint every K steps.")] = 250,
@@ -30,6 +37,8 @@ def train_restorer_cmd(
     arch_kwargs: Annotated[str, typer.Option(help="JSON kwargs for the architecture.")] = "",
     threads: Annotated[int, typer.Option(help="torch threads per process (0: default).")] = 0,
     pool: Annotated[int, typer.Option(help="Clean crops kept in memory for synth: data.")] = 192,
+    device: DeviceOpt = "auto",
+    workers: WorkersOpt = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last and OUT/state.safetensors.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
 ) -> None:
@@ -39,7 +48,7 @@ def train_restorer_cmd(
     from udc_edge.training.restorer import TrainSpec, train_restorer
 
     spec = TrainSpec(arch=arch, data=data, out=str(out), steps=steps, batch=batch, patch=patch, lr=lr,
-                     pixel_loss=loss, fft_weight=fft_weight, val_every=val_every, val_count=val_count, seed=seed,
+                     weight_decay=weight_decay, device=device, workers=workers, pixel_loss=loss, fft_weight=fft_weight, val_every=val_every, val_count=val_count, seed=seed,
                      arch_kwargs=json_opt(arch_kwargs, "--arch-kwargs"), threads=threads, pool=pool, resume=resume,
                      overwrite=overwrite)
     silent = quiet(ctx) or not is_main_process()

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
-from udc_edge.commands.common import quiet, stdout
+from udc_edge.commands.common import print_table, quiet, stdout
 
 
 def bench_cmd(
@@ -20,13 +21,17 @@ def bench_cmd(
     threads: Annotated[int, typer.Option(help="CPU threads per engine (0: default).")] = 0,
     profile: Annotated[bool, typer.Option(help="Per-layer time table (ONNX Runtime / TensorRT profiler).")] = False,
     report: Annotated[Path | None, typer.Option(help="Write bench.json, bench.md and bench.png here.")] = None,
-    compare: Annotated[Path | None, typer.Option(help="An older bench.json: mark regressions beyond noise.")] = None,
+    compare: Annotated[Path | None, typer.Option(
+        help="An older bench.json of the same --shape: regression / improvement / same / inconclusive from a "
+             "bootstrap interval on the raw rounds (20 or more on each side).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of the table.")] = False,
 ) -> None:
     """Latency of engines and models, interleaved so machine noise hits all alike."""
     from rich.table import Table
 
     from udc_edge.core.progress import progress_bar
-    from udc_edge.deploy.bench import BenchSpec, compare_reports, run_bench, save_report
+    from udc_edge.deploy.bench import BenchSpec, run_bench, save_report
+    from udc_edge.deploy.bench_compare import compare_reports
     from udc_edge.engines.spec import ShapeProfile
 
     spec = BenchSpec(shape=ShapeProfile.parse_shape(shape, "--shape"), warmup=warmup, iters=iters,
@@ -34,16 +39,23 @@ def bench_cmd(
     with progress_bar("benchmarking", None if duration else iters, quiet(ctx)) as adv:
         rep = run_bench(list(targets), spec, progress=adv)
     notes = compare_reports(rep, compare) if compare else []
+    if as_json:
+        print(rep.to_json())
+        if report:
+            save_report(rep, report)
+        if any(r.status != "ok" for r in rep.rows):
+            raise typer.Exit(1)
+        return
     table = Table(title=f"udc-edge bench {shape} ({rep.spec['iters']} rounds; absolute CPU times are noise)")
     for col in ("engine", "backend", "precision", "MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "status"):
         table.add_column(col)
     for r in rep.rows:
         lat = r.latency_ms
         table.add_row(Path(r.name).name, r.backend, r.precision, f"{r.size_mb:.2f}",
-                      *(f"{lat[k]:.2f}" if lat else "-" for k in ("p50", "p90", "p99")),
+                      *(f"{lat[k]:.2f}" if lat and lat[k] is not None else "-" for k in ("p50", "p90", "p99")),
                       f"{r.images_per_s:.2f}" if lat else "-", f"{r.gflops:.1f}" if r.gflops else "-",
                       r.status + (f" ({r.verdict})" if r.verdict else ""))
-    stdout.print(table)
+    print_table(table)
     for n in notes:
         stdout.print(n)
     stdout.print(f"harness overhead {rep.overhead_us:.1f} us per call ({rep.overhead_us / 100:.3f} % of a 10 ms call)")
@@ -98,7 +110,6 @@ def verify_cmd(
 
 
 def _print_verify(rep) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"udc-edge verify: {rep.verdict} ({rep.images} images)")
@@ -107,10 +118,10 @@ def _print_verify(rep) -> None:
         table.add_column(col)
     for c in rep.checks:
         f = lambda v: "-" if v is None else f"{v:.4f}" if abs(v) < 1.5 else f"{v:.2f}"
-        res = {"pass": "pass", "FAIL": "[bold red]FAIL[/]", "not run": "[yellow]not run[/]"}[c.result]
+        res = {"pass": "pass", "FAIL": Text("FAIL", style="bold red"), "not run": Text("not run", style="yellow")}[c.result]
         name = f"{c.name}\n  crafted on {c.crafted_on}\n  evaluated on {c.evaluated_on}"
-        table.add_row(escape(name), f(c.reference), f(c.engine), f(c.value), escape(c.threshold), res)
-    stdout.print(table)
+        table.add_row(name, f(c.reference), f(c.engine), f(c.value), c.threshold, res)
+    print_table(table)
     for c in rep.checks:
         if not c.run:
             stdout.print(f"not run: {c.name}: {c.note}", markup=False, highlight=False, soft_wrap=True)

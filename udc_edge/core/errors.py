@@ -49,6 +49,10 @@ class EngineError(UdcEdgeError):
     """An engine file is corrupt, mismatched with its manifest, or given bad input."""
 
 
+class ManifestError(EngineError):
+    """An engine's manifest is missing, malformed, edited by hand, or of another format."""
+
+
 class BackendUnavailableError(UdcEdgeError):
     """The requested backend (e.g. TensorRT) is not installed on this machine."""
 

@@ -27,11 +27,11 @@ def progress_bar(description: str, total: int | None, quiet: bool = False) -> It
     from rich.console import Console
 
     bar = Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),  # names keep their [brackets]
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
+        TextColumn("{task.fields[status]}", markup=False),
         console=Console(stderr=True),
         transient=False,
     )

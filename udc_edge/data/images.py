@@ -60,7 +60,14 @@ def read_image_raw(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
         with Image.open(path) as im:
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im).astype(np.uint16)
+                arr = np.asarray(im)
+                if arr.size and (arr.min() < 0 or arr.max() > 65535):  # 32-bit integers: never wrap modulo 2**16
+                    raise InputError(
+                        f"image {path} holds 32-bit integers ({int(arr.min())}..{int(arr.max())}), outside the "
+                        "16-bit range udc-edge reads",
+                        "convert it to a 16-bit PNG (or a linear .npy) with the scaling you intend",
+                    )
+                arr = arr.astype(np.uint16)
                 depth = 16
             else:
                 if im.mode not in ("L", "RGB", "RGBA", "LA"):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from udc_edge.core.errors import DataError, InputError
+from udc_edge.core.errors import DataError, InputError, UsageError
 from udc_edge.data.images import list_images, read_image, to_rgb
 
 _SKIMAGE_PHOTOS = (
@@ -145,6 +145,14 @@ def make_source(spec: str | os.PathLike) -> tuple[Source, dict]:
     Returns ``sample(size, rng) -> HxWx3 float32`` and a JSON-able description.
     """
     key = str(spec)
+    builtin = key in ("photos", "deadleaves", "mixed") or key.startswith(("photos:", "mixed:"))
+    if builtin and isinstance(spec, str) and Path(key).exists():  # never silently pick one of the two
+        alias = {"photos": "photos:all", "mixed": "mixed:train"}.get(key)
+        raise UsageError(
+            f"--source {key} names both a built-in source and the folder {key} here",
+            f"write ./{key} for the folder, or "
+            + (f"{alias} for the built-in one" if alias else "run from another folder for the built-in one"),
+        )
     if key == "photos" or key.startswith("photos:"):
         split = key.split(":", 1)[1] if ":" in key else "all"
         names = photo_names(split)

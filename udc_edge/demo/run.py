@@ -62,7 +62,7 @@ class DemoReport:
         return text
 
 
-def run_demo(out_dir: str | Path, quick: bool = False, quiet: bool = False, overwrite: bool = True,
+def run_demo(out_dir: str | Path, quick: bool = False, quiet: bool = False, overwrite: bool = False,
              threads: int = 1) -> DemoReport:
     """Run every stage, write the report; a failing stage is recorded and later ones that need it skipped.
 

@@ -86,18 +86,20 @@ class BenchReport:
                  "| % peak | mem MB | status |"), "|" + "---|" * 13]
         for r in self.rows:
             lat = r.latency_ms
+            ms = lambda v: "-" if v is None else f"{v:.2f}"
             g = f"{r.gflops:.1f}" if r.gflops else "-"
             pk = f"{100 * r.peak_fraction:.1f}" if r.peak_fraction else "-"
             status = r.status + (f" ({r.verdict})" if r.verdict else "")
             if lat:
-                lines.append(f"| {r.name} | {r.backend} | {r.precision} | {r.size_mb:.2f} | {lat['p50']:.2f} | "
-                             f"{lat['p90']:.2f} | {lat['p99']:.2f} | {r.images_per_s:.2f} | {r.megapixels_per_s:.2f} "
+                lines.append(f"| {r.name} | {r.backend} | {r.precision} | {r.size_mb:.2f} | {ms(lat['p50'])} | "
+                             f"{ms(lat['p90'])} | {ms(lat['p99'])} | {r.images_per_s:.2f} | {r.megapixels_per_s:.2f} "
                              f"| {g} | {pk} | {r.memory_mb:.0f} | {status} |")
             else:
                 lines.append(f"| {r.name} | {r.backend} | {r.precision} | - | - | - | - | - | - | - | - | - | {status} |")
         lines += ["", (f"Harness overhead: {self.overhead_us:.1f} us per call "
                   f"({self.overhead_us / 100:.3f} % of a 10 ms engine call). Conv peak: "
-                  f"{self.host.get('conv_peak_gflops', 0):.1f} GFLOP/s. Absolute times on shared CPUs are noise; "
+                  f"{self.host.get('conv_peak_gflops', 0):.1f} GFLOP/s (an FP32 convolution: % peak is shown for "
+                  "FP32 rows only). p90/p95/p99 need 10/20/100 rounds. Absolute times on shared CPUs are noise; "
                   "compare the ratios between rows.")]
         for r in self.rows:
             if r.top_layers:
@@ -144,9 +146,13 @@ def measure_overhead(x: np.ndarray, calls: int = 200) -> float:
     return median_seconds(lambda: eng(x), calls, warmup=0) * 1e6
 
 
+#: A percentile is reported only from this many samples up (p99 of 10 samples is the maximum).
+MIN_SAMPLES_FOR = {50: 1, 90: 10, 95: 20, 99: 100}
+
+
 def _stats(samples: list[float]) -> dict:
     a = np.asarray(samples)
-    pct = {f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 95, 99)}
+    pct = {f"p{q}": float(np.percentile(a, q)) if a.size >= MIN_SAMPLES_FOR[q] else None for q in (50, 90, 95, 99)}
     return {"min": float(a.min()), "mean": float(a.mean()), **pct, "max": float(a.max()), "std": float(a.std()),
             "samples": [round(float(s), 4) for s in a]}
 
@@ -159,7 +165,8 @@ def _fill(row: BenchRow, samples: list[float], meta: dict, shape: tuple, peak: f
     row.megapixels_per_s = n * h * w / 1e6 / mean_s
     if meta.get("macs_per_pixel"):
         row.gflops = 2 * meta["macs_per_pixel"] * n * h * w / (row.latency_ms["p50"] / 1000) / 1e9
-        row.peak_fraction = row.gflops / peak if peak else None
+        # the peak is an FP32 convolution's: a fraction of it means nothing for INT8/FP16 rows
+        row.peak_fraction = row.gflops / peak if peak and row.precision == "fp32" else None
 
 
 def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advance = noop) -> BenchReport:
@@ -212,25 +219,6 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
     spec_d = {**asdict(spec), "shape": list(spec.shape), "iters": rounds}
     return BenchReport(spec=spec_d, rows=rows, host=host, overhead_us=measure_overhead(x),
                        seconds=time.perf_counter() - t0)
-
-
-def compare_reports(new: BenchReport, old_path: str | Path) -> list[str]:
-    """Mark each row regression / improvement / same against an older bench.json (beyond noise)."""
-    try:
-        old = {r["name"]: r for r in json.loads(Path(old_path).read_text())["rows"]}
-    except (OSError, json.JSONDecodeError, KeyError) as exc:
-        raise UsageError(f"--compare {old_path} is not a bench.json", "give a file written by udc-edge bench") from exc
-    notes = []
-    for row in new.rows:
-        o = old.get(row.name)
-        if not o or not o.get("latency_ms") or not row.latency_ms:
-            continue
-        a, b = o["latency_ms"], row.latency_ms
-        noise = max(0.05, 2 * (a["std"] / a["mean"] + b["std"] / b["mean"]))
-        ratio = b["p50"] / a["p50"]
-        row.verdict = "regression" if ratio > 1 + noise else "improvement" if ratio < 1 - noise else "same"
-        notes.append(f"{row.name}: p50 {a['p50']:.2f} -> {b['p50']:.2f} ms ({ratio:.2f}x, noise +-{noise:.0%}): {row.verdict}")
-    return notes
 
 
 def save_report(report: BenchReport, out_dir: str | Path) -> list[Path]:

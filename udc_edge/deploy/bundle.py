@@ -15,6 +15,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -160,8 +161,8 @@ def open_bundle(path: str | os.PathLike) -> Bundle:
         try:
             with tarfile.open(path) as tf:
                 tf.extractall(dest, filter="data")  # refuses absolute paths, links out, devices
-        except tarfile.TarError as exc:
-            raise DataError(f"bundle {path} is not a readable .tar.gz ({exc})",
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:  # EOFError: a truncated gzip stream
+            raise DataError(f"bundle {path} is not a readable .tar.gz ({type(exc).__name__}: {exc})",
                             "copy the bundle again, or rebuild it with udc-edge bundle") from exc
         roots = [p for p in dest.iterdir() if p.is_dir()]
         return _checked(roots[0] if len(roots) == 1 else dest, dest)
@@ -176,10 +177,19 @@ def _checked(path: Path, unpacked: Path | None) -> Bundle:
         manifest = json.loads((path / "bundle.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"bundle {path} has no readable bundle.json", "rebuild it with udc-edge bundle") from exc
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise DataError(f"bundle {path} has format {manifest.get('format')!r}, expected {BUNDLE_FORMAT!r}")
-    for name, digest in manifest["files"].items():
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise DataError(f"bundle {path} has format {got!r}, expected {BUNDLE_FORMAT!r}", "rebuild it with udc-edge bundle")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise DataError(f"bundle {path}: 'files' in bundle.json must map names to sha256 strings, "
+                        f"got a {type(files).__name__}", "rebuild it with udc-edge bundle")
+    root = path.resolve()
+    for name, digest in files.items():
         f = path / name
+        if Path(name).is_absolute() or ".." in Path(name).parts or not f.resolve().is_relative_to(root):
+            raise DataError(f"bundle {path} lists {name!r}, a path outside the bundle",
+                            "a bundle only names its own files; rebuild it with udc-edge bundle")
         if not f.is_file():
             raise DataError(f"bundle {path} is missing {name}", "copy the whole bundle, or rebuild it")
         if sha256_file(f) != digest:

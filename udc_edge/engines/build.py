@@ -166,11 +166,28 @@ def _adversarial(onnx_path: Path, src: _Source, spec: BuildSpec, cal: np.ndarray
     return cal, held_adv, info
 
 
+def _check_calibratable(model: onnx.ModelProto, onnx_path: Path) -> None:
+    """INT8 calibration feeds RGB images (float32 Nx3xHxW) to every input but a purifier's
+    ``noise``: refuse, in one line, a graph whose inputs cannot take them."""
+    for inp in model.graph.input:
+        t = inp.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else None
+        if dtype != np.float32 or len(dims) != 4 or dims[1] not in (None, 3):
+            shown = "x".join("?" if d is None else str(d) for d in dims)
+            raise UsageError(
+                f"INT8 calibration of {onnx_path} feeds RGB images (float32 Nx3xHxW) to its input {inp.name!r}, "
+                f"which takes {dtype if dtype is not None else 'an unknown type'} of shape {shown}",
+                "build it with --precision fp32, or export a wrapper whose inputs are RGB images in [0, 1]",
+            )
+
+
 def _int8(onnx_path: Path, src: _Source, spec: BuildSpec, out: Path, progress: Advance) -> tuple[bytes, dict]:
     model, names, opts, fp32 = src.model, src.names, src.session_options, src.data
     if is_qdq(model):  # e.g. a bundle's qdq-*.onnx: quantised already, calibration travelled with it
         return fp32, {"calibration": {"source": "pre-quantised Q/DQ model", "target": spec.quant_target},
                                         "fidelity_met": True, "excluded": [], "prequantised": True}
+    _check_calibratable(model, onnx_path)
     hw = [d.dim_value if d.HasField("dim_value") else 0 for d in model.graph.input[0].type.tensor_type.shape.dim][2:]
     calib = load_calibration_set(spec.calib, spec.calib_count, max(hw) if all(hw) else spec.calib_size)
     if all(hw):  # a --fixed-shape graph: calibrate at its own H x W

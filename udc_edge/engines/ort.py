@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from udc_edge.core.backends import Backend
+from udc_edge.core.errors import EngineError
 from udc_edge.engines.base import Engine, EngineInfo, IOSpec, LayerTime
 from udc_edge.engines.manifest import Manifest
 from udc_edge.export.onnxrt import DEFAULT_PROVIDERS, make_session, profile_nodes
@@ -68,11 +69,30 @@ class OrtEngine(Engine):
                           [spec(t) for t in sess.get_inputs()], [spec(t) for t in sess.get_outputs()],
                           {"providers": sess.get_providers()})
 
+    def _run(self, outputs: list[str] | None, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """session.run, with a fixed-shape mismatch or ORT's own failure as one EngineError."""
+        for t, x in zip(self.session.get_inputs(), inputs):
+            want = tuple(d if isinstance(d, int) else None for d in t.shape)
+            if len(want) == x.ndim and any(d is not None and d != s for d, s in zip(want, x.shape)):
+                shown = "x".join("?" if d is None else str(d) for d in want)
+                raise EngineError(
+                    f"engine {self.path.name} takes {t.name!r} of shape {shown} (fixed when it was exported), "
+                    f"got {'x'.join(map(str, x.shape))}",
+                    "give inputs of that size (e.g. --shape / crop the images), or re-export without --fixed-shape",
+                )
+        try:
+            return self.session.run(outputs, dict(zip(self._in, inputs)))
+        except Exception as exc:  # ORT's own error types (Fail, RuntimeException, ...): one line, not a traceback
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EngineError(f"engine {self.path.name} failed on an input of shape "
+                              f"{'x'.join(map(str, inputs[0].shape))}: {first}",
+                              "a smaller input (--shape, --tile) if memory ran out; else rebuild the engine") from exc
+
     def _infer(self, *inputs: np.ndarray) -> np.ndarray:
-        return self.session.run([self._out], dict(zip(self._in, inputs)))[0]
+        return self._run([self._out], list(inputs))[0]
 
     def _infer_all(self, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self._outs, self.session.run(None, dict(zip(self._in, inputs)))))
+        return dict(zip(self._outs, self._run(None, inputs)))
 
     def profile_layers(self, *inputs: np.ndarray, runs: int = 10) -> list[LayerTime]:
         """Per-node mean time (ms) from ONNX Runtime's profiler, slowest first."""

@@ -80,7 +80,11 @@ class BuildSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", Backend.parse(self.backend))
-        object.__setattr__(self, "precision", Precision(self.precision))
+        try:
+            object.__setattr__(self, "precision", Precision(self.precision))
+        except ValueError:
+            raise UsageError(f"--precision {getattr(self.precision, 'value', self.precision)!r} is not offered",
+                             f"choose one of {', '.join(p.value for p in Precision)}") from None
         if self.backend is Backend.ORT and self.precision == Precision.FP16:
             raise UsageError(
                 "--precision fp16 is not offered on the ONNX Runtime CPU backend (no fast FP16 kernels; "

@@ -18,6 +18,7 @@ import contextlib
 import importlib
 import inspect
 import linecache
+import os
 import sys
 import time
 import traceback
@@ -149,8 +150,13 @@ def import_module(name: str, stub_modules: tuple[str, ...] = (), report: LoadRep
     except ModuleNotFoundError as exc:
         missing = exc.name or str(exc)
         if missing == name or name.startswith(missing + "."):
-            raise ModelError(f"cannot import module {name!r}: it is not on PYTHONPATH",
-                             "run from the folder that holds it or pip install your package") from exc
+            top = Path(missing.replace(".", os.sep))
+            here = (top.with_suffix(".py").is_file() or (top / "__init__.py").is_file())
+            raise ModelError(f"cannot import module {name!r}: it is not on PYTHONPATH"
+                             + (" (it is in this folder, but the udc-edge command does not import from the "
+                                "current folder)" if here else ""),
+                             "put the folder that holds it on the path, e.g. PYTHONPATH=. udc-edge ... when "
+                             "you are in that folder, or pip install your package") from exc
         raise ModelError(f"module {name!r} imports {missing!r} at module level, which is not installed here "
                          f"({user_frame(exc.__traceback__)})",
                          f"move that import into the code path that needs it, or give --stub-module {missing} "

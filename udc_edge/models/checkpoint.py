@@ -13,7 +13,9 @@ import json
 import os
 import pickle
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,36 @@ CONFIG_NAME = "config.json"
 META_KEY = "udc_edge_config"
 FORMAT_VERSION = 1
 NESTED_KEYS = ("state_dict", "params", "params_ema")
+
+# Whether a checkpoint's config may name code to import (``"arch": "pkg.mod:Class"``).
+# Off unless the user opts in: ``load_checkpoint(..., trust_code=True)``, the context
+# manager below, or the CLI's ``udc-edge --trust-code``.
+_TRUST_CODE: ContextVar[bool] = ContextVar("udc_edge_trust_code", default=False)
+
+
+@contextmanager
+def trusting_checkpoint_code(trust: bool = True) -> Iterator[None]:
+    """Within the block, checkpoints whose config names ``pkg.mod:Class`` may import it."""
+    token = _TRUST_CODE.set(trust)
+    try:
+        yield
+    finally:
+        _TRUST_CODE.reset(token)
+
+
+def _refuse_untrusted_code(config: Mapping[str, Any], source: Path, trust_code: bool | None) -> None:
+    """A file must never make us import a module unless the user asked for their own code."""
+    trusted = _TRUST_CODE.get() if trust_code is None else trust_code
+    module = config["arch"].partition(":")[0]
+    own = module == "udc_edge" or module.startswith("udc_edge.")  # e.g. the shipped purifiers
+    if ":" in config["arch"] and not own and not trusted:
+        raise ModelError(
+            f"checkpoint {source} names code to import (arch {config['arch']!r}); "
+            "udc-edge never imports a module a file names",
+            "if it is your own network and you trust the folder, rerun as "
+            "'udc-edge --trust-code ...' (Python: load_checkpoint(path, trust_code=True)), "
+            "or give the class yourself with --arch pkg.mod:Class --weights FILE",
+        )
 
 
 def _key_list(keys: Iterable[str], limit: int = 10) -> str:
@@ -160,15 +192,20 @@ def _read_config(weights: Path, meta: Mapping[str, str]) -> dict[str, Any]:
     return sidecar_cfg if sidecar_cfg is not None else meta_cfg
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+def load_checkpoint(
+    path: str | os.PathLike, trust_code: bool | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """Load a checkpoint folder or its ``.safetensors`` file; returns ``(model, config)``.
 
     The config comes from ``config.json`` beside the weights or, failing that, from the
-    safetensors metadata. The model is in eval mode on the CPU.
+    safetensors metadata. The model is in eval mode on the CPU. A config naming
+    ``pkg.mod:Class`` is refused unless ``trust_code`` (default: the
+    :func:`trusting_checkpoint_code` setting, off) says the user asked for their own code.
     """
     weights = _resolve(path)
     tensors, meta = _read_safetensors(weights)
     config = _read_config(weights, meta)
+    _refuse_untrusted_code(config, weights, trust_code)
     model = build(config["arch"], config["kwargs"])
     apply_state_dict(model, tensors, str(weights))
     return model.eval(), config

@@ -14,9 +14,10 @@ close to the teacher. It optimises exactly the k-step graph that is deployed
 distillation needs log2(N/k) rounds) and no target networks or EMA (consistency
 distillation), and the teacher's N steps per batch are cheap at k <= 4 and t* <= 0.15.
 
-Output: ``OUT/best/`` (lowest student-teacher gap on fixed validation images and noise),
-``OUT/last/``, ``OUT/state.safetensors`` (optimizer state, step, history; saved at every
-validation), ``OUT/train_log.json``. The student records its teacher's t*, steps and
+Output (the one :class:`~udc_edge.training.trainer.Trainer`'s): ``OUT/best/`` (lowest
+student-teacher gap on fixed validation images and noise), ``OUT/last/``,
+``OUT/state.safetensors`` (optimizer state, step, history; saved at every validation),
+``OUT/train_log.json``. The student records its teacher's t*, steps and
 weight digest, so pairing it with another teacher is refused.
 
 ``resume`` continues an interrupted run from ``OUT/last`` and the state, exactly: every
@@ -28,8 +29,8 @@ validation count is refused; other changes (lr, train steps, ...) are recorded i
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,6 @@ import torch
 import torch.nn.functional as F
 
 from udc_edge.core.errors import UsageError
-from udc_edge.core.fileio import write_json_atomic
 from udc_edge.core.progress import Advance, noop
 from udc_edge.diffusion.purifier import (
     Purifier,
@@ -50,11 +50,10 @@ from udc_edge.diffusion.purifier import (
     save_purifier,
     state_digest,
 )
-from udc_edge.training import distributed as D
-from udc_edge.training.pairs import make_train_data
+from udc_edge.training.pairs import TrainData
 from udc_edge.training.purifier import domain_batch
-from udc_edge.training.restorer import lr_at, prepare_out_dir
-from udc_edge.training.state import STATE_NAME, options, resume_run, save_train_state
+from udc_edge.training.state import options
+from udc_edge.training.trainer import LoopSpec, Trainer, check_loop_options, step_rng, to_device
 
 METHOD = "direct trajectory matching (knowledge distillation of the DDIM sampler, Luhman & Luhman 2021)"
 #: Spec fields (and the teacher's weight digest) a resumed run must share with the interrupted one.
@@ -75,6 +74,7 @@ class DistillSpec:
     batch: int = 8
     patch: int = 0  # 0: the teacher's training resolution
     lr: float = 2e-4
+    weight_decay: float = 0.0
     warmup: int = 20
     val_every: int = 200
     val_count: int = 8
@@ -84,6 +84,8 @@ class DistillSpec:
     pool: int = 192
     targets: int = 0  # >0: precompute this many teacher outputs once and train on them
     resume: bool = False
+    device: str = "auto"
+    workers: int = 0
 
     def __post_init__(self) -> None:
         check_steps(self.k, "--steps")
@@ -99,8 +101,7 @@ class DistillSpec:
             raise UsageError("--teacher-steps and --patch must be >= 0 (0: the teacher's own)")
         if not self.lr > 0:
             raise UsageError(f"--lr must be > 0, got {self.lr}")
-        if self.resume and self.overwrite:
-            raise UsageError("--resume and --overwrite contradict each other", "pick one")
+        check_loop_options(self)
 
 
 @dataclass
@@ -146,112 +147,118 @@ def _val_set(val_pairs: list, domain: str, patch: int, seed: int) -> tuple[torch
     return xs, torch.randn(xs.shape, generator=torch.Generator().manual_seed(seed + 47))
 
 
-def _draw(spec: DistillSpec, data: Any, teacher: Purifier, n_teacher: int, step: int, rank: int
-          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch of x_t* and the teacher's N-step output from it (model domain)."""
-    rng = np.random.default_rng([spec.seed, step, rank])
-    x = domain_batch(data.sampler.batch(rng, spec.batch), teacher.domain)
+def _teacher_target(teacher: Purifier, n_teacher: int, pair: tuple[torch.Tensor, torch.Tensor],
+                    rng: np.random.Generator, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_t* of a batch (noise drawn on the CPU from ``rng``) and the teacher's N-step output from it."""
+    x = domain_batch(pair, teacher.domain)
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**62))))
+    x, noise = to_device(device, x, noise)
     z = diffuse(x, teacher.t_star, noise)
     with torch.no_grad():
         return z, ddim_reverse(teacher.unet, z, teacher.t_star, n_teacher)
 
 
-def _target_pool(spec: DistillSpec, data: Any, teacher: Purifier, n_teacher: int, rank: int,
-                 progress: Advance) -> tuple[torch.Tensor, torch.Tensor]:
-    """``spec.targets`` (x_t*, teacher output) pairs computed once (the teacher dominates the cost)."""
-    zs, ts = [], []
-    for b in range(-(-spec.targets // spec.batch)):
-        z, t = _draw(spec, data, teacher, n_teacher, 10_000_000 + b, rank)
-        zs.append(z)
-        ts.append(t)
-        progress(1)
-    return torch.cat(zs)[: spec.targets], torch.cat(ts)[: spec.targets]
+class DistillTrainer(Trainer):
+    """Distillation hooks: the student's k-step output regresses the teacher's N-step one;
+    best/ by the lowest student-teacher gap."""
+
+    kind, metric, higher_is_better = "distill", "gap_mse", False
+    must_match = RESUME_MUST_MATCH
+    validate_at_start = True
+    loss_format = ".5f"
+
+    def build(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        spec = self.spec
+        teacher, self.desc = load_purifier(spec.teacher)
+        if teacher.role != "teacher":
+            raise UsageError(f"{spec.teacher} is already a distilled student", "distil from the N-step teacher")
+        self.n_teacher = spec.teacher_steps or teacher.steps
+        teacher.sampler(steps=self.n_teacher)  # validates N against t*
+        self.digest = state_digest(teacher)
+        kwargs: dict[str, Any] = {**teacher.config(), "role": "student", "steps": spec.k, "distillation": {
+            "method": METHOD, "teacher": str(spec.teacher), "teacher_digest": self.digest,
+            "teacher_steps": self.n_teacher, "teacher_t_star": teacher.t_star, "train_steps": spec.train_steps}}
+        student = Purifier(**kwargs)
+        student.load_state_dict(teacher.state_dict())
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.teacher = teacher.to(self.device)
+        self.student = student.to(self.device)
+        return self.student, self.student.unet
+
+    def record(self) -> dict[str, Any]:
+        return {"teacher": self.desc.get("name", self.desc.get("path", self.spec.teacher)),
+                "teacher_digest": self.digest}
+
+    def data_source(self) -> tuple[str, int]:
+        trained = self.desc.get("training", {}).get("spec", {})
+        return self.spec.data or trained.get("data", "synth:poled"), self.spec.patch or self.teacher.resolution
+
+    def prepare(self, data: TrainData) -> None:
+        spec, teacher = self.spec, self.teacher
+        vx, vn = _val_set(data.val, teacher.domain, self.data_source()[1], spec.seed)
+        self.vx, self.vn = to_device(self.device, vx, vn)
+        self.v_target = None  # the teacher's N-step validation outputs: only rank 0 validates
+        if self.info.is_main:
+            with torch.no_grad():
+                self.v_target = ddim_reverse(teacher.unet, diffuse(self.vx, teacher.t_star, self.vn), teacher.t_star,
+                                             self.n_teacher)
+        # deterministic from (seed, rank) and the teacher, so recomputed (not cached) on resume
+        self.pool = self._target_pool() if spec.targets else None
+
+    def _target_pool(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``spec.targets`` (x_t*, teacher output) pairs computed once (the teacher dominates the cost)."""
+        spec, zs, ts = self.spec, [], []
+        for b in range(-(-spec.targets // spec.batch)):
+            rng = step_rng(spec.seed, 10_000_000 + b, self.info.rank)
+            z, t = _teacher_target(self.teacher, self.n_teacher, self.data.sampler.batch(rng, spec.batch), rng,
+                                   self.device)
+            zs.append(z)
+            ts.append(t)
+            self.setup_progress(1)
+        return torch.cat(zs)[: spec.targets], torch.cat(ts)[: spec.targets]
+
+    def started(self, history: list[dict]) -> None:
+        self.gap_before = float(history[0].get("gap_mse", float("nan")))
+        self.student.distillation["gap_mse_before"] = self.gap_before
+
+    def batches(self, steps: range) -> Iterator[Any]:
+        if self.pool is None:
+            return super().batches(steps)
+        pool, spec = self.pool, self.spec
+
+        def pick(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            idx = torch.from_numpy(step_rng(spec.seed, step, self.info.rank).integers(len(pool[0]), size=spec.batch))
+            return pool[0][idx.to(pool[0].device)], pool[1][idx.to(pool[0].device)]
+
+        return (pick(step) for step in steps)
+
+    def loss(self, batch: Any, net: torch.nn.Module) -> torch.Tensor:
+        if self.pool is None:
+            lq, gt, rng = batch
+            z, target = _teacher_target(self.teacher, self.n_teacher, (lq, gt), rng, self.device)
+        else:
+            z, target = batch
+        return F.mse_loss(ddim_reverse(net, z, self.teacher.t_star, self.spec.k), target)
+
+    def validate(self) -> dict[str, float]:
+        return {"gap_mse": teacher_student_gap(self.teacher, self.student, self.vx, self.vn, self.n_teacher,
+                                               self.spec.k, self.v_target)}
+
+    def status(self, m: dict[str, Any]) -> str:
+        return f"gap {m['gap_mse']:.2e}"
+
+    def save_model(self, folder: Path, extra: dict[str, Any]) -> None:
+        save_purifier(folder, self.student, extra, overwrite=True)
 
 
 def distill(spec: DistillSpec, progress: Advance = noop, setup_progress: Advance = noop) -> DistillReport:
     """Train a k-step student from ``spec.teacher``; returns the report (rank 0's view)."""
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-    info = D.init_distributed("cpu")
-    out = prepare_out_dir(spec.out, spec.resume, spec.overwrite, info)
-    teacher, desc = load_purifier(spec.teacher)
-    if teacher.role != "teacher":
-        raise UsageError(f"{spec.teacher} is already a distilled student", "distil from the N-step teacher")
-    n_teacher = spec.teacher_steps or teacher.steps
-    teacher.sampler(steps=n_teacher)  # validates N against t*
-    trained = desc.get("training", {}).get("spec", {})
-    data_name = spec.data or trained.get("data", "synth:poled")
-    patch = spec.patch or teacher.resolution
-    digest = state_digest(teacher)
-    kwargs: dict[str, Any] = {**teacher.config(), "role": "student", "steps": spec.k, "distillation": {
-        "method": METHOD, "teacher": str(spec.teacher), "teacher_digest": digest,
-        "teacher_steps": n_teacher, "teacher_t_star": teacher.t_star, "train_steps": spec.train_steps}}
-    student = Purifier(**kwargs)
-    student.load_state_dict(teacher.state_dict())
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.AdamW(student.unet.parameters(), lr=spec.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    start, resumed = 0, None
-    history: list[dict] = []
-    best = float("inf")  # the saved best/ student's gap
-    if spec.resume:  # before the data and targets: a refusal is quick
-        start, history, best, resumed = resume_run(out, student, opt, {**asdict(spec), "teacher_digest": digest},
-                                                   RESUME_MUST_MATCH)
-    data = make_train_data(data_name, patch, spec.seed, spec.val_count, pool=spec.pool, progress=setup_progress)
-    vx, vn = _val_set(data.val, teacher.domain, patch, spec.seed)
-    v_target = None  # the teacher's N-step validation outputs: only rank 0 validates
-    if info.is_main:
-        with torch.no_grad():
-            v_target = ddim_reverse(teacher.unet, diffuse(vx, teacher.t_star, vn), teacher.t_star, n_teacher)
-    # deterministic from (seed, rank) and the teacher, so recomputed (not cached) on resume
-    pool = _target_pool(spec, data, teacher, n_teacher, info.rank, setup_progress) if spec.targets else None
-    if not spec.resume:
-        gap = (teacher_student_gap(teacher, student, vx, vn, n_teacher, spec.k, v_target) if info.is_main
-               else float("nan"))  # other ranks neither report nor save it
-        history = [{"step": 0, "gap_mse": gap, "seconds": 0.0}]
-    gap0 = float(history[0]["gap_mse"])
-    student.distillation["gap_mse_before"] = gap0
-    unet = D.wrap_model(student.unet, info)
-    t0 = time.perf_counter()
-    elapsed_before = float(history[-1]["seconds"])
-    for step in range(start, spec.train_steps):
-        student.train()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, spec.lr, spec.warmup, spec.train_steps)
-        if pool is None:
-            z, target = _draw(spec, data, teacher, n_teacher, step, info.rank)
-        else:
-            idx = torch.from_numpy(np.random.default_rng([spec.seed, step, info.rank]).integers(
-                len(pool[0]), size=spec.batch))
-            z, target = pool[0][idx], pool[1][idx]
-        loss = F.mse_loss(ddim_reverse(unet, z, teacher.t_star, spec.k), target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.unet.parameters(), 1.0)
-        opt.step()
-        progress(1, status=f"loss {loss.item():.5f}")
-        if info.is_main and ((step + 1) % spec.val_every == 0 or step + 1 == spec.train_steps):
-            gap = teacher_student_gap(teacher, student, vx, vn, n_teacher, spec.k, v_target)
-            m = {"step": step + 1, "gap_mse": gap, "loss": float(loss.item()),
-                 "seconds": elapsed_before + time.perf_counter() - t0}
-            history.append(m)
-            progress(0, status=f"gap {gap:.2e}")
-            extra = {"training": {"spec": asdict(spec), "data": data.describe(), "step": step + 1,
-                                  "teacher": desc.get("name", desc.get("path", spec.teacher)),
-                                  "teacher_digest": digest}, "metrics": m}
-            if gap < best:
-                best = gap
-                save_purifier(out / "best", student, extra, overwrite=True)
-            save_purifier(out / "last", student, extra, overwrite=True)
-            save_train_state(out / STATE_NAME, opt, step + 1, history, best)
-    report = DistillReport(out=str(out), k=spec.k, teacher_steps=n_teacher, t_star=teacher.t_star,
-                           gap_before=gap0, gap_after=best, seconds=elapsed_before + time.perf_counter() - t0,
-                           history=history)
-    if info.is_main:
-        write_json_atomic(Path(out) / "train_log.json", {"spec": asdict(spec), "data": data.describe(),
-                                                         **asdict(report), "resumed": resumed,
-                                                         "torch": torch.__version__,
-                                                         "threads": torch.get_num_threads()})
-    D.finish(info)
+    trainer = DistillTrainer(spec, LoopSpec.of(spec, steps=spec.train_steps), progress, setup_progress)
+    r = trainer.run()
+    report = DistillReport(out=r.out, k=spec.k, teacher_steps=trainer.n_teacher, t_star=trainer.teacher.t_star,
+                           gap_before=trainer.gap_before,
+                           gap_after=float(r.best.get("gap_mse", float("inf"))), seconds=r.seconds,
+                           history=r.history)
+    trainer.write_log(report)
     return report

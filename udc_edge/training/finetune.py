@@ -19,7 +19,8 @@ dependency), so the offline default is SSIM + frequency; no ``--perceptual-weigh
 Validation: PSNR of purifier -> restorer on fixed val images and noise (``best/`` is
 chosen by it) and of the restorer on clean inputs. The output is an ordinary restorer
 checkpoint (``OUT/best``, ``OUT/last``, ``OUT/state.safetensors`` with the optimizer state,
-step and history saved at every validation, ``OUT/train_log.json``); works under torchrun.
+step and history saved at every validation, ``OUT/train_log.json``), written by the one
+:class:`~udc_edge.training.trainer.Trainer`; works under torchrun.
 
 ``resume`` continues an interrupted run from ``OUT/last`` and the state, exactly (batches,
 purifier noise and PGD starts derive from (seed, step, rank)). Resuming with another
@@ -31,8 +32,8 @@ from __future__ import annotations
 
 import copy
 import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,16 +43,16 @@ from torch import nn
 
 from udc_edge.attacks import AttackSpec, attack
 from udc_edge.core.errors import UsageError
-from udc_edge.core.fileio import write_json_atomic
 from udc_edge.core.progress import Advance, noop
 from udc_edge.diffusion.pipeline import PurifiedRestorer
 from udc_edge.diffusion.purifier import PurifierSampler, load_purifier, state_digest
+from udc_edge.models import save_checkpoint
 from udc_edge.models.zoo import load_model
-from udc_edge.training import distributed as D
 from udc_edge.training.losses import fft_l1
-from udc_edge.training.pairs import make_train_data
-from udc_edge.training.restorer import evaluate_pairs, lr_at, prepare_out_dir, save_run
-from udc_edge.training.state import options, resume_run
+from udc_edge.training.pairs import TrainData
+from udc_edge.training.restorer import evaluate_pairs
+from udc_edge.training.state import options
+from udc_edge.training.trainer import LoopSpec, Trainer, check_loop_options, to_device
 
 MIX_NAMES = ("clean", "purified", "adversarial", "purified-adversarial")
 #: what the restorer learns to output: ground truth, or the original restorer's output on
@@ -87,6 +88,7 @@ class FinetuneSpec:
     batch: int = 8
     patch: int = 64
     lr: float = 2e-4
+    weight_decay: float = 1e-4
     warmup: int = 20
     eps: float = 8 / 255
     attack_steps: int = 5
@@ -100,6 +102,8 @@ class FinetuneSpec:
     pool: int = 192
     resume: bool = False
     target: str = "gt"
+    device: str = "auto"
+    workers: int = 0
 
     def __post_init__(self) -> None:
         mix = self.mix if isinstance(self.mix, str) else ",".join(self.mix)
@@ -116,8 +120,7 @@ class FinetuneSpec:
             raise UsageError(f"--target {self.target!r} is unknown", f"use one of {', '.join(TARGETS)}")
         if self.ssim_weight < 0 or self.fft_weight < 0:
             raise UsageError("--ssim-weight and --fft-weight must be >= 0")
-        if self.resume and self.overwrite:
-            raise UsageError("--resume and --overwrite contradict each other", "pick one")
+        check_loop_options(self)
 
 
 def ssim_torch(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
@@ -158,7 +161,8 @@ class FixedNoisePipeline(PurifiedRestorer):
         self.seed, self.in_channels = seed, 3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return super().forward(x, torch.randn(x.shape, generator=torch.Generator().manual_seed(self.seed)))
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(self.seed))  # on the CPU
+        return super().forward(x, noise.to(x.device))
 
 
 def _inputs(component: str, lq: torch.Tensor, gt: torch.Tensor, restorer: nn.Module, sampler: PurifierSampler,
@@ -173,7 +177,7 @@ def _inputs(component: str, lq: torch.Tensor, gt: torch.Tensor, restorer: nn.Mod
                                                 seed=seed % 2**31)).x_adv
     if component in ("purified", "purified-adversarial"):
         with torch.no_grad():
-            x = sampler(x, torch.randn(x.shape, generator=gen))
+            x = sampler(x, torch.randn(x.shape, generator=gen).to(x.device))
     return x.detach()
 
 
@@ -204,75 +208,70 @@ def _validate(restorer: nn.Module, sampler: PurifierSampler, val: list, seed: in
             "input_psnr": clean["input_psnr"]}
 
 
+class FinetuneTrainer(Trainer):
+    """Fine-tuning hooks: the --mix inputs, L2 + SSIM + FFT loss; best/ by purified->restored PSNR."""
+
+    kind, metric, higher_is_better = "finetune", "psnr", True
+    must_match = RESUME_MUST_MATCH
+    validate_at_start = True
+
+    def build(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        spec = self.spec
+        restorer, self.rdesc = load_model(spec.restorer)
+        restorer = restorer.to(self.device)
+        # --target restorer: the original weights, before a resume loads the fine-tuned ones
+        self.reference = copy.deepcopy(restorer).eval() if spec.target == "restorer" else None
+        purifier, self.pdesc = load_purifier(spec.purifier)
+        # recorded with every checkpoint and compared on resume (same purifier settings and weights)
+        self.pur_record = {"purifier_config": json.loads(json.dumps(purifier.config())),
+                           "purifier_digest": state_digest(purifier)}
+        self.sampler = purifier.to(self.device).sampler().eval()
+        for p in purifier.parameters():
+            p.requires_grad_(False)
+        need = FixedNoisePipeline(self.sampler, restorer).multiple
+        if spec.patch % need:
+            raise UsageError(f"--patch {spec.patch} is not a multiple of {need} (restorer and purifier sizes)",
+                             f"use --patch {-(-spec.patch // need) * need}")
+        self.config = {"arch": self.rdesc["arch"], "kwargs": self.rdesc["kwargs"]}
+        return restorer, restorer
+
+    def record(self) -> dict[str, Any]:
+        spec, rdesc, pdesc = self.spec, self.rdesc, self.pdesc
+        return {"finetuned_from": rdesc.get("name", rdesc.get("path", spec.restorer)),
+                "purifier": pdesc.get("name", pdesc.get("path", spec.purifier)), **self.pur_record}
+
+    def prepare(self, data: TrainData) -> None:
+        self.val = data.val
+
+    def loss(self, batch: Any, net: torch.nn.Module) -> torch.Tensor:
+        spec = self.spec
+        lq, gt, rng = batch
+        lq, gt = to_device(self.device, lq, gt)
+        chunks = np.array_split(np.arange(spec.batch), len(spec.mix))
+        xs = [_inputs(c, lq[idx], gt[idx], self.model, self.sampler, spec, int(rng.integers(2**62)))
+              for c, idx in zip(spec.mix, chunks)]
+        if self.reference is not None:
+            with torch.no_grad():
+                gt = self.reference(lq)
+        return finetune_loss(net(torch.cat(xs)), gt, spec.ssim_weight, spec.fft_weight)
+
+    def validate(self) -> dict[str, float]:
+        return _validate(self.model, self.sampler, self.val, self.spec.seed)
+
+    def status(self, m: dict[str, Any]) -> str:
+        return f"val purified {m['psnr']:.2f} dB, clean {m['clean_psnr']:.2f} dB"
+
+    def save_model(self, folder: Path, extra: dict[str, Any]) -> None:
+        save_checkpoint(folder, self.model, self.config, extra, overwrite=True)
+
+
 def finetune_restorer(spec: FinetuneSpec, progress: Advance = noop, setup_progress: Advance = noop
                       ) -> FinetuneReport:
     """Continue training ``spec.restorer`` on the ``spec.mix`` inputs; returns the report."""
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-    info = D.init_distributed("cpu")
-    out = prepare_out_dir(spec.out, spec.resume, spec.overwrite, info)
-    restorer, rdesc = load_model(spec.restorer)
-    # --target restorer: the original weights, before a resume loads the fine-tuned ones
-    reference = copy.deepcopy(restorer).eval() if spec.target == "restorer" else None
-    purifier, pdesc = load_purifier(spec.purifier)
-    # recorded with every checkpoint and compared on resume (same purifier settings and weights)
-    pur_record = {"purifier_config": json.loads(json.dumps(purifier.config())),
-                  "purifier_digest": state_digest(purifier)}
-    sampler = purifier.sampler().eval()
-    for p in purifier.parameters():
-        p.requires_grad_(False)
-    need = FixedNoisePipeline(sampler, restorer).multiple
-    if spec.patch % need:
-        raise UsageError(f"--patch {spec.patch} is not a multiple of {need} (restorer and purifier sizes)",
-                         f"use --patch {-(-spec.patch // need) * need}")
-    config = {"arch": rdesc["arch"], "kwargs": rdesc["kwargs"]}
-    opt = torch.optim.AdamW(restorer.parameters(), lr=spec.lr, weight_decay=1e-4, betas=(0.9, 0.99))
-    start, resumed = 0, None
-    history: list[dict] = []
-    best: dict[str, Any] = {"psnr": -1.0}
-    if spec.resume:  # before the data: a refusal is quick
-        start, history, best, resumed = resume_run(out, restorer, opt, {**asdict(spec), **pur_record},
-                                                   RESUME_MUST_MATCH)
-    data = make_train_data(spec.data, spec.patch, spec.seed, spec.val_count, pool=spec.pool, progress=setup_progress)
-    if not spec.resume:
-        history = [{"step": 0, **(_validate(restorer, sampler, data.val, spec.seed) if info.is_main else {})}]
-    before = {k: v for k, v in history[0].items() if k != "step"}
-    ddp = D.wrap_model(restorer, info)
-    t0 = time.perf_counter()
-    elapsed_before = float(history[-1].get("seconds", 0.0))
-    for step in range(start, spec.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, spec.lr, spec.warmup, spec.steps)
-        rng = np.random.default_rng([spec.seed, step, info.rank])
-        lq, gt = data.sampler.batch(rng, spec.batch)
-        chunks = np.array_split(np.arange(spec.batch), len(spec.mix))
-        xs = [_inputs(c, lq[idx], gt[idx], restorer, sampler, spec, int(rng.integers(2**62)))
-              for c, idx in zip(spec.mix, chunks)]
-        if reference is not None:
-            with torch.no_grad():
-                gt = reference(lq)
-        restorer.train()
-        loss = finetune_loss(ddp(torch.cat(xs)), gt, spec.ssim_weight, spec.fft_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(restorer.parameters(), 1.0)
-        opt.step()
-        progress(1, status=f"loss {loss.item():.4f}")
-        if info.is_main and ((step + 1) % spec.val_every == 0 or step + 1 == spec.steps):
-            m = _validate(restorer, sampler, data.val, spec.seed)
-            m.update(step=step + 1, loss=float(loss.item()), seconds=elapsed_before + time.perf_counter() - t0)
-            history.append(m)
-            progress(0, status=f"val purified {m['psnr']:.2f} dB, clean {m['clean_psnr']:.2f} dB")
-            training = {"spec": asdict(spec), "data": data.describe(), "step": step + 1,
-                        "finetuned_from": rdesc.get("name", rdesc.get("path", spec.restorer)),
-                        "purifier": pdesc.get("name", pdesc.get("path", spec.purifier)),
-                        **pur_record}
-            best = save_run(out, restorer, opt, config, m, best, history, training)
-    report = FinetuneReport(out=str(out), steps=spec.steps, seconds=elapsed_before + time.perf_counter() - t0,
-                            before=before, best=best, history=history)
-    if info.is_main:
-        write_json_atomic(out / "train_log.json", {"spec": asdict(spec), "data": data.describe(), **asdict(report),
-                                                   "resumed": resumed, "torch": torch.__version__,
-                                                   "threads": torch.get_num_threads()})
-    D.finish(info)
+    trainer = FinetuneTrainer(spec, LoopSpec.of(spec), progress, setup_progress)
+    r = trainer.run()
+    before = {k: v for k, v in r.history[0].items() if k not in ("step", "seconds")}
+    report = FinetuneReport(out=r.out, steps=r.steps, seconds=r.seconds, before=before,
+                            best=r.best or {"psnr": -1.0}, history=r.history)
+    trainer.write_log(report)
     return report

@@ -7,17 +7,16 @@ network's capacity goes to the noise levels it will see) and noise n, and minimi
 ||eps(sqrt(a_t) x + sqrt(1 - a_t) n, t) - n||^2. Validation is the same loss on fixed
 images, timesteps and noise (deterministic), so ``best/`` is the lowest validation loss.
 
-Output folder (like the restorer trainer)::
+Output folder (the one :class:`~udc_edge.training.trainer.Trainer`'s)::
 
     OUT/best/  OUT/last/        purifier checkpoints (model.safetensors + config.json)
     OUT/state.safetensors       optimizer state, step, history (for --resume)
-    OUT/train_log.json          spec, data, history, timings, DDP weight digests
+    OUT/train_log.json          the one log format (see ``udc_edge.training.trainer``)
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ import torch
 import torch.nn.functional as F
 
 from udc_edge.core.errors import UsageError
-from udc_edge.core.fileio import write_json_atomic
 from udc_edge.core.progress import Advance, noop
 from udc_edge.diffusion.purifier import (
     DOMAINS,
@@ -38,10 +36,9 @@ from udc_edge.diffusion.purifier import (
     to_model,
     unet_config,
 )
-from udc_edge.training import distributed as D
-from udc_edge.training.pairs import make_train_data, step_batches
-from udc_edge.training.restorer import lr_at, prepare_out_dir
-from udc_edge.training.state import STATE_NAME, options, resume_run, save_train_state
+from udc_edge.training.pairs import TrainData
+from udc_edge.training.state import options
+from udc_edge.training.trainer import LoopSpec, Trainer, check_loop_options, to_device
 
 #: Spec fields a resumed run must share with the interrupted one (lr, steps, ... may change).
 RESUME_MUST_MATCH = options("data", "domain", "unet", "unet_kwargs", "batch", "patch", "t_max", "seed", "pool",
@@ -77,8 +74,6 @@ class PurifierTrainSpec:
     workers: int = 0
 
     def __post_init__(self) -> None:
-        if self.workers < 0:
-            raise UsageError(f"--workers must be >= 0, got {self.workers}", "0 makes batches in the training process")
         for name in ("steps", "batch", "patch", "val_every", "val_count", "pool", "warmup"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -93,8 +88,7 @@ class PurifierTrainSpec:
             raise UsageError(f"--t-star {self.t_star} is above --t-max {self.t_max}",
                              "the purifier cannot start from a noise level it never saw")
         check_steps(self.sample_steps, "--sample-steps")
-        if self.resume and self.overwrite:
-            raise UsageError("--resume and --overwrite contradict each other", "pick one")
+        check_loop_options(self)
 
     def purifier_kwargs(self) -> dict[str, Any]:
         cfg = unet_config(self.unet)
@@ -161,78 +155,48 @@ class _ValSet:
         return float(sum(losses) / len(self.x))
 
 
-def _save(out: Path, purifier: Purifier, opt: torch.optim.Optimizer, m: dict, best: dict,
-          history: list[dict], training: dict) -> dict:
-    extra = {"training": training, "metrics": m}
-    if m["val_loss"] < best["val_loss"]:
-        best = m
-        save_purifier(out / "best", purifier, extra, overwrite=True)
-    save_purifier(out / "last", purifier, extra, overwrite=True)
-    save_train_state(out / STATE_NAME, opt, training["step"], history, best)
-    return best
+class PurifierTrainer(Trainer):
+    """Purifier hooks: DDPM epsilon-prediction loss; best/ by the lowest validation loss."""
 
+    kind, metric, higher_is_better = "purifier", "val_loss", False
+    must_match = RESUME_MUST_MATCH
 
-def _device_name(dev: torch.device) -> str:
-    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    def build(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        self.purifier = Purifier(**self.spec.purifier_kwargs()).to(self.device)
+        return self.purifier, self.purifier.unet
+
+    def prepare(self, data: TrainData) -> None:
+        spec = self.spec
+        self.t_top = max(1, round(spec.t_max * TRAIN_TIMESTEPS))
+        self.val = _ValSet([p[0] if spec.domain == "lq" else p[1] for p in data.val], spec.patch, self.t_top,
+                           spec.seed, self.device)
+
+    def loss(self, batch: Any, net: torch.nn.Module) -> torch.Tensor:
+        lq, gt, rng = batch
+        x = domain_batch((lq, gt), self.spec.domain)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))  # on the CPU: same draws on any device
+        t = torch.randint(0, self.t_top, (self.spec.batch,), generator=gen)
+        noise = torch.randn(x.shape, generator=gen)
+        x, t, noise = to_device(self.device, x, t, noise)
+        return denoising_loss(self.purifier, x, t, noise, net)
+
+    def validate(self) -> dict[str, float]:
+        return {"val_loss": self.val.loss(self.purifier)}
+
+    def status(self, m: dict[str, Any]) -> str:
+        return f"val loss {m['val_loss']:.4f}"
+
+    def save_model(self, folder: Path, extra: dict[str, Any]) -> None:
+        save_purifier(folder, self.purifier, extra, overwrite=True)
 
 
 def train_purifier(spec: PurifierTrainSpec, progress: Advance = noop, setup_progress: Advance = noop
                    ) -> PurifierTrainReport:
     """Run the purifier training described by ``spec`` (single process or torchrun DDP)."""
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-    info = D.init_distributed(D.resolve_device(spec.device))
-    out = prepare_out_dir(spec.out, spec.resume, spec.overwrite, info)
-    torch.manual_seed(spec.seed)
-    purifier = Purifier(**spec.purifier_kwargs()).to(info.device)
-    data = make_train_data(spec.data, spec.patch, spec.seed, spec.val_count, pool=spec.pool,
-                           progress=setup_progress)
-    t_top = max(1, round(spec.t_max * TRAIN_TIMESTEPS))
-    val = _ValSet([p[0] if spec.domain == "lq" else p[1] for p in data.val], spec.patch, t_top, spec.seed,
-                  info.device)
-    opt = torch.optim.AdamW(purifier.unet.parameters(), lr=spec.lr, weight_decay=spec.weight_decay,
-                            betas=(0.9, 0.99))
-    start, history, best = 0, [], {"val_loss": float("inf")}
-    resumed = None
-    if spec.resume:
-        start, history, best, resumed = resume_run(out, purifier, opt, asdict(spec), RESUME_MUST_MATCH)
-    unet = D.wrap_model(purifier.unet, info)
-    t0 = time.perf_counter()
-    elapsed_before = float(history[-1]["seconds"]) if history else 0.0
-    dev = torch.device(info.device)
-    batches = step_batches(data.sampler, spec.seed, info.rank, spec.batch, range(start, spec.steps),
-                           spec.workers, pin=dev.type == "cuda")
-    for step, (lq, gt, rng) in zip(range(start, spec.steps), batches):
-        purifier.train()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, spec.lr, spec.warmup, spec.steps)
-        x = domain_batch((lq, gt), spec.domain)
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))  # on the CPU: same draws on any device
-        t = torch.randint(0, t_top, (spec.batch,), generator=gen)
-        noise = torch.randn(x.shape, generator=gen)
-        x, t, noise = (v.to(dev, non_blocking=True) for v in (x, t, noise))
-        loss = denoising_loss(purifier, x, t, noise, unet)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(purifier.unet.parameters(), 1.0)
-        opt.step()
-        progress(1, status=f"loss {loss.item():.4f}")
-        if info.is_main and ((step + 1) % spec.val_every == 0 or step + 1 == spec.steps):
-            m = {"val_loss": val.loss(purifier), "step": step + 1, "loss": float(loss.item()),
-                 "seconds": elapsed_before + time.perf_counter() - t0}
-            history.append(m)
-            progress(0, status=f"val loss {m['val_loss']:.4f}")
-            best = _save(out, purifier, opt, m, best, history,
-                         {"spec": asdict(spec), "data": data.describe(), "step": step + 1})
-    digests = D.gather_strings(D.weights_digest(purifier), info)
-    report = PurifierTrainReport(out=str(out), steps=spec.steps,
-                                 seconds=elapsed_before + time.perf_counter() - t0,
-                                 best_val_loss=float(best["val_loss"]), history=history, ranks=info.world_size)
-    if info.is_main:
-        write_json_atomic(out / "train_log.json", {
-            "spec": asdict(spec), "data": data.describe(), **asdict(report), "weights_digests": digests,
-            "resumed": resumed,
-            "ranks_identical": len(set(digests)) == 1, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "device": _device_name(dev)})
-    D.finish(info)
+    trainer = PurifierTrainer(spec, LoopSpec.of(spec), progress, setup_progress)
+    r = trainer.run()
+    report = PurifierTrainReport(out=r.out, steps=r.steps, seconds=r.seconds,
+                                 best_val_loss=float(r.best.get("val_loss", float("inf"))), history=r.history,
+                                 ranks=r.ranks)
+    trainer.write_log(report)
     return report
