@@ -53,3 +53,15 @@ def tiny_onnx(tiny_restorer, tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     export_onnx(tiny_restorer, path, ExportSpec(height=64, width=64, parity_images=1))
     return path
+
+
+@pytest.fixture(scope="session")
+def heldout():
+    """Held-out synthetic T-OLED pairs (photos the tiny model never saw)."""
+    from udc_edge.data.sources import make_source
+    from udc_edge.data.synth import UDCSimulator, image_rng
+
+    sim = UDCSimulator.for_display("toled")
+    sample, _ = make_source("photos:test")
+    pairs = [sim.simulate(sample(64, image_rng(77, i)), image_rng(77, i)) for i in range(3)]
+    return [(lq.transpose(2, 0, 1)[None].copy(), gt) for lq, gt in pairs]

@@ -73,11 +73,12 @@ def export(model: nn.Module | str, out: PathLike, **options: Any) -> ExportRepor
 
 
 def build(onnx_path: PathLike, out: PathLike, backend: Backend | str = Backend.ORT, precision: str = "fp32",
-          **options: Any) -> BuildReport:
+          overwrite: bool = False, **options: Any) -> BuildReport:
     """Build an engine (and its manifest ``out.json``) from an exported ONNX file; INT8
-    needs ``calib`` (a folder of degraded images or ``"synth:poled"``). ``options`` are
-    :class:`udc_edge.engines.spec.BuildSpec` fields."""
-    return build_engine(onnx_path, out, BuildSpec(backend=backend, precision=precision, **options))
+    needs ``calib`` (a folder of degraded images or ``"synth:poled"``). An existing ``out``
+    is replaced only with ``overwrite``. ``options`` are :class:`udc_edge.engines.spec.BuildSpec` fields."""
+    return build_engine(onnx_path, out, BuildSpec(backend=backend, precision=precision, **options),
+                        overwrite=overwrite)
 
 
 def load_engine(path: PathLike, threads: int = 0) -> Engine:
@@ -93,9 +94,10 @@ def bench(targets: list[str], **options: Any) -> BenchReport:
 
 
 def verify(engine: PathLike, report_dir: PathLike, reference: str | None = None,
-           data: PathLike | None = None, bundle: PathLike | None = None, **options: Any) -> VerifyReport:
+           data: PathLike | None = None, bundle: PathLike | None = None, overwrite: bool = False,
+           **options: Any) -> VerifyReport:
     """Robustness parity of a deployed engine against its torch ``reference`` on a paired
     ``data`` folder (or against a ``bundle``'s stored reference set); writes ``report_dir``.
     ``options`` are :class:`udc_edge.deploy.reference.VerifySpec` fields."""
     return run_verify(engine, report_dir, VerifySpec(**options), reference=reference, data=data,
-                      bundle=bundle, quiet=True)
+                      bundle=bundle, quiet=True, overwrite=overwrite)

@@ -8,7 +8,10 @@ with code 1 (2 for usage errors); ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
 from typing import Annotated
 
 import click
@@ -40,6 +43,17 @@ class _Group(TyperGroup):
                                     "fit in this machine's memory; use a smaller --shape, --size or --tile)"),
                       soft_wrap=True)
             raise typer.Exit(1) from None
+        except OSError as exc:  # a full disk outside an atomic write (temp folders): still one line
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or ctx.meta.get("udc_edge.debug"):
+                raise
+            err.print(f"error: no space left on the device ({exc.filename or 'temp folder'}); nothing was written "
+                      "(free some space)", highlight=False, soft_wrap=True, markup=False)
+            raise typer.Exit(1) from None
+
+
+def _interrupt(signum, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C, so temporary outputs are removed on the way out."""
+    raise KeyboardInterrupt
 
 
 app = typer.Typer(
@@ -77,6 +91,8 @@ def main(
     """udc-edge: UDC restoration from PyTorch to robust edge engines."""
     ctx.meta["udc_edge.debug"] = debug
     ctx.meta["udc_edge.quiet"] = quiet
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, _interrupt)
     set_threads(threads)
     if trust_code:  # imported here only: the torch-free commands must not pay for it
         from udc_edge.models.checkpoint import trusting_checkpoint_code

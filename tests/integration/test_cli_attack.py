@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from udc_edge.attacks.io import read_adversarial
 from udc_edge.cli import app
+from udc_edge.core.fileio import MARKER
 from udc_edge.data.readers import open_paired_dataset
 from udc_edge.data.synth import SynthSpec, write_synthetic_dataset
 from udc_edge.models import create, save_checkpoint
@@ -53,7 +54,7 @@ def test_attack_writes_npy_inputs_inside_the_budget(setup, tmp_path):
         assert np.abs(adv - pair.lq).max() <= 8 / 255 + 1e-6
         assert rec["queries"] == 4 and rec["psnr_attacked"] < rec["psnr_clean"]
     res = _run("attack", setup / "ckpt", "--data", setup / "data", "--eps", "8/255", "--out", out)
-    assert res.exit_code == 1 and "not an empty folder" in res.output
+    assert res.exit_code == 1 and "not empty" in res.output
 
 
 def test_attack_png16_keeps_a_one_level_budget(setup, tmp_path):
@@ -83,7 +84,7 @@ def test_eval_writes_report_table_and_grid(setup, tmp_path):
     assert all(r["psnr_drop"] is not None and r["queries_mean"] > 0 for r in rep["rows"])
     assert "| square | 8/255 |" in (out / "report.md").read_text()
     assert (out / "grid.png").stat().st_size > 1000
-    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "grid.png", "report.json", "report.md"]
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [

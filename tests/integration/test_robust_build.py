@@ -75,3 +75,22 @@ def test_robust_options_refused_where_they_do_not_apply(tiny_onnx, tmp_path):
         res = runner.invoke(app, ["build", str(tiny_onnx), "--out", str(tmp_path / "e.onnx"), *extra])
         assert res.exit_code == 2 and "Traceback" not in res.output, (extra, res.output)
     assert not list(tmp_path.iterdir())
+
+
+def test_openvino_robust_build_uses_the_same_exclusion_search(tiny_onnx, tmp_path):
+    """OpenVINO/NNCF INT8: --calib-adversarial adds attacked calibration images and auto:robust ranks
+    layers by the shared ``layer_sensitivity`` (worse of clean and attacked); every choice shows both."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    out = tmp_path / "rob.xml"
+    rep = build_engine(tiny_onnx, out, BuildSpec(backend="openvino", precision="int8", calib="synth:toled",
+                                                 calib_count=6, calib_size=48, calib_adversarial="pgd:8/255:3",
+                                                 auto_exclude=True, robust_exclude=True, min_fidelity=99.0,
+                                                 threads=1))
+    cal = rep.calibration
+    assert cal["adversarial"]["attack"] == "pgd" and cal["used"] == 2 * (cal["count"] - cal["held_out"])
+    assert rep.attacked_fidelity_db is not None
+    assert len(rep.choices) >= 2 and all(c["attacked_db"] is not None for c in rep.choices)
+    assert rep.excluded and "worse of clean and attacked" in rep.excluded[0]["reason"]
+    man = json.loads((tmp_path / "rob.xml.json").read_text())
+    assert man["build_options"]["robust_exclude"] and man["summary"]["choices"] == rep.choices

@@ -85,5 +85,5 @@ def test_defended_pipeline_engine_verifies_against_purifier_plus_restorer(tiny_r
     assert rep["passed"] and any("adaptive+EOT2" in c["name"] for c in rep["checks"])
     fid = next(c for c in rep["checks"] if c["name"].startswith("output fidelity"))
     assert fid["value"] > 60  # same noise on both sides: the FP32 graph reproduces torch
-    res = runner.invoke(app, args)  # a two-input engine without --purifier
+    res = runner.invoke(app, [*args, "--report", str(tmp_path / "r2")])  # a two-input engine without --purifier
     assert res.exit_code == 2 and "--purifier" in res.output

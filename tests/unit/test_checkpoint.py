@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from udc_edge.core.errors import InputError, ModelError, OutputError
+from udc_edge.core.fileio import MARKER
 from udc_edge.models import create, load_checkpoint, save_checkpoint
 from udc_edge.models.checkpoint import load_weights
 from udc_edge.models.registry import model_config
@@ -60,7 +61,7 @@ def saved(tmp_path):
 def test_round_trip_is_bit_exact(tmp_path, name):
     model = _randomised(name)
     out = save_checkpoint(tmp_path / "ckpt", model, model_config(name))
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "config.json", "model.safetensors"]
     loaded, config = load_checkpoint(out)
     _assert_same_state(model, loaded)
     x = torch.rand(1, 3, 16, 20)

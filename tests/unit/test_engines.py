@@ -20,18 +20,6 @@ from udc_edge.models.tiling import run_tiled
 
 
 @pytest.fixture(scope="module")
-def heldout():
-    """Held-out synthetic T-OLED pairs (photos the tiny model never saw)."""
-    from udc_edge.data.sources import make_source
-    from udc_edge.data.synth import UDCSimulator, image_rng
-
-    sim = UDCSimulator.for_display("toled")
-    sample, _ = make_source("photos:test")
-    pairs = [sim.simulate(sample(64, image_rng(77, i)), image_rng(77, i)) for i in range(3)]
-    return [(lq.transpose(2, 0, 1)[None].copy(), gt) for lq, gt in pairs]
-
-
-@pytest.fixture(scope="module")
 def engines(tiny_onnx, tmp_path_factory):
     d = tmp_path_factory.mktemp("eng")
     fp32 = build_engine(tiny_onnx, d / "fp32.onnx", BuildSpec())

@@ -18,6 +18,7 @@ import torch
 from udc_edge.attacks import AttackSpec
 from udc_edge.attacks.io import encode_adversarial, quantize_in_budget, read_adversarial
 from udc_edge.core.errors import DataError, OutputError, UsageError
+from udc_edge.core.fileio import MARKER
 from udc_edge.data.readers import open_paired_dataset
 from udc_edge.data.synth import SynthSpec, write_synthetic_dataset
 from udc_edge.evaluation.robustness import (
@@ -182,7 +183,7 @@ def test_report_files_parse_and_hold_every_row(small_report, tmp_path):
 
     img, _ = read_image(out / "grid.png")
     assert img.shape[0] > 5 * 64 and img.shape[1] > 6 * 64  # a row per attack, 6 columns + label
-    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "grid.png", "report.json", "report.md"]
     with pytest.raises(OutputError, match="not empty"):
         write_report(report, grid, out)
 

@@ -47,8 +47,11 @@ def _fit(img: np.ndarray, size: int) -> np.ndarray:
     return img[y : y + size, x : x + size]
 
 
-def load_calibration_set(calib: str | Path, count: int = 16, size: int = 128, seed: int = 0) -> CalibrationSet:
-    """Up to ``count`` real degraded images of ``size`` x ``size`` from ``calib``."""
+def load_calibration_set(calib: str | Path, count: int = 16, size: int = 128, seed: int = 0,
+                         strict: bool = False) -> CalibrationSet:
+    """Up to ``count`` real degraded images of ``size`` x ``size`` from ``calib``.
+    ``strict`` (a fixed-shape model): refuse an image smaller than ``size`` rather than pad it,
+    since padding would calibrate on reflections the engine never sees."""
     if count < 1:
         raise UsageError(f"--calib-count must be >= 1, got {count}")
     key = str(calib)
@@ -66,5 +69,12 @@ def load_calibration_set(calib: str | Path, count: int = 16, size: int = 128, se
     ds = open_paired_dataset(path)
     if len(ds) == 0:
         raise DataError(f"calibration folder {path} has no images", "give a folder of degraded images")
-    imgs = [_fit(ds[i].lq, size) for i in range(min(count, len(ds)))]
+    imgs = []
+    for i in range(min(count, len(ds))):
+        pair = ds[i]
+        h, w = pair.lq.shape[:2]
+        if strict and (h < size or w < size):
+            raise DataError(f"calibration image {pair.name!r} in {path} is {h}x{w}, smaller than the fixed-shape "
+                            f"model's {size}x{size} input", "give images at least that large, or export with --dynamic")
+        imgs.append(_fit(pair.lq, size))
     return CalibrationSet(np.stack(imgs).transpose(0, 3, 1, 2).astype(np.float32), str(path))

@@ -16,14 +16,13 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from udc_edge.calibration.dataset import CalibrationSet
 from udc_edge.core.errors import UsageError
-from udc_edge.core.fileio import sha256_file, write_json_atomic
+from udc_edge.core.fileio import sha256_file, work_dir, write_json_atomic
 from udc_edge.export.onnxrt import image_feed
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -68,7 +67,7 @@ def compute_ranges(onnx_path: str | os.PathLike, calib: np.ndarray, method: str 
         def get_next(self):
             return next(self.items, None)
 
-    with tempfile.TemporaryDirectory(prefix="udc-edge-calib-") as tmp, \
+    with work_dir("calib") as tmp, \
             contextlib.redirect_stdout(io.StringIO()):  # no temp files in the cwd, no chatter
         cal = create_calibrator(Path(onnx_path), list(op_types), augmented_model_path=str(Path(tmp) / "aug.onnx"),
                                 calibrate_method=cm, extra_options=extra)

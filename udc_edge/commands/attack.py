@@ -12,7 +12,9 @@ from udc_edge.commands.common import (
     ArchKwargsOpt,
     ArchOpt,
     AttackBatchOpt,
+    OverwriteOpt,
     WeightsOpt,
+    check_out,
     json_opt,
     print_table,
     quiet,
@@ -44,7 +46,6 @@ SurrogateOpt = Annotated[str | None, typer.Option(
     help="Torch model to craft white-box attacks on (transfer to MODEL, e.g. its engine).")]
 SimbaOpt = Annotated[int, typer.Option(help="SimBA iterations (directions tried) per image.")]
 SquareOpt = Annotated[int, typer.Option(help="Square Attack queries per image.")]
-OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing non-empty output folder.")]
 ThreadsOpt = Annotated[int, typer.Option(help="CPU threads for torch and ONNX Runtime (0: their default).")]
 
 
@@ -87,7 +88,6 @@ def attack_cmd(
     from udc_edge.core.progress import progress_bar
     from udc_edge.data.readers import open_paired_dataset
     from udc_edge.evaluation.robustness import (
-        check_output_dir,
         check_plan,
         craft_dataset,
         is_engine_name,
@@ -103,7 +103,7 @@ def attack_cmd(
     spec = plan_attacks(names, eps_values, objective=objective.value, seed=seed, steps=steps,
                         simba_iterations=simba_iterations, square_queries=square_queries)[0]
     check_plan([spec], is_engine_name(model) and arch is None, model, surrogate is not None)
-    check_output_dir(out_dir, overwrite)
+    check_out(out_dir, data, model, surrogate, weights, overwrite=overwrite)
     dataset = open_paired_dataset(data)
     target, sur, info = _targets(model, surrogate, arch, arch_kwargs, weights, threads)
     total = len(dataset) if limit is None else min(max(limit, 0), len(dataset))
@@ -162,7 +162,6 @@ def eval_cmd(
     from udc_edge.core.progress import progress_bar
     from udc_edge.data.readers import open_paired_dataset
     from udc_edge.evaluation.robustness import (
-        check_output_dir,
         check_plan,
         evaluate_robustness,
         is_engine_name,
@@ -198,7 +197,7 @@ def eval_cmd(
                          simba_iterations=simba_iterations, square_queries=square_queries,
                          cw_search_steps=cw_search_steps, cw_max_iter=cw_max_iter)
     check_plan(specs, is_engine_name(model) and arch is None, model, surrogate is not None)
-    check_output_dir(out_dir, overwrite)
+    check_out(out_dir, data, model, surrogate, weights, overwrite=overwrite)
     dataset = open_paired_dataset(data)
     target, sur, info = _targets(model, surrogate, arch, arch_kwargs, weights, threads)
     n = len(dataset) if limit is None else min(max(limit, 0), len(dataset))
@@ -217,11 +216,10 @@ def _eval_defended(ctx: typer.Context, model: str, purifier: str, data: str, spe
     from udc_edge.defence.defence import load_eval_set
     from udc_edge.defence.defence_table import defence_table, write_tables
     from udc_edge.diffusion.purifier import load_purifier
-    from udc_edge.evaluation.robustness import check_output_dir
     from udc_edge.models.zoo import load_model
 
     set_threads(threads)
-    check_output_dir(out_dir, overwrite)
+    check_out(out_dir, data, model, purifier, overwrite=overwrite)
     net, _ = load_model(model)
     pur, _ = load_purifier(purifier)
     x, y = load_eval_set(data, count, size, specs[0].seed)

@@ -68,9 +68,18 @@ ModelArg = Annotated[str, typer.Argument(help="Shipped name (unet-s-poled), chec
 ArchOpt = Annotated[str | None, typer.Option(help="Bring your own: preset, architecture or package.module:Class.")]
 ArchKwargsOpt = Annotated[str, typer.Option(help="JSON kwargs for --arch.")]
 WeightsOpt = Annotated[Path | None, typer.Option(help="Weights for --arch: .safetensors or a state dict (weights_only).")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    help="Replace an existing output: a file, or a folder udc-edge made. Never an input.")]
 AttackBatchOpt = Annotated[int, typer.Option(
     help="Images per adaptive (EOT) attack batch; 0: all at once. Lower it if memory runs out: EOT holds "
          "every noise sample's graph through the purifier.")]
+
+
+def check_out(out: Path, *inputs: str | Path | None, overwrite: bool = False, kind: str = "dir") -> None:
+    """Refuse OUT before any work starts: see :func:`udc_edge.core.fileio.check_output`."""
+    from udc_edge.core.fileio import check_output
+
+    check_output(out, inputs, overwrite, kind)
 
 
 def load_model_opts(model: str, arch: str | None, arch_kwargs: str, weights: Path | None):

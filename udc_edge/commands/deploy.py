@@ -12,7 +12,9 @@ from udc_edge.commands.common import (
     TRT_STATUS,
     ArchKwargsOpt,
     ArchOpt,
+    OverwriteOpt,
     WeightsOpt,
+    check_out,
     err,
     json_opt,
     load_model_opts,
@@ -41,10 +43,12 @@ def export_cmd(
     output_index: OutputIndexOpt = None,
     extra_input: ExtraInputOpt = None,
     stub_module: StubModuleOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Export a restorer to ONNX, check it, and prove ONNX Runtime matches torch."""
     from udc_edge.core.errors import ModelError, UsageError
     from udc_edge.core.fileio import write_json_atomic
+    from udc_edge.engines.manifest import manifest_path
     from udc_edge.export.byo import ExtraInput, load_byo
     from udc_edge.export.onnx_export import ExportSpec, export_onnx
 
@@ -53,6 +57,7 @@ def export_cmd(
     if purifier is not None and (output_index is not None or extra_input):
         raise UsageError("--output-index/--extra-input do not apply to purifier graphs")
     model = model or ""
+    check_out(out, model, weights, purifier, overwrite=overwrite, kind="file")
     byo_arch = arch if arch and ":" in arch else (model if ":" in model and not arch else None)
     spec = ExportSpec(height=height, width=width, dynamic=dynamic, opset=opset, exporter=exporter,
                       max_abs_err=tolerance, output_index=output_index, cpu_patch=byo_arch is not None,
@@ -81,6 +86,8 @@ def export_cmd(
         desc = {"name": f"{purifier}+{desc.get('name') or desc.get('path') or desc.get('arch')}" if model else purifier}
     meta = {"udc_edge.model": str(desc.get("name") or desc.get("path") or desc.get("arch"))}
     report = export_onnx(net, out, spec, metadata=meta)
+    # an engine manifest left from a file this export replaced describes another graph
+    manifest_path(out).unlink(missing_ok=True)
     doc = report.to_dict() | ({"load": load.to_dict()} if load else {})
     write_json_atomic(out.with_name(out.name + ".export.json"), doc)
     stdout.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
@@ -91,14 +98,19 @@ def export_cmd(
 
 def build_cmd(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Engine file (.onnx for ort, .engine for trt).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Engine file (.onnx for ort, .xml (+ .bin) for openvino, "
+                                                          ".engine for trt; --backend auto: the winner's suffix).")],
     onnx_path: Annotated[Path | None, typer.Argument(help="ONNX model from udc-edge export.")] = None,
     bundle: Annotated[Path | None, typer.Option(help="Build from a bundle (udc-edge bundle) instead of an ONNX.")] = None,
-    backend: Annotated[str, typer.Option(help="ort (ONNX Runtime, CPU) or trt (TensorRT, NVIDIA GPU; "
-                                              f"{TRT_STATUS}).")] = "ort",
-    precision: Annotated[str, typer.Option(help="fp32, fp16 (trt), int8, or auto (fastest meeting --min-fidelity).")] = "fp32",
+    backend: Annotated[str, typer.Option(help="ort (ONNX Runtime, CPU), openvino (CPU), trt (TensorRT, NVIDIA GPU; "
+                                              f"{TRT_STATUS}), or auto (ort and openvino candidates, measured "
+                                              "here).")] = "ort",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 (trt), bf16 (openvino), int8, or auto (fastest "
+                                                "candidate meeting --min-fidelity, measured here).")] = "fp32",
     calib: Annotated[str | None, typer.Option(help="Calibration images: a folder (lq/ of a paired set) or synth:poled.")] = None,
     calib_count: Annotated[int, typer.Option(help="Calibration images to use.")] = 16,
+    calib_size: Annotated[int | None, typer.Option(help="Calibration crop size (px) [default: the engine's run size "
+                                                        "when known (fixed-shape graph, --opt-shape), else 128].")] = None,
     calib_method: Annotated[str, typer.Option(help="percentile (99.999 %), minmax or entropy (KL, 2048 bins).")] = "percentile",
     calib_cache: Annotated[Path | None, typer.Option(help="Calibration cache JSON (default: beside the engine).")] = None,
     target: Annotated[str | None, typer.Option(help="Q/DQ flavour: cpu (u8/s8) or tensorrt (symmetric s8).")] = None,
@@ -110,7 +122,8 @@ def build_cmd(
     min_shape: Annotated[str | None, typer.Option(help="Shape profile min, e.g. 1x3x64x64.")] = None,
     opt_shape: Annotated[str | None, typer.Option(help="Shape profile opt.")] = None,
     max_shape: Annotated[str | None, typer.Option(help="Shape profile max.")] = None,
-    threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: default).")] = 0,
+    threads: Annotated[int, typer.Option(help="CPU threads for calibration and measurements (0: default).")] = 0,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Build an engine (and its manifest ENGINE.json) from an ONNX file."""
     from udc_edge.core.errors import UsageError
@@ -134,11 +147,11 @@ def build_cmd(
 
             b = opened.enter_context(open_bundle(bundle))
             onnx_path = b.onnx_for(backend, precision)
-            prequantised = precision == "int8"
+            prequantised = precision == "int8" and backend in ("ort", "trt")
             calib = calib or str(b.path("calib"))
         if onnx_path is None:
             raise UsageError("give the ONNX file to build (or --bundle)")
-        spec = BuildSpec(backend=backend, precision=precision, calib=calib, calib_count=calib_count,
+        spec = BuildSpec(backend=backend, precision=precision, calib=calib, calib_count=calib_count, calib_size=calib_size,
                          calib_method=calib_method, calib_cache=str(calib_cache) if calib_cache else None,
                          target=target, exclude=names, auto_exclude=exclude.startswith("auto"),
                          robust_exclude=exclude == "auto:robust", calib_adversarial=calib_adversarial,
@@ -147,8 +160,9 @@ def build_cmd(
         if backend == "trt":
             err.print(f"note: {TRT_STATUS}")
         with progress_bar(f"building {backend} {precision}", None, quiet(ctx)) as adv:
-            report = build_engine(onnx_path, out, spec, progress=adv)
-    stdout.print(report.summary())
+            report = build_engine(onnx_path, out, spec, progress=adv, overwrite=overwrite,
+                                  inputs=(bundle,) if bundle is not None else ())
+    stdout.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ from udc_edge.commands.common import (
     ArchKwargsOpt,
     ArchOpt,
     ModelArg,
+    OverwriteOpt,
     WeightsOpt,
     load_model_opts,
     print_table,
@@ -30,6 +31,7 @@ def restore_cmd(
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = "",
     weights: WeightsOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Restore degraded UDC images with a model."""
     from udc_edge.core.progress import progress_bar
@@ -38,7 +40,8 @@ def restore_cmd(
     net, _ = load_model_opts(model, arch, arch_kwargs, weights)
     n = len(collect_inputs(list(inputs)))
     with progress_bar("restoring", n, quiet(ctx)) as adv:
-        report = restore_files(net, list(inputs), out_dir, gt_dir=gt, tile=tile, overlap=overlap, progress=adv)
+        report = restore_files(net, list(inputs), out_dir, gt_dir=gt, tile=tile, overlap=overlap, progress=adv,
+                               overwrite=overwrite, also_inputs=(model, *((weights,) if weights else ())))
     msg = f"restored {len(report.images)} image(s) into {out_dir}"
     if gt is not None:
         msg += (f": PSNR {report.mean('input_psnr'):.2f} -> {report.mean('output_psnr'):.2f} dB, "

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from udc_edge.commands.common import AttackBatchOpt, json_opt, quiet, set_threads, stdout
+from udc_edge.commands.common import (
+    AttackBatchOpt,
+    OverwriteOpt,
+    check_out,
+    json_opt,
+    quiet,
+    set_threads,
+    stdout,
+)
 from udc_edge.commands.train import DeviceOpt, WeightDecayOpt, WorkersOpt, train_app
 
 purifier_app = typer.Typer(help="Diffusion purifier: pick t* (tune), freeze a setting (configure), evaluate the "
@@ -19,7 +27,6 @@ DataOpt = Annotated[str, typer.Option(help="synth:poled, synth:toled, synth:LAYO
 SeedOpt = Annotated[int, typer.Option(help="Random seed (deterministic on CPU).")]
 ThreadsOpt = Annotated[int, typer.Option(help="torch threads per process (0: default).")]
 PoolOpt = Annotated[int, typer.Option(help="Clean crops kept in memory for synth: data.")]
-OverwriteOpt = Annotated[bool, typer.Option(help="Replace a non-empty OUT.")]
 PurifierArg = Annotated[str, typer.Argument(help="Purifier: shipped name (purifier-poled), checkpoint or run folder.")]
 
 
@@ -237,7 +244,6 @@ def table_cmd(
     from udc_edge.defence.defence import DefenceSpec, load_eval_set
     from udc_edge.defence.defence_table import defence_table
     from udc_edge.diffusion.purifier import load_purifier
-    from udc_edge.evaluation.robustness import check_output_dir
     from udc_edge.models.zoo import load_model
 
     set_threads(threads)
@@ -246,7 +252,8 @@ def table_cmd(
     spec = DefenceSpec(eps=parse_eps(eps), attack_steps=attack_steps, eot=eot, draws=draws, seed=seed,
                        adaptive=adaptive, attacks=attacks, simba_iterations=simba_iterations,
                        attack_batch=attack_batch)
-    check_output_dir(out, overwrite)
+    check_out(out, data, restorer, teacher, finetuned, finetuned_purifier, *(student or []), *(purifier or []),
+              overwrite=overwrite)
     net, _ = load_model(restorer)
     t = load_purifier(teacher)[0] if teacher else None
     students = [load_purifier(s)[0] for s in (student or [])]

@@ -8,7 +8,28 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from udc_edge.commands.common import print_table, quiet, stdout
+from udc_edge.commands.common import OverwriteOpt, print_table, quiet, stdout
+
+
+def parse_thread_counts(text: str) -> tuple[int, ...]:
+    """``--threads``: '1,all' -> (1, cores); '0' -> (0,) (the backend's default); duplicates dropped."""
+    import os
+
+    from udc_edge.core.errors import UsageError
+
+    counts: list[int] = []
+    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
+        try:
+            n = (os.cpu_count() or 1) if part == "all" else int(part)
+        except ValueError as exc:
+            raise UsageError(f"--threads {text!r}: {part!r} is not a count", "e.g. --threads 1,all or --threads 4") from exc
+        if n < 0:
+            raise UsageError(f"--threads {text!r}: {n} is negative", "use 0 for the default")
+        if n not in counts:
+            counts.append(n)
+    if not counts:
+        raise UsageError("--threads is empty", "e.g. --threads 1,all")
+    return tuple(counts)
 
 
 def bench_cmd(
@@ -18,7 +39,8 @@ def bench_cmd(
     warmup: Annotated[int, typer.Option(help="Untimed calls per engine first.")] = 3,
     iters: Annotated[int, typer.Option(help="Interleaved timed rounds.")] = 20,
     duration: Annotated[float | None, typer.Option(help="Run rounds for this many seconds instead of --iters.")] = None,
-    threads: Annotated[int, typer.Option(help="CPU threads per engine (0: default).")] = 0,
+    threads: Annotated[str, typer.Option(help="CPU threads per engine, every backend: a count, 'all' (every core), "
+                                              "0 (the backend's default), or a list measured in turn.")] = "1,all",
     profile: Annotated[bool, typer.Option(help="Per-layer time table (ONNX Runtime / TensorRT profiler).")] = False,
     report: Annotated[Path | None, typer.Option(help="Write bench.json, bench.md and bench.png here.")] = None,
     compare: Annotated[Path | None, typer.Option(
@@ -34,8 +56,10 @@ def bench_cmd(
     from udc_edge.deploy.bench_compare import compare_reports
     from udc_edge.engines.spec import ShapeProfile
 
+    counts = parse_thread_counts(threads)
     spec = BenchSpec(shape=ShapeProfile.parse_shape(shape, "--shape"), warmup=warmup, iters=iters,
-                     duration=duration, threads=threads, profile=profile)
+                     duration=duration, threads=counts[0] if len(counts) == 1 else 0, profile=profile,
+                     thread_counts=counts if len(counts) > 1 else ())
     with progress_bar("benchmarking", None if duration else iters, quiet(ctx)) as adv:
         rep = run_bench(list(targets), spec, progress=adv)
     notes = compare_reports(rep, compare) if compare else []
@@ -47,11 +71,11 @@ def bench_cmd(
             raise typer.Exit(1)
         return
     table = Table(title=f"udc-edge bench {shape} ({rep.spec['iters']} rounds; absolute CPU times are noise)")
-    for col in ("engine", "backend", "precision", "MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "status"):
+    for col in ("engine", "threads", "backend", "precision", "MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "status"):
         table.add_column(col)
     for r in rep.rows:
         lat = r.latency_ms
-        table.add_row(Path(r.name).name, r.backend, r.precision, f"{r.size_mb:.2f}",
+        table.add_row(Path(r.name).name, str(r.threads or "default"), r.backend, r.precision, f"{r.size_mb:.2f}",
                       *(f"{lat[k]:.2f}" if lat and lat[k] is not None else "-" for k in ("p50", "p90", "p99")),
                       f"{r.images_per_s:.2f}" if lat else "-", f"{r.gflops:.1f}" if r.gflops else "-",
                       r.status + (f" ({r.verdict})" if r.verdict else ""))
@@ -93,6 +117,7 @@ def verify_cmd(
     purifier: Annotated[str | None, typer.Option(help="Verify the defended pipeline: reference = purifier + "
                                                       "restorer, engine = export MODEL --purifier P_k graph.")] = None,
     eot: Annotated[int, typer.Option(help="Noise draws for the adaptive EOT attack with --purifier.")] = 10,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Robustness parity: is the engine as accurate and as robust as its PyTorch reference? Exit 1 if not."""
     from udc_edge.attacks import parse_eps
@@ -103,7 +128,7 @@ def verify_cmd(
                       min_fidelity=min_fidelity, limit=limit, seed=seed, direct=direct,
                       min_replica_match=min_replica_match, cw_iterations=cw_iterations, cw_search_steps=cw_search_steps)
     rep = run_verify(engine, report, spec, reference=reference, data=data, bundle=bundle, quiet=quiet(ctx),
-                     purifier=purifier, eot=eot)
+                     purifier=purifier, eot=eot, overwrite=overwrite)
     _print_verify(rep)
     if not rep.passed:
         raise typer.Exit(1)
@@ -139,7 +164,7 @@ def bundle_cmd(
                                                            "(default: synthetic held-out P-OLED).")] = None,
     verify_count: Annotated[int, typer.Option(help="Verification images to store.")] = 4,
     attacks: Annotated[str, typer.Option(help="Attacks whose reference results are stored.")] = "pgd,simba",
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle folder.")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write what a device needs to build and verify its own engines (no PyTorch needed there)."""
     from udc_edge.core.progress import progress_bar

@@ -1,6 +1,6 @@
 """The one backend vocabulary: ``Backend`` (the CLI's ``--backend`` values) and the single
 place that maps it to the spelling engine manifests and reports keep on disk
-(``onnxruntime``, ``tensorrt``) and to the Q/DQ flavour a backend's INT8 needs.
+(``onnxruntime``, ``openvino``, ``tensorrt``) and to the Q/DQ flavour a backend's INT8 needs.
 
 In ``core`` because calibration, engines, deploy and doctor all speak it."""
 
@@ -16,6 +16,7 @@ class Backend(str, Enum):
 
     ORT = "ort"
     TRT = "trt"
+    OPENVINO = "openvino"
 
     def __str__(self) -> str:
         return self.value
@@ -45,7 +46,7 @@ class Backend(str, Enum):
         return _QDQ_TARGETS[self]
 
 
-_MANIFEST_NAMES = {Backend.ORT: "onnxruntime", Backend.TRT: "tensorrt"}
-_QDQ_TARGETS = {Backend.ORT: "cpu", Backend.TRT: "tensorrt"}
+_MANIFEST_NAMES = {Backend.ORT: "onnxruntime", Backend.TRT: "tensorrt", Backend.OPENVINO: "openvino"}
+_QDQ_TARGETS = {Backend.ORT: "cpu", Backend.TRT: "tensorrt", Backend.OPENVINO: "cpu"}  # OpenVINO: sensitivity on cpu Q/DQ
 #: The Q/DQ flavours (``--target``): asymmetric u8/s8 for CPUs, symmetric s8 for TensorRT.
 QDQ_TARGETS = ("cpu", "tensorrt")

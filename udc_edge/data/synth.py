@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from udc_edge.core.errors import UsageError
-from udc_edge.core.fileio import atomic_dir, write_json_atomic
+from udc_edge.core.fileio import atomic_dir, check_output, write_json_atomic
 from udc_edge.core.metrics import psnr
 from udc_edge.core.progress import Advance, noop
 from udc_edge.data.formation import DEFAULT_NOISE, SensorNoise, degrade, hdr_scene
@@ -98,7 +98,10 @@ def synth_pairs(display: str, source: str, count: int, size: int, seed: int) -> 
 def write_synthetic_dataset(
     out: str | os.PathLike, spec: SynthSpec, overwrite: bool = False, progress: Advance = noop
 ) -> dict:
-    """Write a synthetic dataset folder atomically; returns the ``dataset.json`` contents."""
+    """Write a synthetic dataset folder atomically; returns the ``dataset.json`` contents.
+
+    ``out`` may not be, hold or lie inside the source folder or the display layout file."""
+    check_output(out, (spec.source, spec.display), overwrite)
     sim = UDCSimulator.for_display(spec.display, noise=spec.noise, lights=spec.lights)
     if spec.size < sim.min_size:
         raise UsageError(

@@ -22,6 +22,7 @@ from udc_edge.core.timing import median_seconds
 from udc_edge.deploy.hostinfo import PowerMonitor, conv_peak_gflops, nvpmodel_mode, rss_mb
 from udc_edge.engines import Engine, EngineInfo, is_engine_path, load_engine
 from udc_edge.engines.base import LayerProfiler
+from udc_edge.engines.manifest import cpu_facts
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,15 @@ class BenchSpec:
     threads: int = 0
     profile: bool = False
     seed: int = 0
+    thread_counts: tuple[int, ...] = ()  # when set: every target once per count (e.g. (1, cores)), overriding threads
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.iters < 1:
             raise UsageError(f"--warmup must be >= 0 and --iters >= 1, got {self.warmup}, {self.iters}")
         if self.duration is not None and self.duration <= 0:
             raise UsageError(f"--duration must be > 0 seconds, got {self.duration}")
+        if self.threads < 0 or any(t < 1 for t in self.thread_counts):
+            raise UsageError(f"--threads must be >= 1 (or 0 / all), got {self.threads} {self.thread_counts}")
         if len(self.shape) != 4 or self.shape[1] != 3 or min(self.shape) < 1:
             raise UsageError(f"--shape must be Nx3xHxW, got {'x'.join(map(str, self.shape))}")
 
@@ -46,6 +50,7 @@ class BenchSpec:
 @dataclass
 class BenchRow:
     name: str
+    threads: int = 0  # CPU threads the engine was given (0: its default)
     backend: str = ""
     precision: str = ""
     size_mb: float = 0.0
@@ -82,8 +87,8 @@ class BenchReport:
     def to_markdown(self) -> str:
         n, c, h, w = self.spec["shape"]
         lines = [f"# udc-edge bench ({n}x{c}x{h}x{w}, {self.spec['iters']} interleaved rounds)", "",
-                 ("| engine | backend | precision | size MB | p50 ms | p90 ms | p99 ms | img/s | MP/s | GFLOP/s "
-                 "| % peak | mem MB | status |"), "|" + "---|" * 13]
+                 ("| engine | threads | backend | precision | size MB | p50 ms | p90 ms | p99 ms | img/s | MP/s | GFLOP/s "
+                 "| % peak | mem MB | status |"), "|" + "---|" * 14]
         for r in self.rows:
             lat = r.latency_ms
             ms = lambda v: "-" if v is None else f"{v:.2f}"
@@ -91,11 +96,13 @@ class BenchReport:
             pk = f"{100 * r.peak_fraction:.1f}" if r.peak_fraction else "-"
             status = r.status + (f" ({r.verdict})" if r.verdict else "")
             if lat:
-                lines.append(f"| {r.name} | {r.backend} | {r.precision} | {r.size_mb:.2f} | {ms(lat['p50'])} | "
-                             f"{ms(lat['p90'])} | {ms(lat['p99'])} | {r.images_per_s:.2f} | {r.megapixels_per_s:.2f} "
+                lines.append(f"| {r.name} | {r.threads or 'default'} | {r.backend} | {r.precision} | {r.size_mb:.2f} | "
+                             f"{ms(lat['p50'])} | {ms(lat['p90'])} | {ms(lat['p99'])} | {r.images_per_s:.2f} | "
+                             f"{r.megapixels_per_s:.2f} "
                              f"| {g} | {pk} | {r.memory_mb:.0f} | {status} |")
             else:
-                lines.append(f"| {r.name} | {r.backend} | {r.precision} | - | - | - | - | - | - | - | - | - | {status} |")
+                lines.append(f"| {r.name} | {r.threads or 'default'} | {r.backend} | {r.precision} | - | - | - | - | - | - | - | - | - "
+                             f"| {status} |")
         lines += ["", (f"Harness overhead: {self.overhead_us:.1f} us per call "
                   f"({self.overhead_us / 100:.3f} % of a 10 ms engine call). Conv peak: "
                   f"{self.host.get('conv_peak_gflops', 0):.1f} GFLOP/s (an FP32 convolution: % peak is shown for "
@@ -176,11 +183,11 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
     t0 = time.perf_counter()
     x = np.random.default_rng(spec.seed).random(spec.shape, dtype=np.float32)
     rows, live = [], []
-    for name in targets:
-        row = BenchRow(name=name)
+    for name, threads in [(t, n) for t in targets for n in (spec.thread_counts or (spec.threads,))]:
+        row = BenchRow(name=name, threads=threads)
         try:
             before = rss_mb()
-            eng, meta = open_target(name, spec.threads)
+            eng, meta = open_target(name, threads)
             info = eng.activate().info()
             row.backend, row.precision, row.size_mb = info.backend, info.precision, meta["size_mb"]
             inputs = [x] * eng.num_inputs
@@ -191,7 +198,7 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
         except UdcEdgeError as exc:
             row.status = f"error: {exc.message}"
         rows.append(row)
-    peak = conv_peak_gflops(spec.threads)
+    peaks = {r.threads: conv_peak_gflops(r.threads) for r in rows}  # the peak at each row's thread count
     deadline = t0 + spec.duration if spec.duration else None
     rounds = 0
     with PowerMonitor() as power:
@@ -203,7 +210,7 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
             rounds += 1
             progress(1)
     for row, eng, meta, inputs, samples in live:
-        _fill(row, samples, meta, spec.shape, peak)
+        _fill(row, samples, meta, spec.shape, peaks[row.threads])
         if power.mean_mw() is not None:
             row.power_mw = power.mean_mw()
             row.energy_mj_per_image = row.power_mw * row.latency_ms["mean"] / 1000 / spec.shape[0]
@@ -215,7 +222,8 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
             total = sum(r.ms for r in layers) or 1.0
             row.top_layers = [{"layer": r.layer, "op": r.op, "ms": r.ms, "share": r.ms / total} for r in layers[:10]]
         eng.deactivate()
-    host = {"conv_peak_gflops": peak, "threads": spec.threads, "nvpmodel": nvpmodel_mode()}
+    host = {"conv_peak_gflops": max(peaks.values()), "conv_peak_gflops_by_threads": peaks, "threads": spec.threads,
+            "thread_counts": list(spec.thread_counts), "nvpmodel": nvpmodel_mode(), **cpu_facts()}
     spec_d = {**asdict(spec), "shape": list(spec.shape), "iters": rounds}
     return BenchReport(spec=spec_d, rows=rows, host=host, overhead_us=measure_overhead(x),
                        seconds=time.perf_counter() - t0)
@@ -239,7 +247,7 @@ def save_report(report: BenchReport, out_dir: str | Path) -> list[Path]:
 
         fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(ok)), 3.2))
         ax.boxplot([r.samples for r in ok], showfliers=True)
-        ax.set_xticks(range(1, len(ok) + 1), [f"{Path(r.name).name}\n{r.backend} {r.precision}" for r in ok], fontsize=7)
+        ax.set_xticks(range(1, len(ok) + 1), [f"{Path(r.name).name}\n{r.backend} {r.precision} {r.threads or ''}t" for r in ok], fontsize=7)
         ax.set_ylabel("latency (ms)")
         ax.set_title("udc-edge bench (interleaved rounds)", fontsize=9)
         fig.tight_layout()

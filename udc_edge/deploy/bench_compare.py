@@ -51,7 +51,7 @@ def verdict(lo: float, hi: float, min_effect: float = MIN_EFFECT) -> str:
 def _load(old_path: str | Path) -> dict:
     try:
         doc = json.loads(Path(old_path).read_text())
-        rows = {r["name"]: r for r in doc["rows"]}
+        rows = {(r["name"], r.get("threads", 0)): r for r in doc["rows"]}  # a row per engine and thread count
         shape = list(doc["spec"]["shape"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise UsageError(f"--compare {old_path} is not a bench.json", "give a file written by udc-edge bench") from exc
@@ -71,7 +71,7 @@ def compare_reports(new: BenchReport, old_path: str | Path) -> list[str]:
         notes.append(f"warning: the baseline ran with --threads {old['threads']}, this run with "
                      f"{new.spec.get('threads')}; times are not comparable")
     for row in new.rows:
-        o = old["rows"].get(row.name)
+        o = old["rows"].get((row.name, row.threads))
         if not o or not o.get("latency_ms") or not row.latency_ms:
             continue
         if (o.get("backend"), o.get("precision")) != (row.backend, row.precision):

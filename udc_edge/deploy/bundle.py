@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -25,7 +24,10 @@ from udc_edge.core.errors import DataError, InputError
 from udc_edge.core.fileio import (
     atomic_dir,
     atomic_path,
+    check_output,
+    new_work_dir,
     sha256_file,
+    work_dir,
     write_json_atomic,
     write_text_atomic,
 )
@@ -73,9 +75,10 @@ def write_bundle(restorer: str, out: str | os.PathLike, calib: str = "synth:pole
 
     out = Path(out)
     tar = out.name.endswith(".tar.gz")
+    check_output(out, (restorer, calib, verify_data), overwrite, kind="file" if tar else "dir")
     model, desc = load_model(restorer)
-    with tempfile.TemporaryDirectory(prefix="udc-edge-bundle-") as work, \
-            atomic_dir(out if not tar else Path(work) / "bundle", overwrite=overwrite) as tmp:
+    with work_dir("bundle") as work, \
+            atomic_dir(out if not tar else work / "bundle", overwrite=overwrite) as tmp:
         export_onnx(model, tmp / "model.onnx", ExportSpec(height=256, width=256, parity_images=1))
         progress(1, status="exported")
         cs = load_calibration_set(calib, calib_count)
@@ -88,9 +91,9 @@ def write_bundle(restorer: str, out: str | os.PathLike, calib: str = "synth:pole
             (tmp / f"qdq-{target}.onnx").write_bytes(quantize_bytes(tmp / "model.onnx", ranges, target))
             progress(1, status=f"quantised for {target}")
         if verify_data is None:
-            write_synthetic_dataset(Path(work) / "vdata", SynthSpec(count=verify_count, size=128,
+            write_synthetic_dataset(work / "vdata", SynthSpec(count=verify_count, size=128,
                                                                     source="photos:test", seed=99))
-            verify_data = str(Path(work) / "vdata")
+            verify_data = str(work / "vdata")
         spec = VerifySpec(attacks=attacks, limit=verify_count)
         make_reference_set(model, open_paired_dataset(verify_data), spec).save(tmp / "reference")
         progress(1, status="reference outputs stored")
@@ -133,7 +136,9 @@ class Bundle:
         return self.root / name
 
     def onnx_for(self, backend: str, precision: str) -> Path:
-        if precision == "int8":
+        """The ONNX a build starts from: the Q/DQ model for ORT/TensorRT INT8; the float model
+        otherwise (OpenVINO and ``auto`` quantise it themselves with the bundle's calibration images)."""
+        if precision == "int8" and backend in ("ort", "trt"):
             return self.path(f"qdq-{Backend.parse(backend).qdq_target}.onnx")
         return self.path("model.onnx")
 
@@ -156,7 +161,7 @@ def open_bundle(path: str | os.PathLike) -> Bundle:
         return _checked(path, None)
     if not path.name.endswith(".tar.gz"):
         raise InputError(f"bundle {path} is neither a folder nor a .tar.gz")
-    dest = Path(tempfile.mkdtemp(prefix="udc-edge-bundle-"))
+    dest = new_work_dir("bundle")
     try:
         try:
             with tarfile.open(path) as tf:

@@ -238,7 +238,7 @@ GRID_LABELS = ["degraded", "attacked", "reference output", "engine output", "gro
 def run_verify(engine_path: str | os.PathLike, report_dir: str | os.PathLike, spec: VerifySpec,
                reference: str | None = None, data: str | os.PathLike | None = None,
                bundle: str | os.PathLike | None = None, quiet: bool = False, purifier: str | None = None,
-               eot: int = 10) -> VerifyReport:
+               eot: int = 10, overwrite: bool = False) -> VerifyReport:
     """Resolve inputs (live reference + data, or a bundle), verify, write the report folder.
 
     With ``purifier``, the reference is purifier + restorer and the engine a pipeline graph
@@ -246,11 +246,12 @@ def run_verify(engine_path: str | os.PathLike, report_dir: str | os.PathLike, sp
     fixed noise, and white-box attacks are adaptive: crafted with exact gradients through
     the k-step purifier, averaged over ``eot`` noise draws (EOT)."""
     from udc_edge.core.figures import image_grid
-    from udc_edge.core.fileio import atomic_dir, write_text_atomic
+    from udc_edge.core.fileio import atomic_dir, check_output, write_text_atomic
     from udc_edge.core.progress import progress_bar
     from udc_edge.data.images import write_png
     from udc_edge.engines import load_engine
 
+    check_output(report_dir, (engine_path, data, bundle, reference, purifier), overwrite)
     fixed = None
     if bundle is not None:
         if purifier:
@@ -300,7 +301,7 @@ def run_verify(engine_path: str | os.PathLike, report_dir: str | os.PathLike, sp
         rep, row = verify_engine(target, rs, spec, name=str(engine_path), progress=adv, replica=replica,
                                  no_replica=why)
     rep.notes += notes
-    with atomic_dir(report_dir, overwrite=True) as tmp:
+    with atomic_dir(report_dir, overwrite=overwrite) as tmp:
         write_text_atomic(tmp / "verify.json", rep.to_json())
         write_text_atomic(tmp / "verify.md", rep.to_markdown())
         if row:

@@ -15,6 +15,7 @@ turns the rows into "not run" with the reason; they never pass.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,10 @@ def engine_replica(engine_path: str | os.PathLike, manifest: Any) -> tuple[Any, 
     if backend == "onnxruntime":
         graph = engine_path
     elif backend == "tensorrt" and (manifest.build_options or {}).get("qdq_onnx"):
-        graph = manifest.build_options["qdq_onnx"]
+        graph = Path(engine_path).with_name(Path(manifest.build_options["qdq_onnx"]).name)  # beside the engine
+    elif backend == "openvino":
+        return None, ("no replica of OpenVINO engines yet (NNCF FakeQuantize IR; docs/verify.md): give --no-direct "
+                      "to verify without these rows, or verify the ONNX Runtime INT8 engine built from the same ONNX")
     else:
         return None, f"no replica for a {backend or 'unknown'} engine without its Q/DQ ONNX beside it"
     try:

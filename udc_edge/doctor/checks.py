@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch import nn
 
 from udc_edge.core.backends import Backend
 from udc_edge.core.errors import UdcEdgeError
+from udc_edge.core.fileio import work_dir
 from udc_edge.core.timing import side_by_side
 from udc_edge.doctor.report import DoctorReport, DoctorSpec, ExporterResult, OpFinding
 from udc_edge.export import byo
@@ -280,7 +280,7 @@ def int8(report: DoctorReport, graph: bytes, spec: DoctorSpec) -> None:
         name = sess.get_inputs()[0].name
         return np.concatenate([sess.run(None, {name: images[i : i + 1]})[0] for i in range(len(images))])
     try:
-        with tempfile.TemporaryDirectory(prefix="udc-edge-doctor-") as tmp:
+        with work_dir("doctor") as tmp:
             path = Path(tmp) / "fp32.onnx"
             path.write_bytes(graph)
             imgs = load_calibration_set("synth:poled", spec.calib_count, max(h, w)).images

@@ -1,4 +1,4 @@
-"""One Engine interface; backends: torch (reference), onnxruntime (CPU default), tensorrt.
+"""One Engine interface; backends: torch (reference), onnxruntime (CPU default), openvino, tensorrt.
 
 ``load_engine(path)`` reads the engine's manifest first, checks it, and returns the right
 backend's Engine. Each backend module says ``is_available()`` / ``get_version()`` (as
@@ -15,7 +15,7 @@ from udc_edge.core.errors import EngineError
 from udc_edge.engines.base import Engine, EngineInfo, IOSpec
 from udc_edge.engines.manifest import Manifest, read_manifest
 
-ENGINE_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
+ENGINE_SUFFIXES = (".onnx", ".xml", ".engine", ".plan", ".trt")
 
 __all__ = ["ENGINE_SUFFIXES", "Engine", "EngineInfo", "IOSpec", "Manifest", "is_engine_path", "load_engine"]
 
@@ -33,6 +33,11 @@ def load_engine(path: str | os.PathLike, threads: int = 0) -> Engine:
         from udc_edge.engines.ort import OrtEngine
 
         return OrtEngine(path, manifest, threads=threads)
+    if backend is Backend.OPENVINO:
+        from udc_edge.engines.openvino import OpenVinoEngine, require_openvino
+
+        require_openvino()
+        return OpenVinoEngine(path, manifest, threads=threads)
     if backend is Backend.TRT:
         from udc_edge.engines.tensorrt import TrtEngine
 

@@ -8,6 +8,8 @@ message: an altered file, another TensorRT version, another GPU. The manifest's 
 are covered by ``manifest_sha256`` (a hash of the rest of it), so a hand-edited precision,
 backend, profile or multiple is refused too; every field is type-checked in one place
 (:func:`_validate`), so an edited manifest is one :class:`ManifestError`, never a traceback.
+Engines of more than one file (OpenVINO IR: ``.xml`` + ``.bin``) list the others in
+``files_sha256``; each must exist and match too.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import json
 import numbers
 import os
 import platform
+import shutil
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from udc_edge.core.errors import EngineError, ManifestError
-from udc_edge.core.fileio import sha256_file, write_json_atomic
+from udc_edge.core.fileio import atomic_paths, json_text, sha256_file, write_json_atomic
 
 MANIFEST_FORMAT = "udc-edge-engine/1"
 
@@ -47,6 +50,7 @@ class Manifest:
     build_seconds: float = 0.0
     build_options: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)  # measured fidelity/speed at build time
+    files_sha256: dict[str, str] = field(default_factory=dict)  # companion files (an IR's .bin): name -> sha256
     format: str = MANIFEST_FORMAT
     manifest_sha256: str = ""  # sha256 of every other field (canonical JSON): an edit is refused
 
@@ -100,6 +104,11 @@ def _validate(raw: Any, path: Path) -> dict:
             isinstance(s, list) and len(s) == 4 and all(_is_int(d) and d >= 1 for d in s) for s in prof.values())
         if not ok:
             raise bad(f"'shape_profile' must be {{min, opt, max}} of 4 positive integers each, got {prof!r}")
+    files = raw.get("files_sha256", {})
+    if not (isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
+        raise bad(f"'files_sha256' must map file names to sha256 strings, got {files!r}")
+    if any(Path(k).name != k for k in files):
+        raise bad(f"'files_sha256' may name only files beside the engine, got {sorted(files)}")
     if raw.get("calibration") is not None and not isinstance(raw["calibration"], dict):
         raise bad(f"'calibration' must be an object or null, got {raw['calibration']!r}")
     if "excluded_layers" in raw and not isinstance(raw["excluded_layers"], list):
@@ -120,6 +129,38 @@ def write_manifest(engine_path: str | os.PathLike, manifest: Manifest) -> Path:
     manifest.manifest_sha256 = manifest.own_sha256()
     write_json_atomic(path, manifest.to_dict())
     return path
+
+
+def write_engine(engine_path: str | os.PathLike, data: bytes, manifest: Manifest) -> Path:
+    """Write an engine and its manifest as one unit.
+
+    Both are written to temporary siblings first (a full disk leaves neither), then the
+    engine is renamed into place and the manifest last. A crash between the two renames
+    leaves the new engine beside no manifest or beside the old one, whose ``engine_sha256``
+    no longer matches: :func:`read_manifest` refuses both, so no state is loadable but wrong.
+    """
+    engine_path = Path(engine_path)
+    with atomic_paths(engine_path, manifest_path(engine_path)) as (eng_tmp, man_tmp):
+        eng_tmp.write_bytes(data)
+        manifest.manifest_sha256 = manifest.own_sha256()
+        man_tmp.write_text(json_text(manifest.to_dict()))
+    return engine_path
+
+
+def write_engine_files(engine_path: str | os.PathLike, sources: dict[str, Path], manifest: Manifest) -> Path:
+    """Write a multi-file engine (an OpenVINO IR: ``.xml`` + ``.bin``) and its manifest as one unit.
+
+    ``sources`` maps each target file name (the engine's first) to a finished file to copy;
+    as in :func:`write_engine`, every temporary is complete before the first rename and the
+    manifest is renamed last, so a crash leaves no state that loads."""
+    engine_path = Path(engine_path)
+    targets = [engine_path.with_name(name) for name in sources]
+    with atomic_paths(*targets, manifest_path(engine_path)) as tmps:
+        for tmp, src in zip(tmps, sources.values()):
+            shutil.copyfile(src, tmp)
+        manifest.manifest_sha256 = manifest.own_sha256()
+        tmps[-1].write_text(json_text(manifest.to_dict()))
+    return engine_path
 
 
 def read_manifest(engine_path: str | os.PathLike) -> Manifest:
@@ -155,10 +196,39 @@ def read_manifest(engine_path: str | os.PathLike) -> Manifest:
             f"{m.engine_sha256[:12]}...): the file was altered or truncated",
             "rebuild the engine",
         )
+    for name, sha in m.files_sha256.items():
+        part = engine_path.with_name(name)
+        if not part.is_file():
+            raise EngineError(f"engine {engine_path} is missing its file {part}", "copy it beside the engine or rebuild")
+        if sha256_file(part) != sha:
+            raise EngineError(f"engine file {part} does not match {path.name} (sha256 differs): it was altered "
+                              "or truncated", "rebuild the engine")
     return m
 
 
+ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4", "neon", "asimd", "sve", "bf16", "i8mm", "dotprod")
+
+
+def cpu_facts() -> dict[str, Any]:
+    """The CPU's model name and the ISA flags that decide CPU engine speed (from /proc/cpuinfo;
+    empty where it does not exist)."""
+    model, flags = "", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "cpu model", "hardware") and not model:
+            model = value.strip()
+        elif key in ("flags", "features") and not flags:
+            flags = set(value.split())
+    return {"cpu_model": model or platform.processor() or platform.machine(),
+            "isa_flags": sorted(f for f in flags if f.startswith(ISA_PREFIXES))}
+
+
 def host_device() -> dict[str, Any]:
-    """What this machine is, for CPU engines."""
+    """What this machine is, for CPU engines: architecture, CPU model, ISA flags, core count."""
     return {"kind": "cpu", "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count()}
+            "cpus": os.cpu_count(), **cpu_facts()}

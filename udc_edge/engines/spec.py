@@ -1,7 +1,9 @@
-"""Build specs: precision, shape profile, calibration and exclusion options.
+"""Build specs: backend, precision, shape profile, calibration and exclusion options.
 
 Invalid combinations raise; nothing is silently corrected (FP16 on the ONNX Runtime CPU
-backend is refused, not run as FP32; INT8 without calibration data is refused).
+backend is refused, not run as FP32; BF16 is OpenVINO's only; INT8 without calibration
+data is refused). ``auto`` (backend or precision) means: build the candidates, measure
+them here, keep the fastest within ``min_fidelity`` dB of FP32 (``engines.auto``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from udc_edge.core.errors import UsageError
 class Precision(str, Enum):
     FP32 = "fp32"
     FP16 = "fp16"
+    BF16 = "bf16"
     INT8 = "int8"
     AUTO = "auto"
 
+
+AUTO_BACKEND = "auto"  # --backend auto: not a Backend, a request to try ort and openvino
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,9 @@ class ShapeProfile:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
 
+DEFAULT_CALIB_SIZE = 128  # dynamic-shape models with no shape profile calibrate at this size
 #: The attack --exclude auto:robust ranks layers with when --calib-adversarial does not name one.
 ROBUST_DEFAULT = "pgd:8/255"
-
 DEFAULT_TRT_PROFILE = ShapeProfile((1, 3, 64, 64), (1, 3, 256, 256), (1, 3, 1024, 1024))
 
 
@@ -61,11 +66,11 @@ DEFAULT_TRT_PROFILE = ShapeProfile((1, 3, 64, 64), (1, 3, 256, 256), (1, 3, 1024
 class BuildSpec:
     """Everything ``udc-edge build`` needs besides the ONNX file and the output path."""
 
-    backend: Backend = Backend.ORT
+    backend: Backend | str = Backend.ORT  # a Backend, or AUTO_BACKEND
     precision: Precision = Precision.FP32
     calib: str | None = None
     calib_count: int = 16
-    calib_size: int = 128
+    calib_size: int | None = None  # None: the engine's run size when known, else DEFAULT_CALIB_SIZE
     calib_method: str = "percentile"
     calib_cache: str | None = None
     target: str | None = None  # cpu | tensorrt; default by backend
@@ -79,20 +84,33 @@ class BuildSpec:
     prequantised: bool = False  # the ONNX already carries Q/DQ (a bundle's qdq-*.onnx)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "backend", Backend.parse(self.backend))
+        if self.backend != AUTO_BACKEND:
+            object.__setattr__(self, "backend", Backend.parse(self.backend))
         try:
             object.__setattr__(self, "precision", Precision(self.precision))
         except ValueError:
             raise UsageError(f"--precision {getattr(self.precision, 'value', self.precision)!r} is not offered",
                              f"choose one of {', '.join(p.value for p in Precision)}") from None
+        if self.precision == Precision.BF16 and self.backend not in (Backend.OPENVINO, AUTO_BACKEND):
+            raise UsageError(f"--precision bf16 is offered on the OpenVINO backend only, not {self.backend}",
+                             "use --backend openvino (CPUs with avx512_bf16 or AMX)")
+        if self.precision == Precision.FP16 and self.backend in (Backend.OPENVINO, AUTO_BACKEND):
+            raise UsageError(f"--precision fp16 is not offered on --backend {self.backend} (CPU)",
+                             "use --precision bf16, fp32, int8 or auto")
+        if self.backend == AUTO_BACKEND and self.prequantised:
+            raise UsageError("--backend auto cannot build from a pre-quantised Q/DQ model", "give the float ONNX")
+        if self.calib_size is not None and self.calib_size < 8:
+            raise UsageError(f"--calib-size must be >= 8 px, got {self.calib_size}")
         if self.backend is Backend.ORT and self.precision == Precision.FP16:
             raise UsageError(
                 "--precision fp16 is not offered on the ONNX Runtime CPU backend (no fast FP16 kernels; "
                 "it would run slower than FP32 or be silently upcast)",
                 "use --precision fp32 or int8, or --backend trt on an NVIDIA GPU",
             )
-        if self.precision in (Precision.INT8, Precision.AUTO) and not self.calib and not self.prequantised:
-            raise UsageError(f"--precision {self.precision.value} needs calibration data",
+        if (self.precision in (Precision.INT8, Precision.AUTO) or self.backend == AUTO_BACKEND) and not self.calib \
+                and not self.prequantised:
+            what = "--backend auto" if self.backend == AUTO_BACKEND else f"--precision {self.precision.value}"
+            raise UsageError(f"{what} needs calibration data (to calibrate and to measure the candidates)",
                              "give --calib DIR (degraded images) or --calib synth:poled")
         if self.backend is Backend.TRT and self.target == "cpu":
             raise UsageError("--target cpu makes asymmetric Q/DQ, which TensorRT rejects", "use --target tensorrt")
@@ -121,4 +139,4 @@ class BuildSpec:
 
     @property
     def quant_target(self) -> str:
-        return self.target or self.backend.qdq_target
+        return self.target or ("cpu" if self.backend == AUTO_BACKEND else self.backend.qdq_target)

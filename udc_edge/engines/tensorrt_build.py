@@ -25,7 +25,6 @@ import ctypes
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from udc_edge.core.errors import BackendUnavailableError, EngineError, UsageError
+from udc_edge.core.fileio import work_dir
 
 INSTALL_HINT = 'install the extra with pip install "udc-edge[trt]" on a machine with an NVIDIA GPU, or use --backend ort'
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -307,7 +307,7 @@ def build_serialized(onnx_path: str | os.PathLike, precision: str, profile: dict
     prof = check_profile(profile)
     check_onnx_for_plan(onnx_path, plan)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="udc-edge-trt-") as tmp:
+    with work_dir("trt") as tmp:
         src = onnx_path
         if plan.convert_fp16_onnx:
             say("converting the ONNX to FP16 with FP32 I/O for a strongly typed build")

@@ -1,7 +1,8 @@
 """Restore image files with a model: any size (padding), optional tiling, same bit depth.
 
 Outputs are PNGs named like the inputs; a 16-bit input gives a 16-bit output. With a
-ground-truth folder, PSNR/SSIM of input and output are reported per image.
+ground-truth folder, PSNR/SSIM of input and output are reported per image. All or
+nothing: the output folder appears only once every image is restored.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from udc_edge.core.errors import DataError, InputError
+from udc_edge.core.fileio import atomic_dir, check_output
 from udc_edge.core.metrics import psnr, ssim
 from udc_edge.core.progress import Advance, noop
 from udc_edge.data.images import list_images, read_image, to_hwc, to_nchw, write_png
@@ -40,7 +42,8 @@ class RestoreReport:
 
 
 def collect_inputs(paths: list[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders into a list of image files; refuse empties and duplicates."""
+    """Expand files and folders into a list of image files; refuse empties and inputs that
+    would share an output name (``good.jpg`` and ``good.png`` both give ``good.png``)."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -52,11 +55,19 @@ def collect_inputs(paths: list[str | os.PathLike]) -> list[Path]:
             files.append(p)
         else:
             raise InputError(f"input {p} does not exist", "check the path")
-    names = [f.name for f in files]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise DataError(f"several inputs are named {dup[0]}", "outputs keep input names; restore them separately")
+    seen: dict[str, Path] = {}
+    for f in files:
+        key = output_name(f).casefold()  # one file on a case-insensitive disk
+        if key in seen:
+            raise DataError(f"inputs {seen[key]} and {f} would both be written as {output_name(f)}",
+                            "restore them separately or rename one")
+        seen[key] = f
     return files
+
+
+def output_name(f: Path) -> str:
+    """The output file name of input ``f``."""
+    return f.stem + ".png"
 
 
 def restore_array(model: nn.Module, img: np.ndarray, tile: int = 0, overlap: int = 32) -> np.ndarray:
@@ -72,9 +83,15 @@ def restore_array(model: nn.Module, img: np.ndarray, tile: int = 0, overlap: int
 
 def restore_files(model: nn.Module, inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
                   gt_dir: str | os.PathLike | None = None, tile: int = 0, overlap: int = 32,
-                  progress: Advance = noop) -> RestoreReport:
-    """Restore every input image into ``out_dir``; compare with ``gt_dir`` when given."""
+                  progress: Advance = noop, overwrite: bool = False,
+                  also_inputs: tuple[str | os.PathLike, ...] = ()) -> RestoreReport:
+    """Restore every input image into ``out_dir``; compare with ``gt_dir`` when given.
+
+    ``out_dir`` must not be, hold or lie inside an input (``also_inputs``: e.g. the model's
+    folder); it is built under a temporary name and appears only when every image succeeded.
+    """
     files = collect_inputs(list(inputs))
+    check_output(out_dir, (*inputs, gt_dir, *also_inputs), overwrite)
     gt_dir = Path(gt_dir) if gt_dir else None
     if gt_dir is not None and not gt_dir.is_dir():
         raise InputError(f"--gt folder {gt_dir} does not exist")
@@ -83,20 +100,27 @@ def restore_files(model: nn.Module, inputs: list[str | os.PathLike], out_dir: st
     t0 = time.perf_counter()
     model.eval()
     gt_files = {p.stem: p for p in list_images(gt_dir)} if gt_dir is not None else {}
-    for f in files:
-        img, info = read_image(f)
-        restored = restore_array(model, img, tile, overlap)
-        entry: dict = {"name": f.name, "size": list(img.shape[:2]), "bit_depth": info.bit_depth}
-        if gt_dir is not None:
-            if f.stem not in gt_files:
-                raise DataError(f"no ground truth for {f.name} in {gt_dir}", "name gt files like the inputs")
-            gt, _ = read_image(gt_files[f.stem])
-            if gt.shape != img.shape:
-                raise DataError(f"ground truth {gt_files[f.stem].name} is {gt.shape[:2]}, input is {img.shape[:2]}")
-            entry.update(input_psnr=psnr(img, gt), output_psnr=psnr(restored, gt),
-                         input_ssim=ssim(img, gt), output_ssim=ssim(restored, gt))
-        write_png(out_dir / (f.stem + ".png"), restored, bit_depth=16 if info.bit_depth == 16 else 8)
-        report.images.append(entry)
-        progress(1)
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        for f in files:
+            report.images.append(_restore_one(model, f, tmp, gt_dir, gt_files, tile, overlap))
+            progress(1)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _restore_one(model: nn.Module, f: Path, out: Path, gt_dir: Path | None, gt_files: dict[str, Path],
+                 tile: int, overlap: int) -> dict:
+    """Restore one file into ``out``; its metrics against the ground truth when there is one."""
+    img, info = read_image(f)
+    restored = restore_array(model, img, tile, overlap)
+    entry: dict = {"name": f.name, "size": list(img.shape[:2]), "bit_depth": info.bit_depth}
+    if gt_dir is not None:
+        if f.stem not in gt_files:
+            raise DataError(f"no ground truth for {f.name} in {gt_dir}", "name gt files like the inputs")
+        gt, _ = read_image(gt_files[f.stem])
+        if gt.shape != img.shape:
+            raise DataError(f"ground truth {gt_files[f.stem].name} is {gt.shape[:2]}, input is {img.shape[:2]}")
+        entry.update(input_psnr=psnr(img, gt), output_psnr=psnr(restored, gt),
+                     input_ssim=ssim(img, gt), output_ssim=ssim(restored, gt))
+    write_png(out / output_name(f), restored, bit_depth=16 if info.bit_depth == 16 else 8)
+    return entry

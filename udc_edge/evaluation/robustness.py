@@ -28,7 +28,6 @@ from udc_edge.core.errors import (
     BackendUnavailableError,
     DataError,
     InputError,
-    OutputError,
     UsageError,
 )
 from udc_edge.core.fileio import atomic_dir, write_json_atomic, write_text_atomic
@@ -322,14 +321,6 @@ def grid_image(grid: dict[str, list[np.ndarray]]) -> np.ndarray:
 
     rows = [[text_image(key, 96, row[0].shape[0]), *row] for key, row in grid.items()]
     return image_grid(rows, col_labels=["attack", *GRID_COLUMNS])
-
-
-def check_output_dir(out: str | os.PathLike, overwrite: bool = False) -> None:
-    """Refuse a non-empty output folder up front, before any attack runs."""
-    p = Path(out)
-    if p.exists() and (not p.is_dir() or (any(p.iterdir()) and not overwrite)):
-        raise OutputError(f"output {p} exists and is not an empty folder",
-                          "choose a new folder, or pass --overwrite to replace it")
 
 
 def write_report(report: RobustnessReport, grid: dict[str, list[np.ndarray]], out: str | os.PathLike,

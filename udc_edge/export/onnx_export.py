@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from udc_edge.core.errors import ExportError, UsageError
-from udc_edge.core.fileio import sha256_file, write_bytes_atomic
+from udc_edge.core.fileio import sha256_file, work_dir, write_bytes_atomic
 from udc_edge.export.onnxrt import NOISE_INPUT, SESSION_OPTIONS_KEY, make_session
 from udc_edge.models.padding import model_multiple, padded_size
 
@@ -225,7 +225,7 @@ def export_graph(model: nn.Module, args: tuple, spec: ExportSpec, exporter: str)
         _export_torchscript(model, args, buf, spec)
         proto = onnx.load_from_string(buf.getvalue())
     elif exporter == "dynamo":
-        with tempfile.TemporaryDirectory(prefix="udc-edge-export-") as tmp:
+        with work_dir("export") as tmp:
             path = Path(tmp) / "model.onnx"
             _export_dynamo(model, args, path, spec)
             proto = onnx.load(str(path))

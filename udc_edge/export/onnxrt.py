@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from udc_edge.core.errors import EngineError
+from udc_edge.core.fileio import work_dir
 
 #: ONNX metadata key under which export records the session options a graph needs (JSON).
 SESSION_OPTIONS_KEY = "udc_edge.session_options"
@@ -92,12 +93,11 @@ def profile_nodes(model: str | os.PathLike | bytes, inputs: list[np.ndarray], th
     """Per-node mean time (ms) from ONNX Runtime's profiler over ``runs`` runs of ``inputs``
     (in the model's input order): ``[(node, op_type, ms)]``, slowest first."""
     import json
-    import tempfile
 
     import onnxruntime as ort
 
     src = model if isinstance(model, bytes) else str(model)
-    with tempfile.TemporaryDirectory(prefix="udc-edge-prof-") as tmp:
+    with work_dir("prof") as tmp:
         so = session_options(threads, options)
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "ort")

@@ -123,7 +123,7 @@ def save_checkpoint(
         # clone: safetensors refuses tensors that share storage (tied weights, views)
         state[key] = value.detach().cpu().clone().contiguous()
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite, owned_names=(WEIGHTS_NAME, CONFIG_NAME, "CARD.md")) as tmp:
         save_file(state, tmp / WEIGHTS_NAME, metadata={"format": "pt", META_KEY: doc_json})
         write_json_atomic(tmp / CONFIG_NAME, json.loads(doc_json))
     return out_dir

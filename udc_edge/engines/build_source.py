@@ -1,0 +1,199 @@
+"""What every backend's build starts from: the checked source ONNX (``SourceModel``), the
+calibration images (one split and size for every backend), an ONNX Runtime runner for
+fidelity checks, and the ``BuildReport`` each build returns. Below ``build``, ``auto`` and
+``openvino_build`` so that none of them imports another upward."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from udc_edge.calibration.dataset import load_calibration_set
+from udc_edge.core.errors import EngineError, InputError, UsageError
+from udc_edge.core.progress import Advance
+from udc_edge.core.timing import side_by_side
+from udc_edge.engines.spec import DEFAULT_CALIB_SIZE, BuildSpec
+from udc_edge.export.onnxrt import image_feed, make_session, recorded_session_options
+
+
+@dataclass
+class BuildReport:
+    engine: str
+    backend: str
+    requested_precision: str
+    precision: str
+    size_mb: float
+    seconds: float
+    fidelity_db: float | None = None
+    int8_speedup_vs_fp32: float | None = None
+    excluded: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    calibration: dict | None = None
+    attacked_fidelity_db: float | None = None  # INT8 vs FP32 on inputs attacked on FP32
+    choices: list[dict] = field(default_factory=list)  # each exclusion tried: clean and attacked dB
+    inference_precision: str | None = None  # what the compiled model reports it runs in (OpenVINO)
+    candidates: list[dict] = field(default_factory=list)  # --precision/--backend auto: every one tried
+    choice: str = ""  # --precision/--backend auto: why the winner won
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        text = (f"built {self.engine} ({self.backend} {self.precision}"
+                + (f", asked {self.requested_precision}" if self.requested_precision != self.precision else "")
+                + f", {self.size_mb:.2f} MB) in {self.seconds:.1f} s")
+        if self.inference_precision:
+            text += f"; runs in {self.inference_precision} (as the compiled model reports)"
+        if self.fidelity_db is not None:
+            text += f"; output vs FP32 {self.fidelity_db:.1f} dB PSNR"
+        if self.attacked_fidelity_db is not None:
+            text += f" clean, {self.attacked_fidelity_db:.1f} dB attacked"
+        if self.int8_speedup_vs_fp32 is not None:
+            text += f"; INT8 {self.int8_speedup_vs_fp32:.2f}x the speed of FP32"
+        if self.excluded:
+            text += f"; {len(self.excluded)} layer(s) kept in float"
+        for c in self.candidates:
+            ms = f"{c['ms']:8.2f} ms" if c.get("ms") is not None else "       - ms"
+            db = f"{c['fidelity_db']:6.1f} dB" if c.get("fidelity_db") is not None else "     - dB"
+            text += f"\n  candidate {c['name']:<16} {ms}  {db}  {c['verdict']}"
+        if self.choice:
+            text += f"\nchose {self.choice}"
+        for w in self.warnings:
+            text += f"\nwarning: {w}"
+        return text
+
+
+def inspect_onnx(path: str | os.PathLike) -> tuple[onnx.ModelProto, int, list[str]]:
+    """Load and check an ONNX file: (model, network multiple, input names)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"ONNX file {path} does not exist", "export one with udc-edge export")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise EngineError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]})",
+                          "re-export it with udc-edge export; the file may be truncated") from exc
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    for i in inputs:
+        rank = len(i.type.tensor_type.shape.dim)
+        if rank != 4:
+            raise InputError(f"{path}: input {i.name!r} has rank {rank}, expected NCHW images (rank 4)",
+                             "export the restorer with a 1x3xHxW input")
+    meta = {p.key: p.value for p in model.metadata_props}
+    return model, int(meta.get("udc_edge.multiple", "1")), [i.name for i in inputs]
+
+
+def _runner(threads: int, options: dict | None = None):
+    def run(model_bytes: bytes, images: np.ndarray, names: tuple[str, ...] = ("input",)) -> np.ndarray:
+        sess = make_session(model_bytes, threads=threads, options=options)
+        feeds = [i.name for i in sess.get_inputs()]
+        rng = np.random.default_rng(0)
+        outs = []
+        for k in range(len(images)):
+            x = images[k : k + 1]
+            outs.append(sess.run(None, image_feed(feeds, x, rng))[0])
+        return np.concatenate(outs)
+    return run
+
+
+def _speedup(fp32: bytes, int8: bytes, x: np.ndarray, threads: int, options: dict | None = None) -> float:
+    """FP32 time / INT8 time, measured in alternating rounds on the same image."""
+    runs = []
+    for model in (fp32, int8):
+        sess = make_session(model, threads=threads, options=options)
+        feed = {i.name: x for i in sess.get_inputs()}
+        runs.append(lambda sess=sess, feed=feed: sess.run(None, feed))
+    t32, t8 = side_by_side(*runs, runs=3, rounds=2)
+    return t32 / t8
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The source ONNX of a build, read and parsed once: bytes, hash, model, metadata."""
+
+    data: bytes
+    sha256: str
+    model: onnx.ModelProto
+    names: list[str]
+    meta: dict[str, str]
+    session_options: dict
+
+    @classmethod
+    def of(cls, path: Path, model: onnx.ModelProto, names: list[str]) -> _Source:
+        data = path.read_bytes()
+        meta = {p.key: p.value for p in model.metadata_props}
+        return cls(data, hashlib.sha256(data).hexdigest(), model, names, meta, recorded_session_options(path, meta))
+
+
+def is_qdq(model: onnx.ModelProto) -> bool:
+    """Whether a model is already quantised (explicit Q/DQ nodes)."""
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+def check_calibratable(model: onnx.ModelProto, onnx_path: str | os.PathLike) -> None:
+    """INT8 calibration feeds RGB images (float32 Nx3xHxW) to every input but a purifier's
+    ``noise``: refuse, in one line, a graph whose inputs cannot take them."""
+    for inp in model.graph.input:
+        t = inp.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else None
+        if dtype != np.float32 or len(dims) != 4 or dims[1] not in (None, 3):
+            shown = "x".join("?" if d is None else str(d) for d in dims)
+            raise UsageError(
+                f"INT8 calibration of {onnx_path} feeds RGB images (float32 Nx3xHxW) to its input {inp.name!r}, "
+                f"which takes {dtype if dtype is not None else 'an unknown type'} of shape {shown}",
+                "build it with --precision fp32, or export a wrapper whose inputs are RGB images in [0, 1]",
+            )
+
+
+def calibration_images(model: onnx.ModelProto, spec: BuildSpec):
+    """The calibration set of a build (the same for every backend): ``(set, calibration
+    images, held-out images)``. Size: ``--calib-size``, else the engine's run size when known
+    (a fixed-shape graph's H x W, the shape profile's opt), else ``DEFAULT_CALIB_SIZE``."""
+    hw = [d.dim_value if d.HasField("dim_value") else 0 for d in model.graph.input[0].type.tensor_type.shape.dim][2:]
+    fixed = all(hw)
+    if fixed and spec.calib_size is not None and spec.calib_size != max(hw):
+        raise UsageError(f"--calib-size {spec.calib_size} differs from the model's fixed input {hw[0]}x{hw[1]}",
+                         f"leave --calib-size out (it calibrates at {hw[0]}x{hw[1]}) or export with --dynamic")
+    size = (max(hw) if fixed else spec.calib_size or (max(spec.profile.opt[2:]) if spec.profile else DEFAULT_CALIB_SIZE))
+    calib = load_calibration_set(spec.calib, spec.calib_count, size, strict=fixed)
+    if fixed:  # a --fixed-shape graph: calibrate at its own H x W
+        calib = type(calib)(np.ascontiguousarray(calib.images[:, :, : hw[0], : hw[1]]), calib.source)
+    cal_imgs, held = calib.split(holdout=4)
+    return calib, cal_imgs, held
+
+
+def adversarial_images(onnx_path: Path, src: _Source, spec: BuildSpec, cal: np.ndarray, held: np.ndarray,
+                       progress: Advance) -> tuple[np.ndarray, np.ndarray | None, dict | None]:
+    """``(calibration images, plus attacked copies with --calib-adversarial; attacked held-out
+    images; what was done)``, crafted on a differentiable replica of the FP32 graph; unchanged
+    (``cal, None, None``) when the build asks for neither. The same for every backend."""
+    a = spec.adversarial_attack
+    if a is None:
+        return cal, None, None
+    from udc_edge.calibration.adversarial import craft
+    from udc_edge.engines.replica import OnnxReplica, ReplicaError
+
+    if len(src.names) != 1:
+        raise UsageError(f"--calib-adversarial / --exclude auto:robust need a one-input graph; {onnx_path} takes "
+                         f"{src.names}", "build the restorer alone")
+    try:
+        fp32 = OnnxReplica(src.model, name=onnx_path.name).eval()
+    except ReplicaError as exc:
+        raise UsageError(f"cannot craft attacks on {onnx_path}: {exc.message}",
+                         "build without --calib-adversarial and --exclude auto:robust") from exc
+    progress(0, status=f"crafting {a.name} {a.eps * 255:g}/255 on FP32 ({len(held)} held-out images)")
+    held_adv = craft(fp32, held, a)
+    info = {"attack": a.name, "eps": a.eps, "steps": a.steps, "crafted_on": "FP32 graph (replica)",
+            "objective": "clean", "held_out_attacked": len(held)}
+    if spec.calib_adversarial:
+        progress(0, status=f"crafting {a.name} on FP32 ({len(cal)} calibration images)")
+        cal = np.concatenate([cal, craft(fp32, cal, a)])
+        info["calibration_added"] = len(cal) // 2
+    return cal, held_adv, info
