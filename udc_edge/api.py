@@ -46,12 +46,9 @@ def load_model(model: str, arch: str | None = None, arch_kwargs: dict | None = N
 def restore(model: nn.Module | Engine | str, image: np.ndarray, tile: int = 0, overlap: int = 32) -> np.ndarray:
     """Restore one HxWx3 float32 image in [0, 1] with a torch model, an engine or a model
     name; the output has the input's size (padding to the network's multiple is handled).
-    ``tile`` > 0 runs a torch model tile by tile (``overlap`` pixels shared)."""
+    ``tile`` > 0 runs it tile by tile (``overlap`` pixels shared)."""
     if isinstance(model, str):
         model = load_model(model)
-    if isinstance(model, Engine):
-        x = np.ascontiguousarray(np.asarray(image, np.float32).transpose(2, 0, 1)[None])
-        return np.clip(model(x)[0].transpose(1, 2, 0), 0.0, 1.0)
     return restore_array(model, image, tile, overlap)
 
 

@@ -23,16 +23,26 @@ from udc_edge import __version__
 from udc_edge.commands import attack, data, demo, deploy, doctor, models, purifier, train, workflow
 from udc_edge.commands.common import err, set_threads, stdout
 from udc_edge.core.errors import UdcEdgeError
+from udc_edge.core.extras import missing_extra
 
 
 class _Group(TyperGroup):
     """Root group: turns UdcEdgeError from any sub-command into one line + exit code."""
 
     def invoke(self, ctx: click.Context):
+        def debug() -> bool:  # read after the callback has parsed --debug
+            return bool(ctx.meta.get("udc_edge.debug") or os.environ.get("UDC_EDGE_DEBUG"))
+
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except ImportError as exc:  # a runtime-only install reaching for torch: name the extra
+                missing = missing_extra(exc, f"udc-edge {ctx.invoked_subcommand or ''}".strip())
+                if missing is None or debug():
+                    raise
+                raise missing from exc
         except UdcEdgeError as exc:
-            if ctx.meta.get("udc_edge.debug") or os.environ.get("UDC_EDGE_DEBUG"):
+            if debug():
                 raise
             err.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
@@ -82,8 +92,9 @@ def main(
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
-    threads: Annotated[int, typer.Option("--threads", help="torch CPU threads (0: torch's default). On a shared "
-                                         "machine 1 avoids 10-50x slow-downs when another process holds a core.")] = 0,
+    threads: Annotated[int, typer.Option("--threads", help="CPU threads for torch (when installed) and for engines "
+                                         "that restore/eval/verify run (0: the libraries' default). On a shared machine 1 "
+                                         "avoids 10-50x slow-downs when another process holds a core.")] = 0,
     trust_code: Annotated[bool, typer.Option(
         "--trust-code", help="Let a checkpoint whose config.json names its own class (arch pkg.mod:Class) import "
                              "that module. Off by default: a file never makes udc-edge run code.")] = False,
@@ -91,6 +102,7 @@ def main(
     """udc-edge: UDC restoration from PyTorch to robust edge engines."""
     ctx.meta["udc_edge.debug"] = debug
     ctx.meta["udc_edge.quiet"] = quiet
+    ctx.meta["udc_edge.threads"] = threads
     with contextlib.suppress(ValueError):  # only the main thread may set handlers
         signal.signal(signal.SIGTERM, _interrupt)
     set_threads(threads)

@@ -150,7 +150,7 @@ def test_engine_black_box_transfer_and_white_box_refusal(setup, engine, tmp_path
     res = _run("attack", engine, "--data", setup / "data", "--attack", "cw", "--out", tmp_path / "a")
     assert res.exit_code == 2 and "--surrogate" in res.output
     res = _run("eval", engine, "--data", setup / "data", "--attacks", "pgd,simba", "--eps", "8/255",
-               "--surrogate", setup / "ckpt", "--limit", "1", *FAST, "--out", tmp_path / "r")
+               "--reference", setup / "ckpt", "--limit", "1", *FAST, "--out", tmp_path / "r")
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "r" / "report.json").read_text())
     assert [r["transfer"] for r in rep["rows"]] == [True, False]

@@ -11,12 +11,12 @@ import torch
 
 from udc_edge.core.errors import BackendUnavailableError, EngineError, InputError, UsageError
 from udc_edge.core.metrics import psnr
+from udc_edge.core.tiling import run_tiled
 from udc_edge.engines import load_engine
 from udc_edge.engines.build import build_engine
 from udc_edge.engines.manifest import manifest_path
 from udc_edge.engines.spec import BuildSpec, ShapeProfile
 from udc_edge.engines.torch_ref import TorchEngine
-from udc_edge.models.tiling import run_tiled
 
 
 @pytest.fixture(scope="module")

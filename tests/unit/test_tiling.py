@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from udc_edge.core.errors import UsageError
-from udc_edge.models.tiling import run_tiled
+from udc_edge.core.tiling import run_tiled
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 100, 75), (2, 3, 64, 200), (1, 3, 40, 40)])

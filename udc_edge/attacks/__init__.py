@@ -9,9 +9,15 @@ budget, and are deterministic for a seed::
 
     spec = AttackSpec("pgd", eps=parse_eps("8/255"), seed=0)
     result = attack(model, x, y, spec)
+
+Importing this package needs no torch: the entry points of ``attacks.api`` (``attack``,
+``craft``, ``transfer_attack``, ``as_batch``) load on first use, and black-box attacks on
+an engine run through ``attacks.blackbox`` on numpy alone.
 """
 
-from udc_edge.attacks.api import as_batch, attack, craft, transfer_attack
+from typing import Any
+
+from udc_edge.attacks.blackbox import blackbox_attack
 from udc_edge.attacks.objectives import per_image_mse, psnr_from_mse
 from udc_edge.attacks.result import AttackResult
 from udc_edge.attacks.spec import (
@@ -27,6 +33,18 @@ from udc_edge.attacks.spec import (
 )
 from udc_edge.attacks.targets import QueryTarget, is_torch_target
 
+_API = ("as_batch", "attack", "craft", "transfer_attack")
+
+
+def __getattr__(name: str) -> Any:
+    """The torch-backed entry points of ``attacks.api``, imported when first asked for."""
+    if name in _API:
+        from udc_edge.attacks import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'udc_edge.attacks' has no attribute {name!r}")
+
+
 __all__ = [
     "ATTACK_NAMES",
     "BLACKBOX_ATTACKS",
@@ -39,6 +57,7 @@ __all__ = [
     "QueryTarget",
     "as_batch",
     "attack",
+    "blackbox_attack",
     "craft",
     "is_torch_target",
     "parse_attack_names",

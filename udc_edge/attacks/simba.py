@@ -8,7 +8,8 @@ first and kept if the objective rises, otherwise x - step*d. Every candidate is 
 Adaptation: a DCT direction is a 2-D cosine in one channel scaled to a peak of 1, so
 ``simba_step`` (default 4/256) is the largest change of any pixel, in the same units as
 eps (the original scales directions to unit L2 norm). Candidates that the projection
-maps back onto the current image are skipped without spending a query.
+maps back onto the current image are skipped without spending a query. Runs on numpy
+arrays: it only needs forward passes, so a device without torch can attack its engine.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
-from udc_edge.attacks.objectives import check_ground_truth, per_image_mse, require_ground_truth
+from udc_edge.attacks.objectives import (
+    check_ground_truth,
+    per_image_mse,
+    project_linf,
+    require_ground_truth,
+)
 from udc_edge.attacks.spec import AttackSpec
 from udc_edge.attacks.targets import QueryTarget
-from udc_edge.attacks.whitebox import project_linf
 
 
 def direction_order(
@@ -48,45 +52,45 @@ def direction_order(
 class _Directions:
     """Builds the image-shaped direction for a flat index, with a peak magnitude of 1."""
 
-    def __init__(self, shape: tuple[int, int, int], basis: str, device: torch.device):
-        self.shape, self.basis, self.device = shape, basis, device
+    def __init__(self, shape: tuple[int, int, int], basis: str):
+        self.shape, self.basis = shape, basis
         _, h, w = shape
         self.cos_h = self._cosines(h)
         self.cos_w = self._cosines(w)
 
-    def _cosines(self, n: int) -> torch.Tensor:
-        freq = torch.arange(n, dtype=torch.float64).view(-1, 1)
-        pos = torch.arange(n, dtype=torch.float64).view(1, -1)
-        return torch.cos(math.pi * (2 * pos + 1) * freq / (2 * n))
+    def _cosines(self, n: int) -> np.ndarray:
+        freq = np.arange(n, dtype=np.float64).reshape(-1, 1)
+        pos = np.arange(n, dtype=np.float64).reshape(1, -1)
+        return np.cos(math.pi * (2 * pos + 1) * freq / (2 * n))
 
-    def __call__(self, flat: int) -> torch.Tensor:
+    def __call__(self, flat: int) -> np.ndarray:
         _, h, w = self.shape
         ch, rest = divmod(int(flat), h * w)
         row, col = divmod(rest, w)
-        d = torch.zeros(self.shape, dtype=torch.float64)
+        d = np.zeros(self.shape, dtype=np.float64)
         if self.basis == "pixel":
             d[ch, row, col] = 1.0
         else:
-            plane = torch.outer(self.cos_h[row], self.cos_w[col])
-            d[ch] = plane / plane.abs().max()
-        return d.to(self.device, torch.float32)
+            plane = np.outer(self.cos_h[row], self.cos_w[col])
+            d[ch] = plane / np.abs(plane).max()
+        return d.astype(np.float32)
 
 
 def simba(
-    qt: QueryTarget, x: torch.Tensor, y: torch.Tensor | None, spec: AttackSpec
-) -> torch.Tensor:
-    """Run SimBA against the query target; queries are counted on ``qt``."""
+    qt: QueryTarget, x: np.ndarray, y: np.ndarray | None, spec: AttackSpec
+) -> np.ndarray:
+    """Run SimBA against the query target on a float32 NCHW batch; queries are counted on ``qt``."""
     check_ground_truth(spec.objective, y)
     budget = spec.query_budget
     rng = np.random.default_rng(spec.seed)
     shape = tuple(x.shape[1:])
     out0 = qt.query(x)
-    ref = out0 if spec.objective == "clean" else require_ground_truth(y).to(qt.device)
+    ref = out0 if spec.objective == "clean" else require_ground_truth(y)
     best = per_image_mse(out0, ref)
-    x_adv = x.clone()
+    x_adv = x.copy()
     order = direction_order(shape, spec.simba_basis, spec.simba_freq_dims, rng)
     limit = len(order) if spec.simba_iterations is None else min(len(order), spec.simba_iterations)
-    directions = _Directions(shape, spec.simba_basis, qt.device)
+    directions = _Directions(shape, spec.simba_basis)
     step = float(spec.simba_step)
     for k in range(limit):
         active = qt.queries < budget
@@ -97,19 +101,15 @@ def simba(
             idx = np.flatnonzero(active & (qt.queries < budget))
             if idx.size == 0:
                 break
-            idx_t = torch.from_numpy(idx).to(qt.device)
-            cand = project_linf(x_adv[idx_t] + sign * step * d, x[idx_t], spec.eps)
-            moved = (cand != x_adv[idx_t]).flatten(1).any(dim=1).cpu().numpy()
+            cand = project_linf(x_adv[idx] + sign * step * d, x[idx], spec.eps)
+            moved = (cand != x_adv[idx]).reshape(idx.size, -1).any(axis=1)
             if not moved.any():
                 continue
-            idx, cand = idx[moved], cand[torch.from_numpy(moved).to(qt.device)]
-            idx_t = torch.from_numpy(idx).to(qt.device)
-            obj = per_image_mse(qt.query(cand, idx), ref[idx_t])
-            gain = (obj > best[idx_t]).cpu().numpy()
+            idx, cand = idx[moved], cand[moved]
+            obj = per_image_mse(qt.query(cand, idx), ref[idx])
+            gain = obj > best[idx]
             if gain.any():
-                won = torch.from_numpy(idx[gain]).to(qt.device)
-                gain_t = torch.from_numpy(gain).to(qt.device)
-                x_adv[won] = cand[gain_t]
-                best[won] = obj[gain_t]
+                x_adv[idx[gain]] = cand[gain]
+                best[idx[gain]] = obj[gain]
                 active[idx[gain]] = False
     return x_adv

@@ -5,7 +5,7 @@ window of each image's perturbation with a fresh +-eps per channel and keep it i
 objective rises. The window's area is a fraction p of the image, halved on the original
 schedule (rescaled to the query budget). One query per image per iteration, plus the
 start (and the clean output when ``objective="clean"``). Every candidate stays in [0, 1]
-and in the eps ball.
+and in the eps ball. Runs on numpy arrays (forward passes only; no torch needed).
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
-from udc_edge.attacks.objectives import check_ground_truth, per_image_mse, require_ground_truth
+from udc_edge.attacks.objectives import (
+    check_ground_truth,
+    per_image_mse,
+    project_linf,
+    require_ground_truth,
+)
 from udc_edge.attacks.spec import AttackSpec
 from udc_edge.attacks.targets import QueryTarget
-from udc_edge.attacks.whitebox import project_linf
 from udc_edge.core.errors import UsageError
 
 _SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64),
@@ -40,9 +43,10 @@ def p_selection(p_init: float, it: int, n_iters: int) -> float:
 
 
 def square_linf(
-    qt: QueryTarget, x: torch.Tensor, y: torch.Tensor | None, spec: AttackSpec
-) -> torch.Tensor:
-    """Run the L-inf Square Attack against the query target; queries are counted on ``qt``."""
+    qt: QueryTarget, x: np.ndarray, y: np.ndarray | None, spec: AttackSpec
+) -> np.ndarray:
+    """Run the L-inf Square Attack against the query target on a float32 NCHW batch;
+    queries are counted on ``qt``."""
     check_ground_truth(spec.objective, y)
     n, c, h, w = x.shape
     if h < 2 or w < 2:
@@ -51,10 +55,9 @@ def square_linf(
     eps = spec.linf_eps
     budget = spec.query_budget or 0  # never None: the spec refuses black-box without a budget
     rng = np.random.default_rng(spec.seed)
-    dev = qt.device
-    ref = qt.query(x) if spec.objective == "clean" else require_ground_truth(y).to(dev)
-    stripes = torch.from_numpy(rng.choice([-eps, eps], size=(n, c, 1, w)).astype(np.float32))
-    x_best = project_linf(x + stripes.to(dev), x, eps)
+    ref = qt.query(x) if spec.objective == "clean" else require_ground_truth(y)
+    stripes = rng.choice([-eps, eps], size=(n, c, 1, w)).astype(np.float32)
+    x_best = project_linf(x + stripes, x, eps)
     best = per_image_mse(qt.query(x_best), ref)
     n_iters = budget - int(qt.queries.max())
     for i in range(max(n_iters, 0)):
@@ -66,9 +69,8 @@ def square_linf(
             left = int(rng.integers(0, w - s + 1))
             win = (j, slice(None), slice(top, top + s), slice(left, left + s))
             for _ in range(_RESAMPLE_TRIES):
-                new = torch.from_numpy(rng.choice([-eps, eps], size=(c, 1, 1)).astype(np.float32))
-                new = new.to(dev)
-                if (torch.clamp(x[win] + new, 0.0, 1.0) - x_best[win]).abs().max() >= 1e-7:
+                new = rng.choice([-eps, eps], size=(c, 1, 1)).astype(np.float32)
+                if np.abs(np.clip(x[win] + new, 0.0, 1.0) - x_best[win]).max() >= 1e-7:
                     break
             deltas[win] = new
         cand = project_linf(x + deltas, x, eps)

@@ -3,26 +3,32 @@
 A target is a torch ``nn.Module`` (white-box and black-box attacks) or an *engine*: any
 callable mapping a float32 NCHW numpy array to a numpy array (an ONNX Runtime or
 TensorRT wrapper; black-box and transfer attacks only). :class:`QueryTarget` runs either
-kind without gradients and counts one query per image per forward pass.
+kind without gradients on numpy arrays and counts one query per image per forward pass.
+This module imports torch only to run a torch target, so engines are attacked without it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from udc_edge.core.errors import UsageError
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 
 def is_torch_target(target: Any) -> bool:
-    """True when ``target`` is a torch module (gradients available)."""
-    return isinstance(target, nn.Module)
+    """True when ``target`` is a torch module (gradients available). Imports no torch: a
+    module can only exist if torch was imported already."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(target, torch.nn.Module)
 
 
 def check_target(target: Any) -> None:
@@ -49,6 +55,8 @@ def require_torch_target(target: Any, attack_name: str) -> nn.Module:
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a stateless module)."""
+    import torch
+
     first = next(itertools.chain(model.parameters(), model.buffers()), None)
     return first.device if first is not None else torch.device("cpu")
 
@@ -70,24 +78,21 @@ class QueryTarget:
 
     ``query(x, idx)`` runs the images ``x`` (which are the images ``idx`` of the attacked
     batch) and adds one query to each of them. ``peek`` runs without counting, for
-    evaluation after an attack. Tensors in and out live on :attr:`device`.
+    evaluation after an attack. Inputs and outputs are float32 NCHW numpy arrays; a torch
+    target runs on its own device, without gradients, in eval mode.
     """
 
     def __init__(self, target: Any, batch: int):
         check_target(target)
         self.target = target
         self.is_torch = is_torch_target(target)
-        self.device = model_device(target) if self.is_torch else torch.device("cpu")
         self.queries = np.zeros(batch, dtype=np.int64)
 
-    @torch.no_grad()
-    def peek(self, x: torch.Tensor) -> torch.Tensor:
+    def peek(self, x: np.ndarray) -> np.ndarray:
         """Run the target on ``x`` without counting queries."""
-        x = x.to(self.device, torch.float32)
+        arr = np.ascontiguousarray(x, dtype=np.float32)
         if self.is_torch:
-            with eval_mode(self.target):
-                return self.target(x).float()
-        arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+            return _torch_forward(self.target, arr)
         out = self.target(arr)
         if isinstance(out, (list, tuple)) and len(out) == 1:
             out = out[0]
@@ -98,9 +103,9 @@ class QueryTarget:
                 f"{arr.shape}",
                 "the target must map an NCHW batch to an NCHW batch of the same size",
             )
-        return torch.from_numpy(out.astype(np.float32, copy=False)).to(self.device)
+        return out.astype(np.float32, copy=False)
 
-    def query(self, x: torch.Tensor, idx: np.ndarray | None = None) -> torch.Tensor:
+    def query(self, x: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
         """Run the target on ``x`` and count one query for each image ``idx``."""
         out = self.peek(x)
         if idx is None:
@@ -108,3 +113,11 @@ class QueryTarget:
         else:
             np.add.at(self.queries, np.asarray(idx, dtype=np.int64), 1)
         return out
+
+
+def _torch_forward(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """A torch module's output for a numpy batch, without gradients, as float32 numpy."""
+    import torch
+
+    with torch.no_grad(), eval_mode(model):
+        return model(torch.from_numpy(x).to(model_device(model))).float().cpu().numpy()

@@ -16,18 +16,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from udc_edge.attacks.objectives import per_image_mse, require_ground_truth
+from udc_edge.attacks.objectives import per_image_mse, project_linf, require_ground_truth
 from udc_edge.attacks.spec import AttackSpec
 from udc_edge.attacks.targets import eval_mode
 
 JITTER_FRACTION = 0.01
-
-
-def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None) -> torch.Tensor:
-    """Project onto the L-inf ball of radius eps around x (if eps is given) and onto [0, 1]."""
-    if eps is not None:
-        x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps)
-    return x_adv.clamp(0.0, 1.0)
 
 
 def uniform_like(x: torch.Tensor, radius: float, gen: torch.Generator) -> torch.Tensor:

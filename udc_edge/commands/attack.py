@@ -43,7 +43,8 @@ StepsOpt = Annotated[int, typer.Option(help="Iterations of pgd/ifgsm/mifgsm.")]
 LimitOpt = Annotated[int | None, typer.Option(help="Use only the first N images.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed (image i uses seed + i).")]
 SurrogateOpt = Annotated[str | None, typer.Option(
-    help="Torch model to craft white-box attacks on (transfer to MODEL, e.g. its engine).")]
+    "--surrogate", "--reference",
+    help="Torch model to craft white-box attacks on (transfer to MODEL, e.g. the restorer its engine was built from).")]
 SimbaOpt = Annotated[int, typer.Option(help="SimBA iterations (directions tried) per image.")]
 SquareOpt = Annotated[int, typer.Option(help="Square Attack queries per image.")]
 ThreadsOpt = Annotated[int, typer.Option(help="CPU threads for torch and ONNX Runtime (0: their default).")]

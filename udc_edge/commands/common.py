@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from udc_edge.core.errors import UsageError
+from udc_edge.core.extras import has_torch
 
 # markup off: messages, paths and table cells are printed as they are ("udc-edge[trt]" keeps
 # its brackets); style with rich.text.Text where colour is wanted.
@@ -41,13 +42,19 @@ def quiet(ctx: typer.Context) -> bool:
 
 
 def set_threads(threads: int) -> None:
-    """Apply a ``--threads`` option: torch's CPU threads (0 keeps torch's default)."""
+    """Apply a ``--threads`` option to torch's CPU threads (0 keeps torch's default) when
+    torch is installed; engines take theirs when they are loaded (see :func:`root_threads`)."""
     if threads < 0:
         raise UsageError(f"--threads {threads} must be >= 0", "use 0 for the default")
-    if threads:
+    if threads and has_torch():
         import torch
 
         torch.set_num_threads(threads)
+
+
+def root_threads(ctx: typer.Context) -> int:
+    """The root ``--threads`` value (0: the libraries' default)."""
+    return int(ctx.find_root().meta.get("udc_edge.threads") or 0)
 
 
 def json_opt(value: str, name: str) -> dict:

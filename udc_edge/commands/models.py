@@ -10,19 +10,20 @@ import typer
 from udc_edge.commands.common import (
     ArchKwargsOpt,
     ArchOpt,
-    ModelArg,
     OverwriteOpt,
     WeightsOpt,
     load_model_opts,
     print_table,
     quiet,
+    root_threads,
     stdout,
 )
 
 
 def restore_cmd(
     ctx: typer.Context,
-    model: ModelArg,
+    model: Annotated[str, typer.Argument(help="Shipped name (unet-s-poled), checkpoint folder, .safetensors file, "
+                                              "or engine file (.onnx/.engine/.plan with its manifest, from udc-edge build).")],
     inputs: Annotated[list[Path], typer.Argument(help="Images and/or folders of images.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (PNG, same names, same bit depth).")],
     gt: Annotated[Path | None, typer.Option(help="Ground-truth folder: report PSNR/SSIM per image.")] = None,
@@ -33,15 +34,22 @@ def restore_cmd(
     weights: WeightsOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Restore degraded UDC images with a model."""
+    """Restore degraded UDC images with a model or a deployed engine (no PyTorch needed for an engine)."""
+    import contextlib
+
     from udc_edge.core.progress import progress_bar
+    from udc_edge.engines import is_engine_path, load_engine
     from udc_edge.evaluation.restore import collect_inputs, restore_files
 
-    net, _ = load_model_opts(model, arch, arch_kwargs, weights)
-    n = len(collect_inputs(list(inputs)))
-    with progress_bar("restoring", n, quiet(ctx)) as adv:
-        report = restore_files(net, list(inputs), out_dir, gt_dir=gt, tile=tile, overlap=overlap, progress=adv,
-                               overwrite=overwrite, also_inputs=(model, *((weights,) if weights else ())))
+    with contextlib.ExitStack() as stack:
+        if arch is None and is_engine_path(model):
+            net = stack.enter_context(load_engine(model, threads=root_threads(ctx)))
+        else:
+            net, _ = load_model_opts(model, arch, arch_kwargs, weights)
+        n = len(collect_inputs(list(inputs)))
+        with progress_bar("restoring", n, quiet(ctx)) as adv:
+            report = restore_files(net, list(inputs), out_dir, gt_dir=gt, tile=tile, overlap=overlap, progress=adv,
+                                   overwrite=overwrite, also_inputs=(model, *((weights,) if weights else ())))
     msg = f"restored {len(report.images)} image(s) into {out_dir}"
     if gt is not None:
         msg += (f": PSNR {report.mean('input_psnr'):.2f} -> {report.mean('output_psnr'):.2f} dB, "

@@ -11,14 +11,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import png
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from udc_edge.core.errors import InputError
 from udc_edge.core.fileio import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -150,12 +153,19 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def nchw_array(img: np.ndarray) -> np.ndarray:
+    """One HxWx3 image as a contiguous 1x3xHxW float32 array (the layout engines take)."""
+    return np.ascontiguousarray(np.asarray(img, dtype=np.float32).transpose(2, 0, 1))[None]
+
+
 def to_nchw(img: np.ndarray) -> torch.Tensor:
-    """One HxWx3 image as a 1x3xHxW float32 tensor (the layout networks take)."""
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(img, dtype=np.float32).transpose(2, 0, 1))[None])
+    """One HxWx3 image as a 1x3xHxW float32 tensor (the layout networks take; needs torch)."""
+    from udc_edge.core.extras import require_torch
+
+    return require_torch("a torch tensor").from_numpy(nchw_array(img))
 
 
 def to_hwc(x: torch.Tensor | np.ndarray) -> np.ndarray:
     """The first image of an NCHW tensor or array as HxWx3 float32 numpy."""
-    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
     return np.ascontiguousarray(arr[0].transpose(1, 2, 0), dtype=np.float32)

@@ -105,7 +105,7 @@ class BenchReport:
                              f"| {status} |")
         lines += ["", (f"Harness overhead: {self.overhead_us:.1f} us per call "
                   f"({self.overhead_us / 100:.3f} % of a 10 ms engine call). Conv peak: "
-                  f"{self.host.get('conv_peak_gflops', 0):.1f} GFLOP/s (an FP32 convolution: % peak is shown for "
+                  f"{_peak_text(self.host.get('conv_peak_gflops'))} (an FP32 convolution: % peak is shown for "
                   "FP32 rows only). p90/p95/p99 need 10/20/100 rounds. Absolute times on shared CPUs are noise; "
                   "compare the ratios between rows.")]
         for r in self.rows:
@@ -164,7 +164,11 @@ def _stats(samples: list[float]) -> dict:
             "samples": [round(float(s), 4) for s in a]}
 
 
-def _fill(row: BenchRow, samples: list[float], meta: dict, shape: tuple, peak: float) -> None:
+def _peak_text(peak: float | None) -> str:
+    return f"{peak:.1f} GFLOP/s" if peak else "not measured (it is a torch convolution; torch is not installed)"
+
+
+def _fill(row: BenchRow, samples: list[float], meta: dict, shape: tuple, peak: float | None) -> None:
     n, _, h, w = shape
     row.latency_ms = _stats(samples)
     mean_s = row.latency_ms["mean"] / 1000
@@ -222,7 +226,8 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
             total = sum(r.ms for r in layers) or 1.0
             row.top_layers = [{"layer": r.layer, "op": r.op, "ms": r.ms, "share": r.ms / total} for r in layers[:10]]
         eng.deactivate()
-    host = {"conv_peak_gflops": max(peaks.values()), "conv_peak_gflops_by_threads": peaks, "threads": spec.threads,
+    known = [p for p in peaks.values() if p is not None]  # None: no torch here to measure the peak
+    host = {"conv_peak_gflops": max(known) if known else None, "conv_peak_gflops_by_threads": peaks, "threads": spec.threads,
             "thread_counts": list(spec.thread_counts), "nvpmodel": nvpmodel_mode(), **cpu_facts()}
     spec_d = {**asdict(spec), "shape": list(spec.shape), "iters": rounds}
     return BenchReport(spec=spec_d, rows=rows, host=host, overhead_us=measure_overhead(x),

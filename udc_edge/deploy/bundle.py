@@ -43,14 +43,16 @@ JetPack 6.x = 10.3; TensorRT 11 builds every network strongly typed, so FP16 com
 FP16-typed ONNX and INT8 from the Q/DQ ONNX here; no implicit calibration anywhere).
 
 ```bash
-pip install "udc-edge[trt]"          # on the device (PyTorch is not needed for these steps)
+pip install "udc-edge[trt]"          # on the device: no PyTorch is installed or needed for these steps
 udc-edge build --bundle {bundle} --backend trt --precision fp16 --out restorer-fp16.engine
 udc-edge build --bundle {bundle} --backend trt --precision int8 --out restorer-int8.engine
 udc-edge verify --bundle {bundle} --engine restorer-int8.engine --report verify-int8
 udc-edge bench restorer-fp16.engine restorer-int8.engine --shape 1x3x512x512 --report bench
+udc-edge restore restorer-int8.engine photos/ --out restored    # your own images, any size
 ```
 
-On a CPU-only device use `--backend ort` (INT8 then uses `qdq-cpu.onnx`).
+On a CPU-only device install `pip install "udc-edge[runtime]"` and use `--backend ort` (INT8
+then uses `qdq-cpu.onnx`).
 
 Files: {files}
 """

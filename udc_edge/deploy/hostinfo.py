@@ -29,10 +29,15 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def conv_peak_gflops(threads: int = 0, repeats: int = 5) -> float:
+def conv_peak_gflops(threads: int = 0, repeats: int = 5) -> float | None:
     """Achieved FP32 GFLOP/s of a large 3x3 convolution in torch (oneDNN): a measured stand-in
     for the CPU's peak on the work restorers do. (A BLAS matmul is a poor probe here: an
-    OPENBLAS_CORETYPE override can pin it to older kernels than the convolutions use.)"""
+    OPENBLAS_CORETYPE override can pin it to older kernels than the convolutions use.)
+    None where torch is not installed (a runtime-only install): no peak, no "% peak"."""
+    from udc_edge.core.extras import has_torch
+
+    if not has_torch():
+        return None
     import torch
 
     old = torch.get_num_threads()

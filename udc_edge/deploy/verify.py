@@ -8,7 +8,8 @@ replica of the engine's own (quantised) numerics and run by the engine, against 
 reference's own white-box numbers (:mod:`udc_edge.deploy.verify_direct`). Every row
 says what its inputs were crafted on and what evaluated them. A check passes when the engine loses no more than
 the thresholds. Everything the engine is compared with is a ``ReferenceSet``: computed live
-with torch, or loaded from a bundle (so a Jetson verifies without PyTorch).
+with torch, or loaded from a bundle (so a Jetson verifies without PyTorch: the engine side
+runs on numpy, black-box attacks included, and imports no torch).
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
+from udc_edge.attacks.blackbox import blackbox_attack, forward, output_image
 from udc_edge.core.errors import EngineError, UsageError
+from udc_edge.core.extras import require_torch
 from udc_edge.core.metrics import psnr, ssim
 from udc_edge.core.progress import Advance, noop
+from udc_edge.data.images import nchw_array
 from udc_edge.deploy.reference import ATTACK_PARAMS, ReferenceSet, VerifySpec, make_reference_set
 from udc_edge.deploy.verify_direct import (
     CRAFTED_DIRECT,
@@ -33,7 +36,9 @@ from udc_edge.deploy.verify_direct import (
     replica_match,
     whitebox_labels,
 )
-from udc_edge.evaluation.robustness import forward, output_image, run_one
+
+if TYPE_CHECKING:
+    import torch
 
 
 class FixedNoise:
@@ -45,9 +50,11 @@ class FixedNoise:
         self.seed, self.multiple = seed, multiple
 
     def noise(self, shape: tuple[int, ...]) -> torch.Tensor:
+        torch = require_torch("verify --purifier")
         return torch.randn(shape, generator=torch.Generator().manual_seed(self.seed))
 
     def module(self, pipeline: torch.nn.Module) -> torch.nn.Module:
+        torch = require_torch("verify --purifier")
         view = self
 
         class _Fixed(torch.nn.Module):
@@ -213,7 +220,8 @@ def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "
     for label, ref_rows in rs.blackbox_ref.items():
         name_ = label.split("@")[0]
         a = spec.attack_spec(name_)
-        outs = [output_image(run_one(engine, a, x, g).output) for x, g in zip(rs.lq, rs.gt)]
+        outs = [output_image(blackbox_attack(engine, nchw_array(x), nchw_array(g), a).output)
+                for x, g in zip(rs.lq, rs.gt)]
         rp, rs_ = np.mean([r["psnr"] for r in ref_rows]), np.mean([r["ssim"] for r in ref_rows])
         ep, es = np.mean([psnr(o, g) for o, g in zip(outs, rs.gt)]), np.mean([ssim(o, g) for o, g in zip(outs, rs.gt)])
         bb = "reference / engine (queries)"

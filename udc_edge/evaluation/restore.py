@@ -1,8 +1,11 @@
-"""Restore image files with a model: any size (padding), optional tiling, same bit depth.
+"""Restore image files with a model or an engine: any size (padding), optional tiling,
+same bit depth.
 
-Outputs are PNGs named like the inputs; a 16-bit input gives a 16-bit output. With a
-ground-truth folder, PSNR/SSIM of input and output are reported per image. All or
-nothing: the output folder appears only once every image is restored.
+A torch model is padded to its multiple by ``run_padded``; an engine (any backend
+``load_engine`` returns) pads on the host itself, and runs without torch. Outputs are PNGs
+named like the inputs; a 16-bit input gives a 16-bit output. With a ground-truth folder,
+PSNR/SSIM of input and output are reported per image. All or nothing: the output folder
+appears only once every image is restored.
 """
 
 from __future__ import annotations
@@ -11,18 +14,18 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from udc_edge.core.errors import DataError, InputError
+from udc_edge.core.extras import require_torch
 from udc_edge.core.fileio import atomic_dir, check_output
 from udc_edge.core.metrics import psnr, ssim
 from udc_edge.core.progress import Advance, noop
-from udc_edge.data.images import list_images, read_image, to_hwc, to_nchw, write_png
-from udc_edge.models.padding import run_padded
-from udc_edge.models.tiling import run_tiled
+from udc_edge.core.tiling import run_tiled
+from udc_edge.data.images import list_images, nchw_array, read_image, to_hwc, write_png
+from udc_edge.engines.base import Engine
 
 
 @dataclass
@@ -70,22 +73,31 @@ def output_name(f: Path) -> str:
     return f.stem + ".png"
 
 
-def restore_array(model: nn.Module, img: np.ndarray, tile: int = 0, overlap: int = 32) -> np.ndarray:
-    """Restore one HxWx3 float image (padding to the model's multiple, tiling if asked)."""
+def restore_array(model: Any, img: np.ndarray, tile: int = 0, overlap: int = 32) -> np.ndarray:
+    """Restore one HxWx3 float image with a torch model or an :class:`Engine` (padding to
+    its multiple, tiling if asked)."""
     if not np.isfinite(img).all():
         raise InputError("input image contains NaN or Inf", "fix the file")
-    x = to_nchw(img)
+    x = nchw_array(img)
+    if isinstance(model, Engine):
+        y = run_tiled(model, x, tile, overlap) if tile else model(x)
+        return np.clip(to_hwc(y), 0.0, 1.0)
+    torch = require_torch("restoring with a torch model (an engine needs none)")
+    from udc_edge.models.padding import run_padded
+
     with torch.no_grad():
         fn = lambda t: run_padded(model, t)
-        y = run_tiled(fn, x, tile, overlap) if tile else fn(x)
+        xt = torch.from_numpy(x)
+        y = run_tiled(fn, xt, tile, overlap) if tile else fn(xt)
     return to_hwc(y.clamp(0, 1))
 
 
-def restore_files(model: nn.Module, inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
+def restore_files(model: Any, inputs: list[str | os.PathLike], out_dir: str | os.PathLike,
                   gt_dir: str | os.PathLike | None = None, tile: int = 0, overlap: int = 32,
                   progress: Advance = noop, overwrite: bool = False,
                   also_inputs: tuple[str | os.PathLike, ...] = ()) -> RestoreReport:
-    """Restore every input image into ``out_dir``; compare with ``gt_dir`` when given.
+    """Restore every input image into ``out_dir`` with a torch model or an activated
+    :class:`Engine`; compare with ``gt_dir`` when given.
 
     ``out_dir`` must not be, hold or lie inside an input (``also_inputs``: e.g. the model's
     folder); it is built under a temporary name and appears only when every image succeeded.
@@ -98,7 +110,8 @@ def restore_files(model: nn.Module, inputs: list[str | os.PathLike], out_dir: st
     out_dir = Path(out_dir)
     report = RestoreReport(out_dir=str(out_dir))
     t0 = time.perf_counter()
-    model.eval()
+    if not isinstance(model, Engine):
+        model.eval()
     gt_files = {p.stem: p for p in list_images(gt_dir)} if gt_dir is not None else {}
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         for f in files:
@@ -108,7 +121,7 @@ def restore_files(model: nn.Module, inputs: list[str | os.PathLike], out_dir: st
     return report
 
 
-def _restore_one(model: nn.Module, f: Path, out: Path, gt_dir: Path | None, gt_files: dict[str, Path],
+def _restore_one(model: Any, f: Path, out: Path, gt_dir: Path | None, gt_files: dict[str, Path],
                  tile: int, overlap: int) -> dict:
     """Restore one file into ``out``; its metrics against the ground truth when there is one."""
     img, info = read_image(f)

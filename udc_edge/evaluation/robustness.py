@@ -14,15 +14,16 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from udc_edge.attacks import AttackSpec, QueryTarget, attack, is_torch_target, transfer_attack
+from udc_edge.attacks import AttackSpec, is_torch_target
+from udc_edge.attacks.blackbox import blackbox_attack, forward, output_image
 from udc_edge.attacks.io import encode_adversarial, write_adversarial
 from udc_edge.core.errors import (
     BackendUnavailableError,
@@ -33,9 +34,8 @@ from udc_edge.core.errors import (
 from udc_edge.core.fileio import atomic_dir, write_json_atomic, write_text_atomic
 from udc_edge.core.metrics import psnr, ssim
 from udc_edge.core.progress import Advance, noop
-from udc_edge.data.images import to_hwc, to_nchw
+from udc_edge.data.images import nchw_array, to_hwc
 from udc_edge.data.readers import PairedDataset
-from udc_edge.models.padding import Padded
 
 GRID_COLUMNS = ("degraded", "attacked", "perturbation x10", "output clean", "output attacked", "ground truth")
 NON_ADAPTIVE = "non-adaptive: the attacks see the target as given (no purifier-aware gradients, no EOT)"
@@ -43,7 +43,11 @@ NON_ADAPTIVE = "non-adaptive: the attacks see the target as given (no purifier-a
 
 def as_target(model: Any) -> Any:
     """A torch restorer wrapped in :class:`Padded`; an engine callable as it is."""
-    return Padded(model).eval() if is_torch_target(model) and not isinstance(model, Padded) else model
+    if not is_torch_target(model):
+        return model
+    from udc_edge.models.padding import Padded
+
+    return model if isinstance(model, Padded) else Padded(model).eval()
 
 
 def is_engine_name(name: str | os.PathLike) -> bool:
@@ -104,7 +108,7 @@ def check_plan(specs: list[AttackSpec], engine: bool, target_name: str, surrogat
         raise UsageError(
             f"white-box attack {', '.join(dict.fromkeys(white))} needs gradients, and {target_name} "
             "is an engine without them",
-            "pass --surrogate MODEL (the torch restorer it was built from) for a transfer attack, "
+            "pass --reference MODEL (or --surrogate: the torch restorer it was built from) for a transfer attack, "
             "or use the black-box attacks simba, square",
         )
 
@@ -126,23 +130,18 @@ def check_data(dataset: PairedDataset, objective: str, limit: int | None) -> int
     return len(dataset) if limit is None else min(limit, len(dataset))
 
 
-def forward(target: Any, img: np.ndarray) -> np.ndarray:
-    """The target's output for one HxWx3 image, clipped to [0, 1] (not counted as a query)."""
-    return output_image(QueryTarget(target, 1).peek(to_nchw(img)))
-
-
-def output_image(out: Any) -> np.ndarray:
-    """A target's NCHW output (e.g. :attr:`AttackResult.output`) as an HxWx3 image in [0, 1]."""
-    return np.clip(to_hwc(out), 0.0, 1.0)
-
-
 def run_one(target: Any, spec: AttackSpec, lq: np.ndarray, gt: np.ndarray | None,
             surrogate: Any = None):
-    """Attack one image; white-box attacks are crafted on ``surrogate`` when one is given."""
-    y = to_nchw(gt) if spec.objective == "gt" else None
-    if surrogate is not None and spec.is_whitebox:
-        return transfer_attack(surrogate, target, to_nchw(lq), y, spec)
-    return attack(target, to_nchw(lq), y, spec)
+    """Attack one image; white-box attacks are crafted on ``surrogate`` when one is given.
+    Black-box attacks need no torch (an engine is attacked on a device without it)."""
+    x, y = nchw_array(lq), (nchw_array(gt) if spec.objective == "gt" else None)
+    if not spec.is_whitebox:
+        return blackbox_attack(target, x, y, spec)
+    from udc_edge.attacks.api import attack, transfer_attack
+
+    if surrogate is not None:
+        return transfer_attack(surrogate, target, x, y, spec)
+    return attack(target, x, y, spec)
 
 
 @dataclass
@@ -232,7 +231,8 @@ def _stats(values: list[float], names: list[str]) -> tuple[float, float, str]:
 
 
 def _environment() -> dict:
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(),
+    torch = sys.modules.get("torch")  # None on a runtime-only install: an engine was attacked
+    return {"torch": torch.__version__ if torch else None, "threads": torch.get_num_threads() if torch else None,
             "machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
 
 
