@@ -63,13 +63,13 @@ def main() -> None:
             with load_engine(out, a.threads) as e8:
                 y8 = [to_hwc(e8(nchw(lq))) for lq, _ in pairs]
             rows[method] = {
-                "psnr_vs_fp32_db": float(np.mean([psnr(y, r) for y, r in zip(y8, ref)])),
-                "psnr_vs_gt_db": float(np.mean([psnr(y, gt) for y, (_, gt) in zip(y8, pairs)])),
+                "psnr_vs_fp32_db": float(np.mean([psnr(y, r) for y, r in zip(y8, ref, strict=True)])),
+                "psnr_vs_gt_db": float(np.mean([psnr(y, gt) for y, (_, gt) in zip(y8, pairs, strict=True)])),
             }
             print(method, rows[method], flush=True)
     result = {"what": "INT8 calibration methods, every conv INT8, ONNX Runtime (cpu target)",
               "model": a.model, "size": a.size, "heldout_images": len(pairs), "calib_count": a.calib_count,
-              "fp32_psnr_vs_gt_db": float(np.mean([psnr(r, gt) for r, (_, gt) in zip(ref, pairs)])),
+              "fp32_psnr_vs_gt_db": float(np.mean([psnr(r, gt) for r, (_, gt) in zip(ref, pairs, strict=True)])),
               "methods": rows, "seconds": time.perf_counter() - t0}
     write_json_atomic(a.out, result)
     print(json.dumps(result, indent=2))

@@ -112,14 +112,22 @@ def main() -> int:
     result: dict = {"benchmark": "purifier", "machine": platform.processor() or platform.machine(),
                     "torch": torch.__version__, "threads": args.threads, "args": vars(args), "notes": []}
     restorer, rdesc = load_model(args.restorer)
-    result["restorer"] = {"name": args.restorer, "source": rdesc.get("source"), "shipped": args.restorer in shipped_models()}
+    result["restorer"] = {
+        "name": args.restorer,
+        "source": rdesc.get("source"),
+        "shipped": args.restorer in shipped_models(),
+    }
     teacher, _ = load_purifier(args.teacher)
     names = [s for s in args.students.split(",") if s]
     students = [load_purifier(s)[0] for s in names]
-    for name, s in zip(names, students):
+    for name, s in zip(names, students, strict=True):
         check_pair(teacher, s, args.teacher, name)
     oneshot = load_purifier(args.oneshot)[0] if args.oneshot else None
-    loaded = {args.teacher: teacher, **dict(zip(names, students)), **({args.oneshot: oneshot} if oneshot else {})}
+    loaded = {
+        args.teacher: teacher,
+        **dict(zip(names, students, strict=True)),
+        **({args.oneshot: oneshot} if oneshot else {}),
+    }
     x, y = load_eval_set("synth:poled", args.count, args.size, args.seed)
     spec = DefenceSpec(attack_steps=args.attack_steps, eot=args.eot, draws=args.draws, seed=args.seed,
                        attack_batch=args.attack_batch)

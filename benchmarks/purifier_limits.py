@@ -27,7 +27,8 @@ import torch
 from udc_edge.core.fileio import write_json_atomic
 from udc_edge.core.metrics import psnr
 from udc_edge.defence.defence import DefenceSpec, craft_on_restorer, load_eval_set
-from udc_edge.diffusion.purifier import ddim_reverse, diffuse, from_model, load_purifier
+from udc_edge.diffusion.purifier import load_purifier
+from udc_edge.diffusion.schedule import ddim_reverse, diffuse, from_model
 from udc_edge.models.padding import run_padded
 from udc_edge.models.zoo import load_model
 
@@ -74,7 +75,7 @@ def main() -> None:
     x_adv = craft_on_restorer(restorer, x, y, DefenceSpec(attack_steps=20, eot=1, draws=1, seed=a.seed))
 
     def mean_psnr(pred: torch.Tensor, ref: torch.Tensor) -> float:
-        return sum(psnr(p, r) for p, r in zip(pred.numpy(), ref.numpy())) / len(ref)
+        return sum(psnr(p, r) for p, r in zip(pred.numpy(), ref.numpy(), strict=True)) / len(ref)
 
     def restored(inp: torch.Tensor) -> float:
         with torch.no_grad():
@@ -93,7 +94,11 @@ def main() -> None:
         rows = {}
         for k in DRAWS:
             pc, pa = (torch.stack(outs[n][:k]).mean(0) for n in ("clean", "pgd"))
-            rows[f"draws={k}"] = {"purified_vs_input": fidelity(pc, x), "clean": restored(pc), "pgd_nonadaptive": restored(pa)}
+            rows[f"draws={k}"] = {
+                "purified_vs_input": fidelity(pc, x),
+                "clean": restored(pc),
+                "pgd_nonadaptive": restored(pa),
+            }
         pc, pa = (torch.stack([one_shot(unet, inp, t_star, noises[i], i) for i in range(8)]).mean(0)
                   for inp in (x, x_adv))
         rows["draws=8 dihedral"] = {"purified_vs_input": fidelity(pc, x), "clean": restored(pc),

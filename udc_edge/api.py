@@ -24,7 +24,7 @@ from udc_edge.deploy.verify import VerifyReport, run_verify
 from udc_edge.engines import Engine
 from udc_edge.engines import load_engine as _load_engine
 from udc_edge.engines.build import BuildReport, build_engine
-from udc_edge.engines.spec import BuildSpec
+from udc_edge.engines.spec import BuildSpec, Precision
 from udc_edge.evaluation.restore import restore_array
 from udc_edge.export.onnx_export import ExportReport, ExportSpec, export_onnx
 from udc_edge.models.zoo import load_model as _load_model
@@ -74,8 +74,8 @@ def build(onnx_path: PathLike, out: PathLike, backend: Backend | str = Backend.O
     """Build an engine (and its manifest ``out.json``) from an exported ONNX file; INT8
     needs ``calib`` (a folder of degraded images or ``"synth:poled"``). An existing ``out``
     is replaced only with ``overwrite``. ``options`` are :class:`udc_edge.engines.spec.BuildSpec` fields."""
-    return build_engine(onnx_path, out, BuildSpec(backend=backend, precision=precision, **options),
-                        overwrite=overwrite)
+    spec = BuildSpec(backend=Backend.parse(backend), precision=Precision(precision), **options)
+    return build_engine(onnx_path, out, spec, overwrite=overwrite)
 
 
 def load_engine(path: PathLike, threads: int = 0) -> Engine:

@@ -26,28 +26,37 @@ from udc_edge.core.errors import UdcEdgeError
 from udc_edge.core.extras import missing_extra
 
 
+def _debugging(ctx: click.Context) -> bool:
+    """Whether ``--debug`` or ``UDC_EDGE_DEBUG`` asks for tracebacks instead of one-line errors."""
+    return bool(ctx.meta.get("udc_edge.debug") or os.environ.get("UDC_EDGE_DEBUG"))
+
+
 class _Group(TyperGroup):
     """Root group: turns UdcEdgeError from any sub-command into one line + exit code."""
 
+    def _invoke(self, ctx: click.Context):
+        """The sub-command; an ImportError of a runtime-only install reaching for torch names the extra."""
+        try:
+            return super().invoke(ctx)
+        except ImportError as exc:
+            missing = missing_extra(exc, f"udc-edge {ctx.invoked_subcommand or ''}".strip())
+            if missing is None or _debugging(ctx):
+                raise
+            raise missing from exc
+
     def invoke(self, ctx: click.Context):
         def debug() -> bool:  # read after the callback has parsed --debug
-            return bool(ctx.meta.get("udc_edge.debug") or os.environ.get("UDC_EDGE_DEBUG"))
+            return _debugging(ctx)
 
         try:
-            try:
-                return super().invoke(ctx)
-            except ImportError as exc:  # a runtime-only install reaching for torch: name the extra
-                missing = missing_extra(exc, f"udc-edge {ctx.invoked_subcommand or ''}".strip())
-                if missing is None or debug():
-                    raise
-                raise missing from exc
+            return self._invoke(ctx)
         except UdcEdgeError as exc:
             if debug():
                 raise
             err.print(Text.assemble(("error:", "bold red"), f" {exc}"), soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except MemoryError:  # e.g. a --shape or --size far beyond this machine
-            if ctx.meta.get("udc_edge.debug") or os.environ.get("UDC_EDGE_DEBUG"):
+            if debug():
                 raise
             err.print(Text.assemble(("error:", "bold red"), " out of memory (the arrays this command needs do not "
                                     "fit in this machine's memory; use a smaller --shape, --size or --tile)"),
@@ -92,12 +101,23 @@ def main(
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
-    threads: Annotated[int, typer.Option("--threads", help="CPU threads for torch (when installed) and for engines "
-                                         "that restore/eval/verify run (0: the libraries' default). On a shared machine 1 "
-                                         "avoids 10-50x slow-downs when another process holds a core.")] = 0,
-    trust_code: Annotated[bool, typer.Option(
-        "--trust-code", help="Let a checkpoint whose config.json names its own class (arch pkg.mod:Class) import "
-                             "that module. Off by default: a file never makes udc-edge run code.")] = False,
+    threads: Annotated[
+        int,
+        typer.Option(
+            "--threads",
+            help="CPU threads for torch (when installed) and for engines "
+            "that restore/eval/verify run (0: the libraries' default). On a shared machine 1 "
+            "avoids 10-50x slow-downs when another process holds a core.",
+        ),
+    ] = 0,
+    trust_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-code",
+            help="Let a checkpoint whose config.json names its own class (arch pkg.mod:Class) import "
+            "that module. Off by default: a file never makes udc-edge run code.",
+        ),
+    ] = False,
 ) -> None:
     """udc-edge: UDC restoration from PyTorch to robust edge engines."""
     ctx.meta["udc_edge.debug"] = debug

@@ -30,7 +30,8 @@ def test_device_builds_and_verifies_from_the_bundle(bundle, tmp_path, monkeypatc
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where build/verify unpack the .tar.gz
-    res = runner.invoke(app, ["-q", "build", "--bundle", str(bundle), "--precision", "int8", "--out", str(tmp_path / "e.onnx")])
+    res = runner.invoke(app, ["-q", "build", "--bundle", str(bundle), "--precision", "int8",
+                              "--out", str(tmp_path / "e.onnx")])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["-q", "verify", "--bundle", str(bundle), "--engine", str(tmp_path / "e.onnx"),
                               "--report", str(tmp_path / "v")])
@@ -79,8 +80,8 @@ def test_altered_or_missing_files_are_refused(bundle, tmp_path):
 
 
 def test_bundle_and_reference_are_exclusive(bundle, tmp_path):
-    res = runner.invoke(app, ["verify", "--bundle", str(bundle), "--reference", "x", "--engine", str(tmp_path / "e.onnx"),
-                              "--report", str(tmp_path / "v")])
+    res = runner.invoke(app, ["verify", "--bundle", str(bundle), "--reference", "x",
+                              "--engine", str(tmp_path / "e.onnx"), "--report", str(tmp_path / "v")])
     assert res.exit_code == 2 and "--bundle replaces" in res.output
 
 

@@ -48,7 +48,7 @@ def test_attack_writes_npy_inputs_inside_the_budget(setup, tmp_path):
     meta = json.loads((out / "attack.json").read_text())
     assert meta["attack"] == "pgd" and meta["eps_label"] == "8/255" and meta["spec"]["steps"] == 4
     ds = open_paired_dataset(setup / "data")
-    for rec, pair in zip(meta["images"], ds):
+    for rec, pair in zip(meta["images"], ds, strict=True):
         adv = read_adversarial(out / rec["file"])
         assert adv.dtype == np.float32 and adv.shape == pair.lq.shape
         assert np.abs(adv - pair.lq).max() <= 8 / 255 + 1e-6

@@ -13,7 +13,8 @@ runner = CliRunner()
 
 def test_export_then_build_fp32_and_int8(tiny_restorer_dir, tmp_path):
     onnx_path = tmp_path / "m.onnx"
-    res = runner.invoke(app, ["export", str(tiny_restorer_dir), "--out", str(onnx_path), "--height", "48", "--width", "48"])
+    res = runner.invoke(app, ["export", str(tiny_restorer_dir), "--out", str(onnx_path),
+                              "--height", "48", "--width", "48"])
     assert res.exit_code == 0, res.output
     assert "max abs error" in res.output and onnx_path.exists()
     assert json.loads((tmp_path / "m.onnx.export.json").read_text())["exporter"] == "torchscript"
@@ -31,11 +32,14 @@ def test_build_errors(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"not onnx")
     res = runner.invoke(app, ["build", str(tmp_path / "x.onnx"), "--out", str(tmp_path / "e.onnx")])
     assert res.exit_code == 1 and "not a valid ONNX" in res.output
-    res = runner.invoke(app, ["build", str(tmp_path / "x.onnx"), "--out", str(tmp_path / "e.onnx"), "--precision", "fp16"])
+    res = runner.invoke(app, ["build", str(tmp_path / "x.onnx"), "--out", str(tmp_path / "e.onnx"),
+                              "--precision", "fp16"])
     assert res.exit_code == 2 and "--backend trt" in res.output
-    res = runner.invoke(app, ["build", str(tmp_path / "x.onnx"), "--out", str(tmp_path / "e.onnx"), "--precision", "int8"])
+    res = runner.invoke(app, ["build", str(tmp_path / "x.onnx"), "--out", str(tmp_path / "e.onnx"),
+                              "--precision", "int8"])
     assert res.exit_code == 2 and "--calib" in res.output
-    res = runner.invoke(app, ["build", str(tmp_path / "x.onnx"), "--out", str(tmp_path / "e.onnx"), "--min-shape", "1x3x8x8"])
+    res = runner.invoke(app, ["build", str(tmp_path / "x.onnx"), "--out", str(tmp_path / "e.onnx"),
+                              "--min-shape", "1x3x8x8"])
     assert res.exit_code == 2 and "--max-shape" in res.output
     assert not (tmp_path / "e.onnx").exists()
 

@@ -21,7 +21,9 @@ def runs(tmp_path_factory):
     """A tiny restorer checkpoint, a teacher trained by the CLI and a student distilled by it."""
     root = tmp_path_factory.mktemp("purifier_cli")
     torch.manual_seed(0)
-    save_checkpoint(root / "restorer", create("unet-t"), {"arch": "unet", "kwargs": {"width": 4, "depth": 2, "blocks": 1}})
+    save_checkpoint(
+        root / "restorer", create("unet-t"), {"arch": "unet", "kwargs": {"width": 4, "depth": 2, "blocks": 1}}
+    )
     res = runner.invoke(app, ["-q", "train", "purifier", "--unet", "purifier-t", "--steps", "3", "--batch", "2",
                               "--val-every", "3", "--sample-steps", "3", "--out", str(root / "teacher"), *TINY_DATA])
     assert res.exit_code == 0, res.output
@@ -75,7 +77,7 @@ def test_finetune_to_the_original_restorers_output_starts_at_its_clean_loss(runs
 
     before, after = load_model(str(runs / "restorer"))[0], load_model(str(out / "last"))[0]
     # zero loss -> zero gradient; only AdamW's weight decay moves the weights
-    for a, b in zip(before.state_dict().values(), after.state_dict().values()):
+    for a, b in zip(before.state_dict().values(), after.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     res = runner.invoke(app, ["finetune", str(runs / "restorer"), "--purifier", str(runs / "k1"),
                               "--target", "teacher", "--out", str(runs / "ft-bad-target")])
@@ -173,7 +175,7 @@ def test_configure_freezes_a_setting_with_the_same_weights(runs):
     new, _ = load_purifier(out)
     old, _ = load_purifier(runs / "teacher")
     assert (new.t_star, new.steps, new.average, new.role) == (0.05, 1, 4, "teacher")
-    assert all(torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values(), strict=True))
     res = runner.invoke(app, ["purifier", "configure", str(runs / "k1"), "--t-star", "0.05", "--out",
                               str(runs / "bad")])
     assert res.exit_code == 2 and "distilled for" in res.output and not (runs / "bad").exists()

@@ -55,5 +55,7 @@ def test_trt_status_is_stated_wherever_backend_trt_is_offered(tmp_path):
         flat = " ".join(runner.invoke(app, cmd).output.split())
         assert "not yet been run against real TensorRT" in flat, cmd
     (tmp_path / "m.onnx").write_bytes(b"x")
-    res = runner.invoke(app, ["build", str(tmp_path / "m.onnx"), "--backend", "trt", "--out", str(tmp_path / "e.engine")])
+    res = runner.invoke(
+        app, ["build", str(tmp_path / "m.onnx"), "--backend", "trt", "--out", str(tmp_path / "e.engine")]
+    )
     assert "not yet been run against real TensorRT" in " ".join(res.output.split())

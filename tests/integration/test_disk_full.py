@@ -72,7 +72,9 @@ def test_disk_full_anywhere_leaves_nothing_and_prints_one_line(tmp_path, tiny_re
     for d in dirs:
         d.mkdir()
     fit_kb = 4 * math.ceil(tiny_onnx.stat().st_size / 4096)  # room for the engine, none for its manifest
-    mounts = " && ".join(f"mount -t tmpfs -o size={kb}k tmpfs {d}" for d, kb in zip(dirs, (16, fit_kb, 64)))
+    mounts = " && ".join(
+        f"mount -t tmpfs -o size={kb}k tmpfs {d}" for d, kb in zip(dirs, (16, fit_kb, 64), strict=True)
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(SCRIPT))

@@ -60,7 +60,8 @@ def full_path(tmp_path, model: str, weights: str, *export_args: str, size=(32, 4
     assert res.exit_code == 0, res.output
     for prec in ("fp32", "int8"):
         res = runner.invoke(app, ["-q", "build", str(onnx_path), "--out", str(tmp_path / f"{prec}.onnx"),
-                                  "--precision", prec, "--calib", "synth:poled", "--calib-count", "6", "--threads", "1"])
+                                  "--precision", prec, "--calib", "synth:poled", "--calib-count", "6",
+                                  "--threads", "1"])
         assert res.exit_code == 0, res.output
     net, _ = load_byo(model, weights=weights)
     x = example_inputs(("input",), 1, *size, seed=3)[0]  # a synthetic UDC capture, like the calibration set

@@ -68,8 +68,22 @@ def test_damaged_openvino_int8_engine_fails_verify(tiny_onnx, tiny_restorer_dir,
                               "--calib", str(data / "grey"), "--calib-size", "48", "--min-fidelity", "1",
                               "--out", str(data / "broken.xml")])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["-q", "verify", "--reference", str(tiny_restorer_dir), "--engine",
-                              str(data / "broken.xml"), "--data", str(data / "ds"), "--report", str(data / "rb"), *FAST_OV])
+    res = runner.invoke(
+        app,
+        [
+            "-q",
+            "verify",
+            "--reference",
+            str(tiny_restorer_dir),
+            "--engine",
+            str(data / "broken.xml"),
+            "--data",
+            str(data / "ds"),
+            "--report",
+            str(data / "rb"),
+            *FAST_OV,
+        ],
+    )
     assert res.exit_code == 1, res.output
     rep = json.loads((data / "rb" / "verify.json").read_text())
     assert not rep["passed"]
@@ -106,8 +120,21 @@ print("RESULT" + json.dumps(out))
 
 
 def test_onnx_runtime_paths_work_with_openvino_blocked(tiny_onnx, tiny_restorer_dir, data, tmp_path):
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(SCRIPT), str(tiny_onnx), str(tmp_path),
-                           str(tiny_restorer_dir), str(data / "ds")], capture_output=True, text=True, timeout=900, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(SCRIPT),
+            str(tiny_onnx),
+            str(tmp_path),
+            str(tiny_restorer_dir),
+            str(data / "ds"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert "RESULT" in proc.stdout, proc.stderr[-3000:]
     out = json.loads(proc.stdout.split("RESULT", 1)[1])
     for k in ("int8", "auto", "bench", "verify"):

@@ -29,8 +29,9 @@ def data(tmp_path_factory):
 
 def test_faithful_fp32_engine_passes(tiny_onnx, tiny_restorer_dir, data):
     build_engine(tiny_onnx, data / "fp32.onnx", BuildSpec())
-    res = runner.invoke(app, ["-q", "verify", "--reference", str(tiny_restorer_dir), "--engine", str(data / "fp32.onnx"),
-                              "--data", str(data / "ds"), "--report", str(data / "r32"), *FAST])
+    res = runner.invoke(app, ["-q", "verify", "--reference", str(tiny_restorer_dir),
+                              "--engine", str(data / "fp32.onnx"), "--data", str(data / "ds"),
+                              "--report", str(data / "r32"), *FAST])
     assert res.exit_code == 0, res.output
     rep = json.loads((data / "r32" / "verify.json").read_text())
     assert rep["passed"] and rep["images"] == 2
@@ -46,8 +47,9 @@ def test_damaged_int8_engine_fails(tiny_onnx, tiny_restorer_dir, data):
         write_png(data / "grey" / f"{i}.png", np.full((48, 48, 3), 0.02, np.float32), 16)
     build_engine(tiny_onnx, data / "broken.onnx", BuildSpec(precision="int8", calib=str(data / "grey"),
                                                             calib_method="minmax", min_fidelity=1.0))
-    res = runner.invoke(app, ["-q", "verify", "--reference", str(tiny_restorer_dir), "--engine", str(data / "broken.onnx"),
-                              "--data", str(data / "ds"), "--report", str(data / "rb"), *FAST])
+    res = runner.invoke(app, ["-q", "verify", "--reference", str(tiny_restorer_dir),
+                              "--engine", str(data / "broken.onnx"), "--data", str(data / "ds"),
+                              "--report", str(data / "rb"), *FAST])
     assert res.exit_code == 1, res.output
     rep = json.loads((data / "rb" / "verify.json").read_text())
     assert not rep["passed"]

@@ -202,7 +202,8 @@ def _assert_beats_random_noise(run, x: np.ndarray, y: np.ndarray | None, res, ep
     L2 size (a query-limited black-box attack). "objective > objective_clean" alone cannot
     fail for the clean objective, which starts at 0."""
     ref = run(x) if y is None else y
-    mse = lambda a: ((np.asarray(run(a), np.float64) - ref) ** 2).reshape(len(x), -1).mean(axis=1)
+    def mse(a):
+        return ((np.asarray(run(a), np.float64) - ref) ** 2).reshape(len(x), -1).mean(axis=1)
     x_adv = np.asarray(res.x_adv, np.float32)
     assert np.allclose(res.objective, mse(x_adv), rtol=1e-3, atol=1e-9)
     rng = np.random.default_rng(0)

@@ -105,6 +105,15 @@ def test_bad_build_requests(tiny_onnx, tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_prequantised_int8_build_of_a_plain_graph_asks_for_calibration(tiny_onnx, tmp_path):
+    """A bundle's --precision int8 skips --calib, but a graph without Q/DQ still needs it: a
+    one-line UsageError, not a read of a calibration folder named "None"."""
+    spec = BuildSpec(precision="int8", prequantised=True)
+    with pytest.raises(UsageError, match="no Q/DQ nodes.*calibration data"):
+        build_engine(tiny_onnx, tmp_path / "x.onnx", spec)
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_wrong_input_rank_is_refused(tmp_path):
     lin = torch.nn.Linear(4, 4)
     torch.onnx.export(lin, (torch.zeros(1, 4),), str(tmp_path / "lin.onnx"), dynamo=False, input_names=["input"])

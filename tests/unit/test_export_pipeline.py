@@ -30,5 +30,7 @@ def test_purifier_plus_restorer_is_one_graph_with_a_noise_input(tiny_restorer, t
     m = module.multiple
     pad = ((0, 0), (0, 0), (0, -30 % m), (0, -42 % m))  # what the engine does on the host
     with torch.no_grad():
-        ref = module(torch.from_numpy(np.pad(x, pad, mode="reflect")), torch.from_numpy(np.pad(noise, pad, mode="reflect")))
+        ref = module(
+            torch.from_numpy(np.pad(x, pad, mode="reflect")), torch.from_numpy(np.pad(noise, pad, mode="reflect"))
+        )
     np.testing.assert_allclose(y1, ref.numpy()[:, :, :30, :42], atol=2e-3)  # ORT vs torch through a diffusion UNet

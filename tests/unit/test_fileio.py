@@ -70,7 +70,12 @@ def test_output_that_is_holds_or_lies_inside_an_input_is_refused_even_with_overw
     (data / "lq").mkdir(parents=True)
     (data / "lq" / "a.png").write_bytes(b"img")
     (tmp_path / "link").symlink_to(data)
-    for out, how in [(data, "is"), (tmp_path / "link", "is"), (tmp_path, "holds"), (data / "lq" / "new", "lies inside")]:
+    for out, how in [
+        (data, "is"),
+        (tmp_path / "link", "is"),
+        (tmp_path, "holds"),
+        (data / "lq" / "new", "lies inside"),
+    ]:
         with pytest.raises(OutputError, match=f"{how} the input"):
             check_output(out, [data], overwrite=True)
     onnx = tmp_path / "m.onnx"

@@ -25,7 +25,14 @@ from udc_edge.engines.build import build_engine
 from udc_edge.engines.manifest import fields_sha256, manifest_path
 from udc_edge.engines.spec import BuildSpec
 
-INT8 = {"backend": "openvino", "precision": "int8", "calib": "synth:toled", "calib_count": 8, "calib_size": 64, "threads": 1}
+INT8 = {
+    "backend": "openvino",
+    "precision": "int8",
+    "calib": "synth:toled",
+    "calib_count": 8,
+    "calib_size": 64,
+    "threads": 1,
+}
 
 
 @pytest.fixture(scope="module")

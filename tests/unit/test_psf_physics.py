@@ -44,7 +44,7 @@ def test_psf_widens_in_proportion_to_wavelength():
 
 def test_toled_transmits_more_light_than_poled():
     t, p = PRESETS["toled"].light_transmission, PRESETS["poled"].light_transmission
-    assert all(tc > pc for tc, pc in zip(t, p))
+    assert all(tc > pc for tc, pc in zip(t, p, strict=True))
     # P-OLED's polyimide absorbs blue most.
     assert p[2] < p[1] < p[0]
 

@@ -22,15 +22,12 @@ from udc_edge.defence.defence import (
 )
 from udc_edge.diffusion.purifier import (
     Purifier,
-    alphas_cumprod,
     check_pair,
-    ddim_reverse,
-    ddim_timesteps,
-    diffuse,
     load_purifier,
     save_purifier,
     state_digest,
 )
+from udc_edge.diffusion.schedule import alphas_cumprod, ddim_reverse, ddim_timesteps, diffuse
 from udc_edge.models import create
 from udc_edge.training.distill import DistillSpec, distill
 from udc_edge.training.purifier import PurifierTrainSpec, denoising_loss

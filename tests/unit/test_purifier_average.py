@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from udc_edge.core.errors import ModelError, UsageError
-from udc_edge.diffusion.purifier import MAX_AVERAGE, Purifier, noise_views
+from udc_edge.diffusion.purifier import Purifier
+from udc_edge.diffusion.sampler import MAX_AVERAGE, noise_views
 
 
 @pytest.fixture(scope="module")

@@ -15,24 +15,44 @@ from udc_edge.engines.replica import OnnxReplica, ReplicaError, ste_round
 from udc_edge.export.onnxrt import make_session
 
 
-def _qdq_conv(w: np.ndarray, b: np.ndarray, s_in: float, z_in: int, w_scales: np.ndarray, s_out: float, z_out: int,
-              act=TensorProto.UINT8) -> onnx.ModelProto:
+def _qdq_conv(
+    w: np.ndarray,
+    b: np.ndarray,
+    s_in: float,
+    z_in: int,
+    w_scales: np.ndarray,
+    s_out: float,
+    z_out: int,
+    act=TensorProto.UINT8,
+) -> onnx.ModelProto:
     """input -Q/DQ-> Conv(DQ(int8 per-channel weights), bias) -Q/DQ-> output, written by hand."""
     qw = np.clip(np.round(w / w_scales[:, None, None, None]), -127, 127).astype(np.int8)
     zt = np.int8 if act == TensorProto.INT8 else np.uint8
-    inits = [numpy_helper.from_array(qw, "qw"), numpy_helper.from_array(w_scales.astype(np.float32), "ws"),
-             numpy_helper.from_array(np.zeros(len(w_scales), np.int8), "wz"),
-             numpy_helper.from_array(b.astype(np.float32), "b"),
-             numpy_helper.from_array(np.array(s_in, np.float32), "si"), numpy_helper.from_array(np.array(z_in, zt), "zi"),
-             numpy_helper.from_array(np.array(s_out, np.float32), "so"), numpy_helper.from_array(np.array(z_out, zt), "zo")]
-    nodes = [helper.make_node("QuantizeLinear", ["input", "si", "zi"], ["xq"]),
-             helper.make_node("DequantizeLinear", ["xq", "si", "zi"], ["xd"]),
-             helper.make_node("DequantizeLinear", ["qw", "ws", "wz"], ["wd"], axis=0),
-             helper.make_node("Conv", ["xd", "wd", "b"], ["y"], pads=[1, 1, 1, 1], name="conv"),
-             helper.make_node("QuantizeLinear", ["y", "so", "zo"], ["yq"]),
-             helper.make_node("DequantizeLinear", ["yq", "so", "zo"], ["output"])]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, None, None])],
-                          [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, None, None])], inits)
+    inits = [
+        numpy_helper.from_array(qw, "qw"),
+        numpy_helper.from_array(w_scales.astype(np.float32), "ws"),
+        numpy_helper.from_array(np.zeros(len(w_scales), np.int8), "wz"),
+        numpy_helper.from_array(b.astype(np.float32), "b"),
+        numpy_helper.from_array(np.array(s_in, np.float32), "si"),
+        numpy_helper.from_array(np.array(z_in, zt), "zi"),
+        numpy_helper.from_array(np.array(s_out, np.float32), "so"),
+        numpy_helper.from_array(np.array(z_out, zt), "zo"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["input", "si", "zi"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "si", "zi"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["qw", "ws", "wz"], ["wd"], axis=0),
+        helper.make_node("Conv", ["xd", "wd", "b"], ["y"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("QuantizeLinear", ["y", "so", "zo"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "so", "zo"], ["output"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, None, None])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, None, None])],
+        inits,
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
 
 
@@ -56,7 +76,9 @@ def _hand_fake_quant(x, w, b, scales, s_in, z_in, s_out, z_out, lo, hi):
     return ((torch.clamp(torch.round(y / s_out) + z_out, lo, hi) - z_out) * s_out).float().numpy()
 
 
-@pytest.mark.parametrize("act,z_in,z_out,lo,hi", [(TensorProto.UINT8, 3, 128, 0, 255), (TensorProto.INT8, 0, 0, -128, 127)])
+@pytest.mark.parametrize(
+    "act,z_in,z_out,lo,hi", [(TensorProto.UINT8, 3, 128, 0, 255), (TensorProto.INT8, 0, 0, -128, 127)]
+)
 def test_replica_equals_hand_built_fake_quant_conv_and_ort(conv_case, rng, act, z_in, z_out, lo, hi):
     w, b, scales = conv_case
     s_in, s_out = 1 / 250, 0.02

@@ -29,7 +29,9 @@ def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
 
 
 def test_dataset_layout_and_metadata(tmp_path):
-    meta = write_synthetic_dataset(tmp_path / "d", SynthSpec(display="toled", count=2, size=40, source="deadleaves", seed=1))
+    meta = write_synthetic_dataset(
+        tmp_path / "d", SynthSpec(display="toled", count=2, size=40, source="deadleaves", seed=1)
+    )
     root = tmp_path / "d"
     assert sorted(p.name for p in (root / "lq").iterdir()) == ["0000.png", "0001.png"]
     assert sorted(p.name for p in (root / "gt").iterdir()) == ["0000.png", "0001.png"]
@@ -98,7 +100,7 @@ def test_synth_pairs_are_reproducible_and_image_i_does_not_depend_on_count():
 
     a = synth_pairs("toled", "photos:test", 3, 8, seed=4)
     b = synth_pairs("toled", "photos:test", 2, 8, seed=4)
-    assert all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in (0, 1))
+    assert all(np.array_equal(x[k], y[k]) for x, y in zip(a, b, strict=False) for k in (0, 1))
     side = UDCSimulator.for_display("toled").min_size
     assert a[0][0].shape == (side, side, 3)  # raised to the PSF's minimum size
     c = synth_pairs("toled", "photos:test", 1, 8, seed=5)

@@ -55,8 +55,10 @@ def make_standin_trt(version: str, parse_ok: bool = True) -> types.ModuleType:
 
         num_inputs = property(lambda self: len(self.inputs))
         num_outputs = property(lambda self: len(self.outputs))
-        get_input = lambda self, i: self.inputs[i]
-        get_output = lambda self, i: self.outputs[i]
+        def get_input(self, i):
+            return self.inputs[i]
+        def get_output(self, i):
+            return self.outputs[i]
 
     class OnnxParser:
         def __init__(self, network, logger):
@@ -74,12 +76,16 @@ def make_standin_trt(version: str, parse_ok: bool = True) -> types.ModuleType:
             self.num_errors = 0 if parse_ok else 1
             return parse_ok
 
-        get_error = lambda self, i: parser_error
+        def get_error(self, i):
+            return parser_error
 
     class Config:
-        set_flag = lambda self, flag: rec["set_flags"].append(flag.name)
-        clear_flag = lambda self, flag: rec["cleared_flags"].append(flag.name)
-        add_optimization_profile = lambda self, profile: None
+        def set_flag(self, flag):
+            return rec["set_flags"].append(flag.name)
+        def clear_flag(self, flag):
+            return rec["cleared_flags"].append(flag.name)
+        def add_optimization_profile(self, profile):
+            return None
 
         def set_memory_pool_limit(self, pool, size):
             rec["pool"] = (pool.name, size)
@@ -94,9 +100,12 @@ def make_standin_trt(version: str, parse_ok: bool = True) -> types.ModuleType:
         def __init__(self, logger):
             pass
 
-        create_network = lambda self, flags=0: Network(flags)
-        create_builder_config = lambda self: Config()
-        create_optimization_profile = lambda self: profile
+        def create_network(self, flags=0):
+            return Network(flags)
+        def create_builder_config(self):
+            return Config()
+        def create_optimization_profile(self):
+            return profile
 
         def build_serialized_network(self, network, config):
             return None if trt.fail_build else b"standin-engine"
@@ -365,10 +374,13 @@ class StandinCuda:
     """Fake CUDA (NOT CUDA): device memory is a dict of numpy byte arrays; events time 1 ms."""
 
     name, stream = "standin", 0
-    event = lambda self: object()
+    def event(self):
+        return object()
     record = sync = lambda self, *a: None
-    elapsed_ms = lambda self, a, b: 1.0
-    host = lambda self, shape, dtype: np.empty(shape, dtype)
+    def elapsed_ms(self, a, b):
+        return 1.0
+    def host(self, shape, dtype):
+        return np.empty(shape, dtype)
 
     def __init__(self):
         self.mem, self.closed, self.allocs = {}, False, 0
@@ -400,9 +412,12 @@ def add_standin_runtime(trt, cuda: StandinCuda) -> None:
 
     class Context:
         profiler = None
-        set_input_shape = lambda self, name, shape: self.shapes.__setitem__(name, shape) or shape[2] <= 64
-        get_tensor_shape = lambda self, name: self.shapes["input"]
-        set_tensor_address = lambda self, name, ptr: self.addr.__setitem__(name, ptr)
+        def set_input_shape(self, name, shape):
+            return self.shapes.__setitem__(name, shape) or shape[2] <= 64
+        def get_tensor_shape(self, name):
+            return self.shapes["input"]
+        def set_tensor_address(self, name, ptr):
+            return self.addr.__setitem__(name, ptr)
 
         def __init__(self):
             self.shapes, self.addr = {}, {}

@@ -29,7 +29,7 @@ def test_worker_batches_equal_in_process_batches_and_leave_the_rng_where_it_woul
     mine = list(step_batches(sampler, 5, 0, 2, range(3, 7)))
     theirs = list(step_batches(sampler, 5, 0, 2, range(3, 7), workers=2))
     assert len(mine) == len(theirs) == 4
-    for (lq_a, gt_a, rng_a), (lq_b, gt_b, rng_b) in zip(mine, theirs):
+    for (lq_a, gt_a, rng_a), (lq_b, gt_b, rng_b) in zip(mine, theirs, strict=True):
         assert torch.equal(lq_a, lq_b) and torch.equal(gt_a, gt_b)
         assert rng_a.integers(2**62) == rng_b.integers(2**62)  # the trainer's next draw
     assert not torch.equal(mine[0][0], mine[1][0])  # and the steps differ

@@ -106,7 +106,10 @@ def test_best_follows_the_hooks_metric_and_direction(tmp_path):
     result = toy_run(tmp_path / "run")
     values = [h["val_l1"] for h in result.history]
     assert len(set(values)) == 3  # the direction decides which one is best
-    assert result.best["val_l1"] == min(values) and result.best["step"] == result.history[values.index(min(values))]["step"]
+    assert (
+        result.best["val_l1"] == min(values)
+        and result.best["step"] == result.history[values.index(min(values))]["step"]
+    )
     best_cfg = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
     assert best_cfg["metrics"]["step"] == result.best["step"]
     assert json.loads((tmp_path / "run" / "train_log.json").read_text())["best"] == result.best

@@ -30,6 +30,7 @@ from udc_edge.attacks.spec import (
     AttackSpec,
     parse_attack_names,
     parse_eps,
+    parse_eps_list,
 )
 from udc_edge.attacks.targets import QueryTarget, is_torch_target
 
@@ -62,6 +63,7 @@ __all__ = [
     "is_torch_target",
     "parse_attack_names",
     "parse_eps",
+    "parse_eps_list",
     "per_image_mse",
     "psnr_from_mse",
     "transfer_attack",

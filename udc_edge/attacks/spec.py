@@ -62,6 +62,14 @@ def _check_eps(value: float, what: str) -> None:
         )
 
 
+def parse_eps_list(text: str) -> tuple[float, ...]:
+    """Parse comma-separated L-inf budgets (``"4/255,8/255"``); at least one."""
+    values = tuple(parse_eps(e) for e in text.split(",") if e.strip())
+    if not values:
+        raise UsageError(f"--eps {text!r} gives no budget", "e.g. --eps 8/255 or --eps 4/255,8/255")
+    return values
+
+
 def parse_attack_names(text: str) -> tuple[str, ...]:
     """Parse ``"pgd,simba"`` into known attack names, suggesting close names for typos."""
     names = tuple(part.strip().lower() for part in str(text).split(",") if part.strip())

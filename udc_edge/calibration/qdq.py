@@ -68,9 +68,13 @@ def quantize_bytes(source: str | os.PathLike | onnx.ModelProto, ranges: dict[str
     if unknown:
         raise UsageError(f"--exclude names unknown nodes {unknown[:5]}",
                          f"quantisable nodes look like {sorted(names)[:3]}")
-    td = TensorsData(CalibrationMethod.MinMax, {
-        k: TensorData(lowest=np.array(lo, np.float32), highest=np.array(hi, np.float32)) for k, (lo, hi) in ranges.items()
-    })
+    td = TensorsData(
+        CalibrationMethod.MinMax,
+        {
+            k: TensorData(lowest=np.array(lo, np.float32), highest=np.array(hi, np.float32))
+            for k, (lo, hi) in ranges.items()
+        },
+    )
     if target == "cpu":
         act, extra = QuantType.QUInt8, {"ActivationSymmetric": False, "WeightSymmetric": True}
     else:
@@ -88,7 +92,7 @@ Runner = Callable[[bytes, np.ndarray], np.ndarray]
 def fidelity(run: Runner, model_bytes: bytes, images: np.ndarray, reference: np.ndarray) -> float:
     """Mean PSNR (dB) of a model's outputs against the FP32 outputs, over held-out images."""
     out = run(model_bytes, images)
-    return float(np.mean([psnr(np.clip(o, 0, 1), np.clip(r, 0, 1)) for o, r in zip(out, reference)]))
+    return float(np.mean([psnr(np.clip(o, 0, 1), np.clip(r, 0, 1)) for o, r in zip(out, reference, strict=True)]))
 
 
 @dataclass

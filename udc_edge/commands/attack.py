@@ -13,6 +13,9 @@ from udc_edge.commands.common import (
     ArchOpt,
     AttackBatchOpt,
     OverwriteOpt,
+    PairedDataOpt,
+    SeedOpt,
+    ThreadsOpt,
     WeightsOpt,
     check_out,
     json_opt,
@@ -36,18 +39,15 @@ class AdvFormat(str, Enum):
 
 TargetArg = Annotated[str, typer.Argument(
     help="Shipped name (unet-s-poled), checkpoint folder, or engine file (.onnx/.engine/.plan).")]
-DataOpt = Annotated[Path, typer.Option("--data", help="Paired dataset (lq/ + gt/ folders, .mat, DISCNet .npy).")]
 ObjectiveOpt = Annotated[Objective, typer.Option(
     help="Maximise output error vs ground truth (gt) or vs the clean output (clean: no ground truth needed).")]
 StepsOpt = Annotated[int, typer.Option(help="Iterations of pgd/ifgsm/mifgsm.")]
 LimitOpt = Annotated[int | None, typer.Option(help="Use only the first N images.")]
-SeedOpt = Annotated[int, typer.Option(help="Random seed (image i uses seed + i).")]
 SurrogateOpt = Annotated[str | None, typer.Option(
     "--surrogate", "--reference",
     help="Torch model to craft white-box attacks on (transfer to MODEL, e.g. the restorer its engine was built from).")]
 SimbaOpt = Annotated[int, typer.Option(help="SimBA iterations (directions tried) per image.")]
 SquareOpt = Annotated[int, typer.Option(help="Square Attack queries per image.")]
-ThreadsOpt = Annotated[int, typer.Option(help="CPU threads for torch and ONNX Runtime (0: their default).")]
 
 
 def _targets(model: str, surrogate: str | None, arch, arch_kwargs, weights, threads: int):
@@ -65,7 +65,7 @@ def _targets(model: str, surrogate: str | None, arch, arch_kwargs, weights, thre
 def attack_cmd(
     ctx: typer.Context,
     model: TargetArg,
-    data: DataOpt,
+    data: PairedDataOpt,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder: adv/ images + attack.json.")],
     attack_name: Annotated[str, typer.Option("--attack", help="pgd, ifgsm, mifgsm, cw, simba or square.")] = "pgd",
     eps: Annotated[str | None, typer.Option(help="L-inf budget, e.g. 8/255 or 0.0314 (none for cw).")] = None,
@@ -120,7 +120,7 @@ def attack_cmd(
 def eval_cmd(
     ctx: typer.Context,
     model: TargetArg,
-    data: DataOpt,
+    data: PairedDataOpt,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Report folder: report.json, report.md, grid.png "
                                                               "(no grid with --purifier).")],
     attacks: Annotated[str | None, typer.Option(help="Comma-separated attacks [default: pgd,ifgsm,mifgsm,cw,simba,"
@@ -159,10 +159,11 @@ def eval_cmd(
     noise; exact gradients through <= 4 steps, BPDA through longer samplers) and black-box
     ones that query the defended pipeline. --data may also be synth:poled (held-out photos).
     """
-    from udc_edge.attacks import parse_attack_names, parse_eps
+    from udc_edge.attacks import parse_attack_names, parse_eps_list
     from udc_edge.core.progress import progress_bar
     from udc_edge.data.readers import open_paired_dataset
     from udc_edge.evaluation.robustness import (
+        DEFAULT_EVAL_ATTACKS,
         check_plan,
         evaluate_robustness,
         is_engine_name,
@@ -170,33 +171,21 @@ def eval_cmd(
         write_report,
     )
 
-    eps_values = tuple(parse_eps(e) for e in eps.split(",") if e.strip())
-    if not eps_values:
-        raise UsageError(f"--eps {eps!r} gives no budget", "e.g. --eps 8/255 or --eps 4/255,8/255")
+    eps_values = parse_eps_list(eps)
+    given = {"simba_iterations": simba_iterations, "square_queries": square_queries,
+             "cw_search_steps": cw_search_steps, "cw_max_iter": cw_max_iter}  # None: the mode's default
     if purifier is not None:
-        if surrogate or arch or weights or arch_kwargs or is_engine_name(model) or objective != Objective.gt:
-            raise UsageError("--purifier evaluates a torch restorer (name or checkpoint) against ground truth",
-                             "drop --surrogate/--arch/--arch-kwargs/--weights/--objective clean")
-        if limit is not None and limit < 1:
-            raise UsageError(f"--limit {limit} must be >= 1 with --purifier", "e.g. --limit 8")
-        from udc_edge.defence.defence import DefenceSpec
+        from udc_edge.defence.defence import check_defended_eval, defence_specs
 
-        given = {"simba_iterations": simba_iterations, "square_queries": square_queries,
-                 "cw_search_steps": cw_search_steps, "cw_max_iter": cw_max_iter}
-        specs_d = [DefenceSpec(eps=e, attack_steps=steps, eot=eot, draws=draws, seed=seed, attack_batch=attack_batch,
-                               attacks=parse_attack_names(attacks or "pgd,cw,simba"),
-                               **{k: v for k, v in given.items() if v is not None}) for e in eps_values]
-        _eval_defended(ctx, model, purifier, str(data), specs_d, out_dir, 8 if limit is None else limit, size,
-                       overwrite, threads)
+        plain_only = {"--surrogate": surrogate, "--arch": arch, "--arch-kwargs": arch_kwargs, "--weights": weights,
+                      "--objective clean": objective != Objective.gt}
+        count = check_defended_eval(plain_only, is_engine_name(model), limit)
+        specs_d = defence_specs(eps_values, attacks, attack_steps=steps, eot=eot, draws=draws, seed=seed,
+                                attack_batch=attack_batch, **given)
+        _eval_defended(ctx, model, purifier, str(data), specs_d, out_dir, count, size, overwrite, threads)
         return
-    names = parse_attack_names(attacks or "pgd,ifgsm,mifgsm,cw,simba,square")
-    simba_iterations = 1000 if simba_iterations is None else simba_iterations
-    square_queries = 1000 if square_queries is None else square_queries
-    cw_search_steps = 9 if cw_search_steps is None else cw_search_steps
-    cw_max_iter = 100 if cw_max_iter is None else cw_max_iter
-    specs = plan_attacks(names, eps_values, objective=objective.value, seed=seed, steps=steps,
-                         simba_iterations=simba_iterations, square_queries=square_queries,
-                         cw_search_steps=cw_search_steps, cw_max_iter=cw_max_iter)
+    specs = plan_attacks(parse_attack_names(attacks or DEFAULT_EVAL_ATTACKS), eps_values, objective=objective.value,
+                         seed=seed, steps=steps, **given)
     check_plan(specs, is_engine_name(model) and arch is None, model, surrogate is not None)
     check_out(out_dir, data, model, surrogate, weights, overwrite=overwrite)
     dataset = open_paired_dataset(data)
@@ -242,8 +231,12 @@ def _print_table(report) -> None:
         return "-" if v is None else f"{v:.{d}f}"
 
     transfer = any(r.transfer for r in report.rows)
-    table = Table(title=f"robustness on {report.images} image(s): output vs {report.reference} (PSNR in dB)",
-                  box=box.SIMPLE_HEAD, pad_edge=False, caption="* transfer: crafted on the surrogate" if transfer else None)
+    table = Table(
+        title=f"robustness on {report.images} image(s): output vs {report.reference} (PSNR in dB)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption="* transfer: crafted on the surrogate" if transfer else None,
+    )
     for col in ("attack", "eps", "PSNR", "worst", "drop", "SSIM", "worst", "L2", "queries", "sec"):
         table.add_column(col, justify="left" if col in ("attack", "eps") else "right", no_wrap=True)
     c = report.clean

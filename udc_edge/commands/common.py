@@ -74,9 +74,23 @@ DisplayOpt = Annotated[
 ModelArg = Annotated[str, typer.Argument(help="Shipped name (unet-s-poled), checkpoint folder or .safetensors file.")]
 ArchOpt = Annotated[str | None, typer.Option(help="Bring your own: preset, architecture or package.module:Class.")]
 ArchKwargsOpt = Annotated[str, typer.Option(help="JSON kwargs for --arch.")]
-WeightsOpt = Annotated[Path | None, typer.Option(help="Weights for --arch: .safetensors or a state dict (weights_only).")]
+WeightsOpt = Annotated[
+    Path | None, typer.Option(help="Weights for --arch: .safetensors or a state dict (weights_only).")
+]
+# Options that several commands take: defined once, so the name and help agree everywhere.
+TrainDataOpt = Annotated[
+    str, typer.Option(help="synth:poled, synth:toled, synth:LAYOUT.json, or a paired dataset folder.")
+]
+PairedDataOpt = Annotated[
+    Path, typer.Option("--data", help="Paired dataset (lq/ + gt/ folders, .mat, DISCNet .npy).")
+]
+SeedOpt = Annotated[int, typer.Option(help="Random seed (deterministic on CPU; attacks use seed + i on image i).")]
+ThreadsOpt = Annotated[
+    int, typer.Option(help="CPU threads per process for torch and ONNX Runtime (0: their default).")
+]
 OverwriteOpt = Annotated[bool, typer.Option(
     help="Replace an existing output: a file, or a folder udc-edge made. Never an input.")]
+PoolOpt = Annotated[int, typer.Option(help="Clean crops kept in memory for synth: data.")]
 AttackBatchOpt = Annotated[int, typer.Option(
     help="Images per adaptive (EOT) attack batch; 0: all at once. Lower it if memory runs out: EOT holds "
          "every noise sample's graph through the purifier.")]

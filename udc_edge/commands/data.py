@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from udc_edge.commands.common import DisplayOpt, quiet, stdout
+from udc_edge.commands.common import DisplayOpt, OverwriteOpt, quiet, stdout
 
 data_app = typer.Typer(help="Synthesise and inspect UDC datasets and PSFs.", no_args_is_help=True)
 
@@ -25,7 +25,7 @@ def data_synth(
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 0,
     noise: Annotated[bool, typer.Option("--noise/--no-noise", help="Poisson-Gaussian sensor noise.")] = True,
     lights: Annotated[bool, typer.Option("--lights/--no-lights", help="Add bright light sources (flare).")] = True,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty output folder.")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Synthesise a paired UDC dataset: lq/ and gt/ 16-bit PNGs, psf.npy, psf.png, dataset.json."""
     from udc_edge.core.progress import progress_bar
@@ -44,7 +44,9 @@ def data_synth(
 @data_app.command("psf")
 def data_psf(
     display: DisplayOpt = "poled",
-    out_path: Annotated[Path, typer.Option("--out", "-o", help="PSF picture (.png); a .npy is written beside it.")] = Path("psf.png"),
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="PSF picture (.png); a .npy is written beside it.")
+    ] = Path("psf.png"),
 ) -> None:
     """Compute a display's PSF and write it as a log-scaled PNG and a .npy array."""
     from udc_edge.data.psf import write_psf

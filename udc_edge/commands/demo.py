@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from udc_edge.commands.common import quiet, stdout
+from udc_edge.commands.common import OverwriteOpt, quiet, stdout
 
 
 def _previous_demo(folder: Path) -> bool:
@@ -27,8 +27,10 @@ def demo(
                                           "A rerun replaces an earlier demo's folder; any other non-empty "
                                           "folder needs --overwrite.")] = Path("udc-edge-demo"),
     quick: Annotated[bool, typer.Option(help="A smaller run (under a minute), as used by the tests.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty output folder.")] = False,
-    threads: Annotated[int, typer.Option(help="torch threads (1 keeps timings steady on shared CPUs; 0: default).")] = 1,
+    overwrite: OverwriteOpt = False,
+    threads: Annotated[
+        int, typer.Option(help="torch threads (1 keeps timings steady on shared CPUs; 0: default).")
+    ] = 1,
 ) -> None:
     """Run the main job end to end on the built-in default (P-OLED) and write a report."""
     from udc_edge.demo.run import run_demo

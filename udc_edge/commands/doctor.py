@@ -29,7 +29,9 @@ OutputIndexOpt = Annotated[int | None, typer.Option(
 
 def doctor_cmd(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="package.module:Class, a shipped name, a checkpoint, or '-' with --arch.")],
+    model: Annotated[
+        str, typer.Argument(help="package.module:Class, a shipped name, a checkpoint, or '-' with --arch.")
+    ],
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = "",
     weights: WeightsOpt = None,

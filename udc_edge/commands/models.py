@@ -22,8 +22,13 @@ from udc_edge.commands.common import (
 
 def restore_cmd(
     ctx: typer.Context,
-    model: Annotated[str, typer.Argument(help="Shipped name (unet-s-poled), checkpoint folder, .safetensors file, "
-                                              "or engine file (.onnx/.engine/.plan with its manifest, from udc-edge build).")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Shipped name (unet-s-poled), checkpoint folder, .safetensors file, "
+            "or engine file (.onnx/.engine/.plan with its manifest, from udc-edge build)."
+        ),
+    ],
     inputs: Annotated[list[Path], typer.Argument(help="Images and/or folders of images.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder (PNG, same names, same bit depth).")],
     gt: Annotated[Path | None, typer.Option(help="Ground-truth folder: report PSNR/SSIM per image.")] = None,
@@ -107,8 +112,9 @@ def models_cmd(
     print_table(_table(f"restorer architectures (MACs at {size}x{size})", data["architectures"], {
         "name": lambda r: r["name"], "arch": lambda r: r["arch"], "params": lambda r: f"{r['params']:,}",
         "GMACs": lambda r: f"{r['gmacs']:.2f}"}))
-    psnr = lambda r: (f"{r['heldout_input_psnr']:.2f} -> {r['heldout_psnr']:.2f}"
-                      if r["heldout_psnr"] is not None else "-")
+    def psnr(r):
+        return (f"{r['heldout_input_psnr']:.2f} -> {r['heldout_psnr']:.2f}"
+                          if r["heldout_psnr"] is not None else "-")
     print_table(_table("shipped weights", data["shipped"], {
         "name": lambda r: r["name"], "arch": lambda r: r["arch"], "params": lambda r: f"{r['params']:,}",
         "held-out PSNR in -> out (dB)": psnr, "trained": lambda r: r["display"]}))

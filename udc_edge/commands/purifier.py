@@ -11,6 +11,10 @@ import typer
 from udc_edge.commands.common import (
     AttackBatchOpt,
     OverwriteOpt,
+    PoolOpt,
+    SeedOpt,
+    ThreadsOpt,
+    TrainDataOpt,
     check_out,
     json_opt,
     quiet,
@@ -23,20 +27,20 @@ purifier_app = typer.Typer(help="Diffusion purifier: pick t* (tune), freeze a se
                                 "defence (table).",
                            no_args_is_help=True)
 
-DataOpt = Annotated[str, typer.Option(help="synth:poled, synth:toled, synth:LAYOUT.json, or a paired dataset folder.")]
-SeedOpt = Annotated[int, typer.Option(help="Random seed (deterministic on CPU).")]
-ThreadsOpt = Annotated[int, typer.Option(help="torch threads per process (0: default).")]
-PoolOpt = Annotated[int, typer.Option(help="Clean crops kept in memory for synth: data.")]
 PurifierArg = Annotated[str, typer.Argument(help="Purifier: shipped name (purifier-poled), checkpoint or run folder.")]
 
 
 def train_purifier_cmd(
     ctx: typer.Context,
-    data: DataOpt = "synth:poled",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, state, train_log.json.")] = Path("runs/purifier"),
+    data: TrainDataOpt = "synth:poled",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, state, train_log.json.")] = Path(
+        "runs/purifier"
+    ),
     domain: Annotated[str, typer.Option(help="lq: the restorer's degraded inputs; gt: clean images.")] = "lq",
     unet: Annotated[str, typer.Option(help="UNet preset: purifier-s (shipped) or purifier-t (tiny).")] = "purifier-s",
-    unet_kwargs: Annotated[str, typer.Option(help="JSON overrides: block_out_channels, layers_per_block, norm_num_groups.")] = "",
+    unet_kwargs: Annotated[
+        str, typer.Option(help="JSON overrides: block_out_channels, layers_per_block, norm_num_groups.")
+    ] = "",
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 4000,
     batch: Annotated[int, typer.Option(help="Batch size per process.")] = 8,
     patch: Annotated[int, typer.Option(help="Random crop size (the purifier's training resolution).")] = 64,
@@ -60,11 +64,30 @@ def train_purifier_cmd(
     from udc_edge.training.distributed import is_main_process
     from udc_edge.training.purifier import PurifierTrainSpec, train_purifier
 
-    spec = PurifierTrainSpec(data=data, out=str(out), domain=domain, unet=unet,
-                             unet_kwargs=json_opt(unet_kwargs, "--unet-kwargs"), steps=steps, batch=batch,
-                             patch=patch, lr=lr, weight_decay=weight_decay, t_max=t_max, t_star=t_star, sample_steps=sample_steps,
-                             val_every=val_every, val_count=val_count, seed=seed, threads=threads, pool=pool,
-                             device=device, workers=workers, resume=resume, overwrite=overwrite)
+    spec = PurifierTrainSpec(
+        data=data,
+        out=str(out),
+        domain=domain,
+        unet=unet,
+        unet_kwargs=json_opt(unet_kwargs, "--unet-kwargs"),
+        steps=steps,
+        batch=batch,
+        patch=patch,
+        lr=lr,
+        weight_decay=weight_decay,
+        t_max=t_max,
+        t_star=t_star,
+        sample_steps=sample_steps,
+        val_every=val_every,
+        val_count=val_count,
+        seed=seed,
+        threads=threads,
+        pool=pool,
+        device=device,
+        workers=workers,
+        resume=resume,
+        overwrite=overwrite,
+    )
     silent = quiet(ctx) or not is_main_process()
     with progress_bar("preparing data", None, silent) as setup, progress_bar("training", steps, silent) as adv:
         report = train_purifier(spec, progress=adv, setup_progress=setup)
@@ -75,7 +98,9 @@ def train_purifier_cmd(
 def distill_cmd(
     ctx: typer.Context,
     teacher: PurifierArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder of the student: best/, last/, state, train_log.json.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run folder of the student: best/, last/, state, train_log.json.")
+    ],
     steps: Annotated[int, typer.Option(help="Student sampling steps k (1, 2 or 4).")] = 1,
     teacher_steps: Annotated[int, typer.Option(help="Teacher DDIM steps N (0: the teacher's own).")] = 0,
     train_steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 1000,
@@ -100,10 +125,28 @@ def distill_cmd(
     from udc_edge.training.distill import DistillSpec, distill
     from udc_edge.training.distributed import is_main_process
 
-    spec = DistillSpec(teacher=teacher, out=str(out), k=steps, teacher_steps=teacher_steps, train_steps=train_steps,
-                       data=data, batch=batch, patch=patch, lr=lr, weight_decay=weight_decay, targets=targets, val_every=val_every,
-                       val_count=val_count, seed=seed, threads=threads, pool=pool, device=device,
-                       workers=workers, resume=resume, overwrite=overwrite)
+    spec = DistillSpec(
+        teacher=teacher,
+        out=str(out),
+        k=steps,
+        teacher_steps=teacher_steps,
+        train_steps=train_steps,
+        data=data,
+        batch=batch,
+        patch=patch,
+        lr=lr,
+        weight_decay=weight_decay,
+        targets=targets,
+        val_every=val_every,
+        val_count=val_count,
+        seed=seed,
+        threads=threads,
+        pool=pool,
+        device=device,
+        workers=workers,
+        resume=resume,
+        overwrite=overwrite,
+    )
     silent = quiet(ctx) or not is_main_process()
     with progress_bar("preparing data", None, silent) as setup, progress_bar("distilling", train_steps, silent) as adv:
         report = distill(spec, progress=adv, setup_progress=setup)
@@ -116,8 +159,10 @@ def finetune_cmd(
     restorer: Annotated[str, typer.Argument(help="Restorer: shipped name, checkpoint or run folder.")],
     purifier: Annotated[str, typer.Option(help="Purifier (usually a distilled student).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: best/, last/, state, train_log.json.")],
-    data: DataOpt = "synth:poled",
-    mix: Annotated[str, typer.Option(help="Inputs: clean, purified, adversarial, purified-adversarial.")] = "clean,purified",
+    data: TrainDataOpt = "synth:poled",
+    mix: Annotated[
+        str, typer.Option(help="Inputs: clean, purified, adversarial, purified-adversarial.")
+    ] = "clean,purified",
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 500,
     batch: Annotated[int, typer.Option(help="Batch size (split evenly over --mix).")] = 8,
     patch: Annotated[int, typer.Option(help="Crop size.")] = 64,
@@ -127,8 +172,10 @@ def finetune_cmd(
     attack_steps: Annotated[int, typer.Option(help="PGD steps per training batch.")] = 5,
     ssim_weight: Annotated[float, typer.Option(help="Weight of 1 - SSIM.")] = 0.2,
     fft_weight: Annotated[float, typer.Option(help="Weight of the FFT L1 term.")] = 0.05,
-    target: Annotated[str, typer.Option(
-        help="Learn ground truth (gt) or the original restorer's output on the clean input (restorer).")] = "gt",
+    target: Annotated[
+        str,
+        typer.Option(help="Learn ground truth (gt) or the original restorer's output on the clean input (restorer)."),
+    ] = "gt",
     val_every: Annotated[int, typer.Option(help="Validate and checkpoint every K steps.")] = 100,
     val_count: Annotated[int, typer.Option(help="Validation images.")] = 8,
     seed: SeedOpt = 0,
@@ -145,11 +192,32 @@ def finetune_cmd(
     from udc_edge.training.distributed import is_main_process
     from udc_edge.training.finetune import FinetuneSpec, finetune_restorer, parse_mix
 
-    spec = FinetuneSpec(restorer=restorer, purifier=purifier, out=str(out), data=data, mix=parse_mix(mix),
-                        steps=steps, batch=batch, patch=patch, lr=lr, weight_decay=weight_decay, eps=parse_eps(eps), attack_steps=attack_steps,
-                        ssim_weight=ssim_weight, fft_weight=fft_weight, val_every=val_every, val_count=val_count,
-                        seed=seed, threads=threads, pool=pool, device=device, workers=workers, resume=resume,
-                        overwrite=overwrite, target=target)
+    spec = FinetuneSpec(
+        restorer=restorer,
+        purifier=purifier,
+        out=str(out),
+        data=data,
+        mix=parse_mix(mix),
+        steps=steps,
+        batch=batch,
+        patch=patch,
+        lr=lr,
+        weight_decay=weight_decay,
+        eps=parse_eps(eps),
+        attack_steps=attack_steps,
+        ssim_weight=ssim_weight,
+        fft_weight=fft_weight,
+        val_every=val_every,
+        val_count=val_count,
+        seed=seed,
+        threads=threads,
+        pool=pool,
+        device=device,
+        workers=workers,
+        resume=resume,
+        overwrite=overwrite,
+        target=target,
+    )
     silent = quiet(ctx) or not is_main_process()
     with progress_bar("preparing data", None, silent) as setup, progress_bar("fine-tuning", steps, silent) as adv:
         report = finetune_restorer(spec, progress=adv, setup_progress=setup)
@@ -170,8 +238,12 @@ def tune_cmd(
     restorer: Annotated[str, typer.Option(help="Restorer: shipped name, checkpoint or run folder.")],
     purifier: Annotated[str, typer.Option(help="Teacher purifier.")] = "purifier-poled",
     data: EvalDataOpt = "synth:poled",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tune.json, tune.md, tune.png.")] = Path("purifier-tune"),
-    t_stars: Annotated[str, typer.Option(help="Comma-separated t* values in (0, 1).")] = "0.02,0.04,0.06,0.08,0.1,0.12,0.15",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tune.json, tune.md, tune.png.")] = Path(
+        "purifier-tune"
+    ),
+    t_stars: Annotated[
+        str, typer.Option(help="Comma-separated t* values in (0, 1).")
+    ] = "0.02,0.04,0.06,0.08,0.1,0.12,0.15",
     max_drop: Annotated[float, typer.Option(help="Largest clean PSNR drop (dB) allowed for the chosen t*.")] = 1.0,
     steps: Annotated[int, typer.Option(help="Teacher DDIM steps (0: its own, capped below t*; 1: one-shot).")] = 0,
     average: Annotated[int, typer.Option(help="Noise draws averaged per purification (1-8).")] = 1,
@@ -209,16 +281,28 @@ def tune_cmd(
 def table_cmd(
     ctx: typer.Context,
     restorer: Annotated[str, typer.Option(help="Restorer: shipped name, checkpoint or run folder.")],
-    teacher: Annotated[str | None, typer.Option(
-        help="Teacher purifier (its adaptive attack uses BPDA when it runs more than 4 steps).")] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(help="Teacher purifier (its adaptive attack uses BPDA when it runs more than 4 steps)."),
+    ] = None,
     student: Annotated[list[str] | None, typer.Option(help="Distilled student(s); repeat the option.")] = None,
     finetuned: Annotated[str | None, typer.Option(help="Restorer fine-tuned on purified inputs.")] = None,
-    purifier: Annotated[list[str] | None, typer.Option(
-        help="Further purifier(s) in front of the restorer (e.g. purifier-poled-oneshot); repeat the option.")] = None,
-    finetuned_purifier: Annotated[str | None, typer.Option(
-        help="Purifier in front of the fine-tuned restorer (default: the first student, else the teacher).")] = None,
-    attacks: Annotated[str, typer.Option(
-        help="Columns beside PGD: cw, ifgsm, mifgsm (on the restorer alone), simba, square (black-box).")] = "pgd,cw,simba",
+    purifier: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Further purifier(s) in front of the restorer (e.g. purifier-poled-oneshot); repeat the option."
+        ),
+    ] = None,
+    finetuned_purifier: Annotated[
+        str | None,
+        typer.Option(
+            help="Purifier in front of the fine-tuned restorer (default: the first student, else the teacher)."
+        ),
+    ] = None,
+    attacks: Annotated[
+        str,
+        typer.Option(help="Columns beside PGD: cw, ifgsm, mifgsm (on the restorer alone), simba, square (black-box)."),
+    ] = "pgd,cw,simba",
     simba_iterations: Annotated[int, typer.Option(help="SimBA iterations per image.")] = 500,
     data: EvalDataOpt = "synth:poled",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for defence.json and defence.md.")] = Path("defence"),
@@ -249,15 +333,15 @@ def table_cmd(
     set_threads(threads)
     if finetuned_purifier and not finetuned:
         raise UsageError("--finetuned-purifier needs --finetuned", "give the fine-tuned restorer too")
+    student, purifier = student or [], purifier or []
     spec = DefenceSpec(eps=parse_eps(eps), attack_steps=attack_steps, eot=eot, draws=draws, seed=seed,
                        adaptive=adaptive, attacks=attacks, simba_iterations=simba_iterations,
                        attack_batch=attack_batch)
-    check_out(out, data, restorer, teacher, finetuned, finetuned_purifier, *(student or []), *(purifier or []),
-              overwrite=overwrite)
+    check_out(out, data, restorer, teacher, finetuned, finetuned_purifier, *student, *purifier, overwrite=overwrite)
     net, _ = load_model(restorer)
     t = load_purifier(teacher)[0] if teacher else None
-    students = [load_purifier(s)[0] for s in (student or [])]
-    others = [(p, load_purifier(p)[0]) for p in (purifier or [])]
+    students = [load_purifier(s)[0] for s in student]
+    others = [(p, load_purifier(p)[0]) for p in purifier]
     ft = load_model(finetuned)[0] if finetuned else None
     ft_pur = load_purifier(finetuned_purifier)[0] if finetuned_purifier else None
     x, y = load_eval_set(data, count, size, seed)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from udc_edge.commands.common import OverwriteOpt, print_table, quiet, stdout
+from udc_edge.commands.common import OverwriteOpt, SeedOpt, print_table, quiet, stdout
 
 
 def parse_thread_counts(text: str) -> tuple[int, ...]:
@@ -22,7 +22,9 @@ def parse_thread_counts(text: str) -> tuple[int, ...]:
         try:
             n = (os.cpu_count() or 1) if part == "all" else int(part)
         except ValueError as exc:
-            raise UsageError(f"--threads {text!r}: {part!r} is not a count", "e.g. --threads 1,all or --threads 4") from exc
+            raise UsageError(
+                f"--threads {text!r}: {part!r} is not a count", "e.g. --threads 1,all or --threads 4"
+            ) from exc
         if n < 0:
             raise UsageError(f"--threads {text!r}: {n} is negative", "use 0 for the default")
         if n not in counts:
@@ -49,45 +51,43 @@ def bench_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of the table.")] = False,
 ) -> None:
     """Latency of engines and models, interleaved so machine noise hits all alike."""
-    from rich.table import Table
-
     from udc_edge.core.progress import progress_bar
     from udc_edge.deploy.bench import BenchSpec, run_bench, save_report
     from udc_edge.deploy.bench_compare import compare_reports
     from udc_edge.engines.spec import ShapeProfile
 
     counts = parse_thread_counts(threads)
-    spec = BenchSpec(shape=ShapeProfile.parse_shape(shape, "--shape"), warmup=warmup, iters=iters,
-                     duration=duration, threads=counts[0] if len(counts) == 1 else 0, profile=profile,
-                     thread_counts=counts if len(counts) > 1 else ())
+    spec = BenchSpec.for_thread_counts(counts, shape=ShapeProfile.parse_shape(shape, "--shape"), warmup=warmup,
+                                       iters=iters, duration=duration, profile=profile)
     with progress_bar("benchmarking", None if duration else iters, quiet(ctx)) as adv:
         rep = run_bench(list(targets), spec, progress=adv)
     notes = compare_reports(rep, compare) if compare else []
     if as_json:
         print(rep.to_json())
-        if report:
-            save_report(rep, report)
-        if any(r.status != "ok" for r in rep.rows):
-            raise typer.Exit(1)
-        return
+    else:
+        _print_bench(rep, shape, notes)
+    files = save_report(rep, report) if report else []
+    if files and not as_json:
+        stdout.print(f"wrote {', '.join(str(f) for f in files)}")
+    if any(r.status != "ok" for r in rep.rows):
+        raise typer.Exit(1)
+
+
+def _print_bench(rep, shape: str, notes: list[str]) -> None:
+    """The bench table, the --compare notes and the harness overhead, for a person."""
+    from rich.table import Table
+
+    from udc_edge.deploy.bench import TABLE_COLUMNS
+
     table = Table(title=f"udc-edge bench {shape} ({rep.spec['iters']} rounds; absolute CPU times are noise)")
-    for col in ("engine", "threads", "backend", "precision", "MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s", "status"):
+    for col in TABLE_COLUMNS:
         table.add_column(col)
     for r in rep.rows:
-        lat = r.latency_ms
-        table.add_row(Path(r.name).name, str(r.threads or "default"), r.backend, r.precision, f"{r.size_mb:.2f}",
-                      *(f"{lat[k]:.2f}" if lat and lat[k] is not None else "-" for k in ("p50", "p90", "p99")),
-                      f"{r.images_per_s:.2f}" if lat else "-", f"{r.gflops:.1f}" if r.gflops else "-",
-                      r.status + (f" ({r.verdict})" if r.verdict else ""))
+        table.add_row(*r.cells())
     print_table(table)
     for n in notes:
         stdout.print(n)
     stdout.print(f"harness overhead {rep.overhead_us:.1f} us per call ({rep.overhead_us / 100:.3f} % of a 10 ms call)")
-    if report:
-        files = save_report(rep, report)
-        stdout.print(f"wrote {', '.join(str(f) for f in files)}")
-    if any(r.status != "ok" for r in rep.rows):
-        raise typer.Exit(1)
 
 
 def verify_cmd(
@@ -96,26 +96,47 @@ def verify_cmd(
     report: Annotated[Path, typer.Option(help="Folder for verify.json, verify.md and worst.png.")],
     reference: Annotated[str | None, typer.Option(help="PyTorch reference: shipped name or checkpoint.")] = None,
     data: Annotated[Path | None, typer.Option(help="Paired dataset (lq/ + gt/).")] = None,
-    bundle: Annotated[Path | None, typer.Option(help="A bundle from udc-edge bundle: its images and stored "
-                                                     "reference outputs replace --reference/--data.")] = None,
-    attacks: Annotated[str, typer.Option(help="Attacks: white-box ones are transferred, black-box ones run on the engine.")] = "pgd,simba",
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="A bundle from udc-edge bundle: its images and stored reference outputs replace --reference/--data."
+        ),
+    ] = None,
+    attacks: Annotated[
+        str, typer.Option(help="Attacks: white-box ones are transferred, black-box ones run on the engine.")
+    ] = "pgd,simba",
     eps: Annotated[str, typer.Option(help="L-inf budget, e.g. 8/255.")] = "8/255",
     steps: Annotated[int, typer.Option(help="PGD steps.")] = 20,
     simba_iterations: Annotated[int, typer.Option(help="SimBA/Square query budget per image.")] = 200,
     max_psnr_drop: Annotated[float, typer.Option(help="Largest allowed PSNR loss (dB) of engine vs reference.")] = 0.3,
     max_ssim_drop: Annotated[float, typer.Option(help="Largest allowed SSIM loss.")] = 0.01,
-    min_fidelity: Annotated[float, typer.Option(help="Smallest allowed PSNR (dB) of engine output vs reference output.")] = 35.0,
-    limit: Annotated[int | None, typer.Option(
-        help="Images to use; the data must have that many [default: up to 8].")] = None,
-    seed: Annotated[int, typer.Option(help="Attack seed.")] = 0,
-    direct: Annotated[bool, typer.Option("--direct/--no-direct", help="Also craft each white-box attack on a "
-                                         "differentiable replica of the engine (its own INT8 numerics) and run it on "
-                                         "the engine; rows are 'not run' (verdict INCOMPLETE) when no replica can be made.")] = True,
-    min_replica_match: Annotated[float, typer.Option(help="Smallest allowed PSNR (dB) of replica vs engine output.")] = 50.0,
+    min_fidelity: Annotated[
+        float, typer.Option(help="Smallest allowed PSNR (dB) of engine output vs reference output.")
+    ] = 35.0,
+    limit: Annotated[
+        int | None, typer.Option(help="Images to use; the data must have that many [default: up to 8].")
+    ] = None,
+    seed: SeedOpt = 0,
+    direct: Annotated[
+        bool,
+        typer.Option(
+            "--direct/--no-direct",
+            help="Also craft each white-box attack on a differentiable replica of the engine (its own INT8 numerics) "
+            "and run it on the engine; rows are 'not run' (verdict INCOMPLETE) when no replica can be made.",
+        ),
+    ] = True,
+    min_replica_match: Annotated[
+        float, typer.Option(help="Smallest allowed PSNR (dB) of replica vs engine output.")
+    ] = 50.0,
     cw_iterations: Annotated[int, typer.Option(help="C&W Adam iterations per search step.")] = 100,
     cw_search_steps: Annotated[int, typer.Option(help="C&W binary-search steps on its constant.")] = 9,
-    purifier: Annotated[str | None, typer.Option(help="Verify the defended pipeline: reference = purifier + "
-                                                      "restorer, engine = export MODEL --purifier P_k graph.")] = None,
+    purifier: Annotated[
+        str | None,
+        typer.Option(
+            help="Verify the defended pipeline: reference = purifier + "
+            "restorer, engine = export MODEL --purifier P_k graph."
+        ),
+    ] = None,
     eot: Annotated[int, typer.Option(help="Noise draws for the adaptive EOT attack with --purifier.")] = 10,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -137,15 +158,17 @@ def verify_cmd(
 def _print_verify(rep) -> None:
     from rich.table import Table
 
+    from udc_edge.deploy.verify import format_check_value
+
     table = Table(title=f"udc-edge verify: {rep.verdict} ({rep.images} images)")
     for col in ("check (crafted on, evaluated on: reference side / engine side)", "reference", "engine", "value",
                 "threshold", "result"):
         table.add_column(col)
+    f = format_check_value
     for c in rep.checks:
-        f = lambda v: "-" if v is None else f"{v:.4f}" if abs(v) < 1.5 else f"{v:.2f}"
-        res = {"pass": "pass", "FAIL": Text("FAIL", style="bold red"), "not run": Text("not run", style="yellow")}[c.result]
+        res = {"pass": "pass", "FAIL": Text("FAIL", style="bold red"), "not run": Text("not run", style="yellow")}
         name = f"{c.name}\n  crafted on {c.crafted_on}\n  evaluated on {c.evaluated_on}"
-        table.add_row(name, f(c.reference), f(c.engine), f(c.value), c.threshold, res)
+        table.add_row(name, f(c.reference), f(c.engine), f(c.value), c.threshold, res[c.result])
     print_table(table)
     for c in rep.checks:
         if not c.run:

@@ -47,6 +47,10 @@ class Backend(str, Enum):
 
 
 _MANIFEST_NAMES = {Backend.ORT: "onnxruntime", Backend.TRT: "tensorrt", Backend.OPENVINO: "openvino"}
-_QDQ_TARGETS = {Backend.ORT: "cpu", Backend.TRT: "tensorrt", Backend.OPENVINO: "cpu"}  # OpenVINO: sensitivity on cpu Q/DQ
+_QDQ_TARGETS = {
+    Backend.ORT: "cpu",
+    Backend.TRT: "tensorrt",
+    Backend.OPENVINO: "cpu",
+}  # OpenVINO: sensitivity on cpu Q/DQ
 #: The Q/DQ flavours (``--target``): asymmetric u8/s8 for CPUs, symmetric s8 for TensorRT.
 QDQ_TARGETS = ("cpu", "tensorrt")

@@ -148,7 +148,7 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
                 tmps.append(Path(name))
                 _chmod_default(tmps[-1], folder=False)
             yield list(tmps)
-            for tmp, t in zip(tmps, targets):
+            for tmp, t in zip(tmps, targets, strict=True):
                 os.replace(tmp, t)
     finally:
         for tmp in tmps:

@@ -41,7 +41,10 @@ def progress_bar(description: str, total: int | None, quiet: bool = False) -> It
         if not state:  # start drawing on first progress, so early errors print cleanly
             bar.start()
             state["task"] = bar.add_task(description, total=total, status="")
-        bar.update(state["task"], advance=n, **({"status": status} if status is not None else {}))
+        if status is None:
+            bar.update(state["task"], advance=n)
+        else:
+            bar.update(state["task"], advance=n, status=status)
 
     try:
         yield advance

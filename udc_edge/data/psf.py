@@ -68,7 +68,7 @@ def _spectral_samples(center_nm: float, band_nm: float, n: int) -> list[tuple[fl
         return [(center_nm, 1.0)]
     lams = np.linspace(center_nm - band_nm / 2, center_nm + band_nm / 2, n)
     w = np.exp(-0.5 * ((lams - center_nm) / (band_nm / 2.5)) ** 2)
-    return list(zip(lams.tolist(), (w / w.sum()).tolist()))
+    return list(zip(lams.tolist(), (w / w.sum()).tolist(), strict=True))
 
 
 def _intensity(layout: DisplayLayout, extent_m: float, even_bin: bool) -> np.ndarray:

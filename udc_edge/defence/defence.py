@@ -18,6 +18,7 @@ query). :mod:`udc_edge.defence.defence_table` assembles these into the defence t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +28,10 @@ from udc_edge.attacks import AttackSpec, attack, craft
 from udc_edge.core.errors import DataError, UsageError
 from udc_edge.core.metrics import psnr, ssim
 from udc_edge.core.timing import median_ms
-from udc_edge.diffusion.purifier import Purifier, PurifierSampler
-from udc_edge.models.padding import Padded, run_padded
+from udc_edge.diffusion.pipeline import purify_restore
+from udc_edge.diffusion.purifier import Purifier
+from udc_edge.diffusion.sampler import PurifierSampler
+from udc_edge.models.padding import Padded
 
 
 def load_eval_set(data: str, count: int = 8, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,16 +82,9 @@ class DefendedPipeline(nn.Module):
         self.restorer, self.sampler, self.bpda = restorer, sampler, bpda
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        if self.sampler is not None:
-            if noise is None:
-                raise UsageError("the defended pipeline needs a noise tensor", "pass noise=torch.randn_like(x)")
-            if self.bpda:
-                with torch.no_grad():
-                    purified = self.sampler(x, noise)
-                x = x + (purified - x).detach()
-            else:
-                x = self.sampler(x, noise)
-        return run_padded(self.restorer, x)
+        if self.sampler is not None and noise is None:
+            raise UsageError("the defended pipeline needs a noise tensor", "pass noise=torch.randn_like(x)")
+        return purify_restore(self.sampler, self.restorer, x, noise, clamp=False, pad=True, bpda=self.bpda)
 
 
 class EOT(nn.Module):
@@ -168,6 +164,31 @@ class DefenceSpec:
         if name == "square":
             return AttackSpec("square", eps=self.eps, square_queries=self.square_queries, **common)
         return AttackSpec(name, eps=self.eps, steps=self.attack_steps, **common)
+
+
+DEFENDED_ATTACKS = "pgd,cw,simba"  # eval --purifier's columns when --attacks is not given
+DEFENDED_IMAGES = 8  # eval --purifier's centre crops when --limit is not given
+
+
+def defence_specs(eps_values: tuple[float, ...], attacks: str | None = None, **fields: Any) -> list[DefenceSpec]:
+    """One spec per budget for ``eval --purifier``; ``fields`` left None keep DefenceSpec's
+    defaults, lighter than a plain eval's since every query of the defended pipeline purifies."""
+    from udc_edge.attacks import parse_attack_names
+
+    names = parse_attack_names(attacks or DEFENDED_ATTACKS)
+    given = {k: v for k, v in fields.items() if v is not None}
+    return [DefenceSpec(eps=e, attacks=names, **given) for e in eps_values]
+
+
+def check_defended_eval(plain_only: dict[str, object], engine: bool, limit: int | None) -> int:
+    """Refuse what a defended eval cannot honour (an engine, or any option in ``plain_only``
+    that is set); returns the number of images (``limit`` or DEFENDED_IMAGES)."""
+    if engine or any(plain_only.values()):
+        raise UsageError("--purifier evaluates a torch restorer (name or checkpoint) against ground truth",
+                         "drop --surrogate/--arch/--arch-kwargs/--weights/--objective clean")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit {limit} must be >= 1 with --purifier", "e.g. --limit 8")
+    return DEFENDED_IMAGES if limit is None else limit
 
 
 @torch.no_grad()

@@ -188,8 +188,14 @@ def defence_table(restorer: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: D
         if teacher is not None:
             check_pair(teacher, s, "the teacher", f"the {s.steps}-step student")
     every = [p for p in [teacher, *students, *(p for _, p in purifiers), finetuned_purifier] if p is not None]
-    notes = list(dict.fromkeys(f"the {p.role} purifier was trained at {p.resolution} px and runs at {x.shape[-2]}x{x.shape[-1]} "
-             "(fully convolutional)" for p in every if p.resolution != x.shape[-1]))
+    notes = list(
+        dict.fromkeys(
+            f"the {p.role} purifier was trained at {p.resolution} px and runs at {x.shape[-2]}x{x.shape[-1]} "
+            "(fully convolutional)"
+            for p in every
+            if p.resolution != x.shape[-1]
+        )
+    )
     crafted = _crafted(restorer, x, y, spec, cache)
     rows = [_row("restorer", restorer, "restorer", None, x, y, crafted, spec, progress)]
     if teacher is not None:

@@ -23,7 +23,9 @@ from udc_edge.core.errors import UsageError
 from udc_edge.core.fileio import atomic_path, write_json_atomic, write_text_atomic
 from udc_edge.core.progress import Advance, noop
 from udc_edge.defence.defence import DefenceSpec, DefendedPipeline, craft_on_restorer, measure
-from udc_edge.diffusion.purifier import Purifier, check_average, check_t_star, t_index
+from udc_edge.diffusion.purifier import Purifier
+from udc_edge.diffusion.sampler import check_average
+from udc_edge.diffusion.schedule import check_t_star, t_index
 from udc_edge.evaluation.robustness import eps_label
 
 DEFAULT_T_STARS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15)
@@ -79,8 +81,10 @@ class TuneReport:
         for r in self.rows:
             mark = " **chosen**" if self.chosen == r["t_star"] else ""
             avg = f" (mean of {r['average']})" if r.get("average", 1) > 1 else ""
-            lines.append(f"| {r['t_star']:g}{mark} | {r['steps']}{avg} | {r['clean_psnr']:.2f} | {r['clean_drop']:+.2f} | "
-                         f"{r['attacked_psnr']:.2f} | {'yes' if r['within_bound'] else 'no'} |")
+            lines.append(
+                f"| {r['t_star']:g}{mark} | {r['steps']}{avg} | {r['clean_psnr']:.2f} | {r['clean_drop']:+.2f} | "
+                f"{r['attacked_psnr']:.2f} | {'yes' if r['within_bound'] else 'no'} |"
+            )
         b = self.baseline
         lines.append(f"\nundefended restorer: clean {b['clean_psnr']:.2f} dB, PGD {b['attacked_psnr']:.2f} dB; "
                      f"bound: clean drop <= {self.spec['max_clean_drop']} dB; {self.images} images.")

@@ -42,17 +42,9 @@ class DemoReport:
         lines += [f"| {s.name} | {s.status} | {s.seconds:.1f} | {s.note} |" for s in self.stages]
         for s in self.stages:
             if s.name == "verify" and s.details.get("rows"):
-                lines += ["", (f"## Robustness parity of the engine the demo uses: {s.details.get('engine', '')} "
-                          f"({s.details.get('backend', '')}, the fastest that passes verify)"), "",
-                          "| check | reference | engine | value | threshold | result |", "|---|---|---|---|---|---|"]
-                for r in s.details["rows"]:
-                    f = lambda v: "-" if v is None else f"{v:.4f}" if abs(v) < 1.5 else f"{v:.2f}"
-                    lines.append(f"| {r['check']} | {f(r['reference'])} | {f(r['engine'])} | {f(r['value'])} | "
-                                 f"{r['threshold']} | {'pass' if r['passed'] else '**FAIL**'} |")
+                lines += _verify_lines(s.details)
             if s.name == "bench" and s.details.get("speedup_vs_torch"):
-                lines += ["", f"## Latency ({s.details['shape']}, 1 thread)", "", "| engine | p50 ms | speed vs torch |",
-                          "|---|---|---|"]
-                lines += [f"| {k} | {v} | {s.details['speedup_vs_torch'][k]}x |" for k, v in s.details["p50_ms"].items()]
+                lines += _bench_lines(s.details)
         lines += ["", "## Pictures", ""] + [f"![{Path(f).stem}]({f})" for f in self.files if f.endswith(".png")]
         return "\n".join(lines) + "\n"
 
@@ -62,6 +54,31 @@ class DemoReport:
         for s in self.stages:
             text += f"\n  {s.name:<15} {s.status:<14} {s.note}"
         return text
+
+
+def _verify_lines(details: dict) -> list[str]:
+    """The report's robustness-parity table from the verify stage's details."""
+    from udc_edge.deploy.verify import format_check_value as f
+
+    lines = ["", (f"## Robustness parity of the engine the demo uses: {details.get('engine', '')} "
+                  f"({details.get('backend', '')}, the fastest that passes verify)"), "",
+             "| check | reference | engine | value | threshold | result |", "|---|---|---|---|---|---|"]
+    for r in details["rows"]:
+        lines.append(f"| {r['check']} | {f(r['reference'])} | {f(r['engine'])} | {f(r['value'])} | "
+                     f"{r['threshold']} | {'pass' if r['passed'] else '**FAIL**'} |")
+    return lines
+
+
+def _bench_lines(details: dict) -> list[str]:
+    """The report's latency table from the bench stage's details."""
+    lines = [
+        "",
+        f"## Latency ({details['shape']}, 1 thread)",
+        "",
+        "| engine | p50 ms | speed vs torch |",
+        "|---|---|---|",
+    ]
+    return lines + [f"| {k} | {v} | {details['speedup_vs_torch'][k]}x |" for k, v in details["p50_ms"].items()]
 
 
 def run_demo(out_dir: str | Path, quick: bool = False, quiet: bool = False, overwrite: bool = False,

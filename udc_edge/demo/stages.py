@@ -57,9 +57,12 @@ def synthesise(ctx: Context) -> Stage:
     ds = open_paired_dataset(ctx.out / "data")
     ctx.data["pairs"] = [(ds[i].lq, ds[i].gt) for i in range(len(ds))]
     st = meta["stats"]
-    return Stage("synthesise", "done", details={"pairs": spec.count, "size": spec.size,
-                                                "degraded_psnr": st["psnr_lq_vs_gt_mean"]},
-                 note=f"{spec.count} held-out photos at {spec.size} px; degraded input {st['psnr_lq_vs_gt_mean']:.2f} dB")
+    return Stage(
+        "synthesise",
+        "done",
+        details={"pairs": spec.count, "size": spec.size, "degraded_psnr": st["psnr_lq_vs_gt_mean"]},
+        note=f"{spec.count} held-out photos at {spec.size} px; degraded input {st['psnr_lq_vs_gt_mean']:.2f} dB",
+    )
 
 
 def restore(ctx: Context) -> Stage:
@@ -102,7 +105,7 @@ def attack(ctx: Context) -> Stage:
         p.append(psnr(y, gt))
     ctx.data["adv"], ctx.data["restored_adv"] = advs, outs
     clean = ctx.data.get("restored")
-    clean_p = _mean([psnr(y, gt) for y, (_, gt) in zip(clean, ctx.data["pairs"])])
+    clean_p = _mean([psnr(y, gt) for y, (_, gt) in zip(clean, ctx.data["pairs"], strict=True)])
     d = {"attack": f"PGD-{spec.steps} L-inf 8/255 (white-box, objective gt)", "clean_psnr": clean_p,
          "attacked_psnr": _mean(p), "drop_db": round(clean_p - _mean(p), 3)}
     return Stage("attack", "done", details=d,
@@ -122,7 +125,7 @@ def purify(ctx: Context) -> Stage:
     rows = {"clean": [], "attacked": []}
     outs = []
     with torch.no_grad():
-        for (lq, gt), adv in zip(ctx.data["pairs"], ctx.data["adv"]):
+        for (lq, gt), adv in zip(ctx.data["pairs"], ctx.data["adv"], strict=True):
             for key, x in (("clean", lq), ("attacked", adv)):
                 xt = to_nchw(x)
                 y = to_hwc(run_padded(ctx.data["restorer"], pur(xt, torch.randn(xt.shape, generator=gen))))
@@ -173,6 +176,12 @@ def export_build(ctx: Context) -> Stage:
     return Stage("export + build", "done", details=d, note=note)
 
 
+def _speedups(p50: dict[str, float]) -> dict[str, float]:
+    """Each engine's speed relative to torch FP32 (empty when torch was not timed)."""
+    base = p50.get("torch-fp32")
+    return {k: round(base / v, 2) for k, v in p50.items()} if base else {}
+
+
 def bench(ctx: Context) -> Stage:
     from udc_edge.deploy.bench import BenchSpec, run_bench, save_report
 
@@ -180,25 +189,18 @@ def bench(ctx: Context) -> Stage:
     rep = run_bench([ctx.restorer_name, *ctx.data["engines"]],
                     BenchSpec(shape=(1, 3, size, size), iters=5 if ctx.quick else 15, warmup=2, threads=1))
     save_report(rep, ctx.out / "bench")
-    ctx.data["p50_by_engine"] = {r.name: r.latency_ms["p50"] for r in rep.rows if r.latency_ms and r.name != ctx.restorer_name}
+    timed = [r for r in rep.rows if r.latency_ms]
+    ctx.data["p50_by_engine"] = {r.name: r.latency_ms["p50"] for r in timed if r.name != ctx.restorer_name}
     (ctx.out / "bench.png").write_bytes((ctx.out / "bench" / "bench.png").read_bytes())
-    t = {r.backend + "-" + r.precision: round(r.latency_ms["p50"], 2) for r in rep.rows if r.latency_ms}
-    base = t.get("torch-fp32")
-    d = {"shape": f"1x3x{size}x{size}", "threads": 1, "p50_ms": t,
-         "speedup_vs_torch": {k: round(base / v, 2) for k, v in t.items()} if base else {}}
+    t = {r.backend + "-" + r.precision: round(r.latency_ms["p50"], 2) for r in timed}
+    d = {"shape": f"1x3x{size}x{size}", "threads": 1, "p50_ms": t, "speedup_vs_torch": _speedups(t)}
     return Stage("bench", "done", details=d, note="p50 " + ", ".join(f"{k} {v} ms" for k, v in t.items())
                  + " (1 thread, interleaved; ratios matter, absolute CPU times are noise)")
 
 
-def verify(ctx: Context) -> Stage:
-    from udc_edge.data.readers import open_paired_dataset
-    from udc_edge.deploy.verify import VerifySpec, make_reference_set, verify_engine
-    from udc_edge.engines import load_engine
-
-    spec = VerifySpec(attacks=("pgd", "simba"), steps=10 if ctx.quick else 20, simba_iterations=50 if ctx.quick else 150,
-                      limit=2 if ctx.quick else 4, direct=False)  # white-box on the engine's replica: udc-edge verify
-    rs = make_reference_set(ctx.data["restorer"], open_paired_dataset(ctx.out / "data"), spec)
-    # the fastest engine (bench p50) that passes verify: try them fastest first
+def _fastest_passing(ctx: Context, rs, spec, load_engine, verify_engine):
+    """Verify the engines fastest first (bench p50) until one passes: ``(report, worst row,
+    engine path, "backend precision", one "name: pass|FAIL" per engine tried)``."""
     p50 = ctx.data.get("p50_by_engine") or {}
     order = sorted(ctx.data["engines"], key=lambda e: p50.get(e, float("inf")))
     tried = []
@@ -209,6 +211,30 @@ def verify(ctx: Context) -> Stage:
         tried.append(f"{Path(path).name}: {'pass' if rep.passed else 'FAIL'}")
         if rep.passed:
             break
+    return rep, row, path, desc, tried
+
+
+def _check_rows(checks) -> list[dict]:
+    """verify's rows for the demo's JSON; a row that did not run has no value."""
+    return [{"check": c.name, "reference": c.reference, "engine": c.engine,
+             "value": None if c.value is None else round(c.value, 4),
+             "threshold": c.threshold, "passed": c.passed} for c in checks]
+
+
+def verify(ctx: Context) -> Stage:
+    from udc_edge.data.readers import open_paired_dataset
+    from udc_edge.deploy.verify import VerifySpec, make_reference_set, verify_engine
+    from udc_edge.engines import load_engine
+
+    spec = VerifySpec(
+        attacks=("pgd", "simba"),
+        steps=10 if ctx.quick else 20,
+        simba_iterations=50 if ctx.quick else 150,
+        limit=2 if ctx.quick else 4,
+        direct=False,  # white-box on the engine's replica: udc-edge verify
+    )
+    rs = make_reference_set(ctx.data["restorer"], open_paired_dataset(ctx.out / "data"), spec)
+    rep, row, path, desc, tried = _fastest_passing(ctx, rs, spec, load_engine, verify_engine)
     rep.notes.append("white-box attacks crafted on the engine's own INT8 numerics are left to `udc-edge verify` "
                      "(docs/verify.md): the demo's rows are transferred and black-box only")
     (ctx.out / "verify.md").write_text(rep.to_markdown())
@@ -221,9 +247,7 @@ def verify(ctx: Context) -> Stage:
     failed = [c.name for c in rep.checks if not c.passed]
     d = {"passed": rep.passed, "checks": len(rep.checks), "failed": failed, "engine": Path(path).name,
          "backend": desc, "tried_fastest_first": tried,
-         "rows": [{"check": c.name, "reference": c.reference, "engine": c.engine,
-                   "value": None if c.value is None else round(c.value, 4),
-                   "threshold": c.threshold, "passed": c.passed} for c in rep.checks]}
+         "rows": _check_rows(rep.checks)}
     note = (f"uses {desc} ({Path(path).name}), the fastest engine that passes all {len(rep.checks)} parity checks"
             if rep.passed else f"no engine passes; the last tried ({Path(path).name}) FAILS {len(failed)} of "
             f"{len(rep.checks)} parity checks") + f" (tried fastest first: {', '.join(tried)})"

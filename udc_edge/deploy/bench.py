@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,13 @@ class BenchSpec:
     profile: bool = False
     seed: int = 0
     thread_counts: tuple[int, ...] = ()  # when set: every target once per count (e.g. (1, cores)), overriding threads
+
+    @classmethod
+    def for_thread_counts(cls, counts: tuple[int, ...] | list[int], **fields: Any) -> BenchSpec:
+        """One count: every target at ``threads``; several: every target once per count."""
+        if len(counts) == 1:
+            return cls(threads=counts[0], **fields)
+        return cls(thread_counts=tuple(counts), **fields)
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.iters < 1:
@@ -71,6 +79,19 @@ class BenchRow:
     def samples(self) -> list[float]:
         return self.latency_ms.get("samples", [])
 
+    def cells(self) -> list[str]:
+        """The row of the terminal table, in TABLE_COLUMNS order ("-" where nothing was measured)."""
+        lat = self.latency_ms
+        timed = [f"{lat[k]:.2f}" if lat and lat[k] is not None else "-" for k in ("p50", "p90", "p99")]
+        return [Path(self.name).name, str(self.threads or "default"), self.backend, self.precision,
+                f"{self.size_mb:.2f}", *timed,
+                f"{self.images_per_s:.2f}" if lat else "-", f"{self.gflops:.1f}" if self.gflops else "-",
+                self.status + (f" ({self.verdict})" if self.verdict else "")]
+
+
+TABLE_COLUMNS = ("engine", "threads", "backend", "precision", "MB", "p50 ms", "p90 ms", "p99 ms", "img/s", "GFLOP/s",
+                 "status")
+
 
 @dataclass
 class BenchReport:
@@ -86,12 +107,19 @@ class BenchReport:
 
     def to_markdown(self) -> str:
         n, c, h, w = self.spec["shape"]
-        lines = [f"# udc-edge bench ({n}x{c}x{h}x{w}, {self.spec['iters']} interleaved rounds)", "",
-                 ("| engine | threads | backend | precision | size MB | p50 ms | p90 ms | p99 ms | img/s | MP/s | GFLOP/s "
-                 "| % peak | mem MB | status |"), "|" + "---|" * 14]
+        lines = [
+            f"# udc-edge bench ({n}x{c}x{h}x{w}, {self.spec['iters']} interleaved rounds)",
+            "",
+            (
+                "| engine | threads | backend | precision | size MB | p50 ms | p90 ms | p99 ms | img/s | MP/s "
+                "| GFLOP/s | % peak | mem MB | status |"
+            ),
+            "|" + "---|" * 14,
+        ]
         for r in self.rows:
             lat = r.latency_ms
-            ms = lambda v: "-" if v is None else f"{v:.2f}"
+            def ms(v):
+                return "-" if v is None else f"{v:.2f}"
             g = f"{r.gflops:.1f}" if r.gflops else "-"
             pk = f"{100 * r.peak_fraction:.1f}" if r.peak_fraction else "-"
             status = r.status + (f" ({r.verdict})" if r.verdict else "")
@@ -101,8 +129,8 @@ class BenchReport:
                              f"{r.megapixels_per_s:.2f} "
                              f"| {g} | {pk} | {r.memory_mb:.0f} | {status} |")
             else:
-                lines.append(f"| {r.name} | {r.threads or 'default'} | {r.backend} | {r.precision} | - | - | - | - | - | - | - | - | - "
-                             f"| {status} |")
+                lines.append(f"| {r.name} | {r.threads or 'default'} | {r.backend} | {r.precision} "
+                             f"| - | - | - | - | - | - | - | - | - | {status} |")
         lines += ["", (f"Harness overhead: {self.overhead_us:.1f} us per call "
                   f"({self.overhead_us / 100:.3f} % of a 10 ms engine call). Conv peak: "
                   f"{_peak_text(self.host.get('conv_peak_gflops'))} (an FP32 convolution: % peak is shown for "
@@ -111,7 +139,9 @@ class BenchReport:
         for r in self.rows:
             if r.top_layers:
                 lines += ["", f"## Slowest layers: {r.name}", "", "| layer | op | ms | share |", "|---|---|---|---|"]
-                lines += [f"| {t['layer']} | {t['op']} | {t['ms']:.3f} | {100 * t['share']:.1f} % |" for t in r.top_layers]
+                lines += [
+                    f"| {t['layer']} | {t['op']} | {t['ms']:.3f} | {100 * t['share']:.1f} % |" for t in r.top_layers
+                ]
         return "\n".join(lines) + "\n"
 
 
@@ -207,7 +237,7 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
     rounds = 0
     with PowerMonitor() as power:
         while live and (rounds < spec.iters if deadline is None else time.perf_counter() < deadline or rounds < 3):
-            for row, eng, _, inputs, samples in live:
+            for _row, eng, _, inputs, samples in live:
                 t = time.perf_counter()
                 eng(*inputs)
                 samples.append((time.perf_counter() - t) * 1000)
@@ -227,8 +257,9 @@ def run_bench(targets: list[str], spec: BenchSpec = BenchSpec(), progress: Advan
             row.top_layers = [{"layer": r.layer, "op": r.op, "ms": r.ms, "share": r.ms / total} for r in layers[:10]]
         eng.deactivate()
     known = [p for p in peaks.values() if p is not None]  # None: no torch here to measure the peak
-    host = {"conv_peak_gflops": max(known) if known else None, "conv_peak_gflops_by_threads": peaks, "threads": spec.threads,
-            "thread_counts": list(spec.thread_counts), "nvpmodel": nvpmodel_mode(), **cpu_facts()}
+    host = {"conv_peak_gflops": max(known) if known else None, "conv_peak_gflops_by_threads": peaks,
+            "threads": spec.threads, "thread_counts": list(spec.thread_counts), "nvpmodel": nvpmodel_mode(),
+            **cpu_facts()}
     spec_d = {**asdict(spec), "shape": list(spec.shape), "iters": rounds}
     return BenchReport(spec=spec_d, rows=rows, host=host, overhead_us=measure_overhead(x),
                        seconds=time.perf_counter() - t0)
@@ -252,7 +283,8 @@ def save_report(report: BenchReport, out_dir: str | Path) -> list[Path]:
 
         fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(ok)), 3.2))
         ax.boxplot([r.samples for r in ok], showfliers=True)
-        ax.set_xticks(range(1, len(ok) + 1), [f"{Path(r.name).name}\n{r.backend} {r.precision} {r.threads or ''}t" for r in ok], fontsize=7)
+        ax.set_xticks(range(1, len(ok) + 1),
+                      [f"{Path(r.name).name}\n{r.backend} {r.precision} {r.threads or ''}t" for r in ok], fontsize=7)
         ax.set_ylabel("latency (ms)")
         ax.set_title("udc-edge bench (interleaved rounds)", fontsize=9)
         fig.tight_layout()

@@ -26,7 +26,9 @@ MIN_EFFECT = 0.05
 RESAMPLES = 4000
 
 
-def ratio_interval(old: list[float], new: list[float], seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+def ratio_interval(
+    old: list[float], new: list[float], seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
     """(median ratio new/old, lower, upper): a percentile bootstrap over both sample sets."""
     a, b = np.asarray(old, np.float64), np.asarray(new, np.float64)
     rng = np.random.default_rng(seed)
@@ -34,7 +36,11 @@ def ratio_interval(old: list[float], new: list[float], seed: int = 0, level: flo
     rb = np.median(rng.choice(b, (RESAMPLES, b.size)), axis=1)
     ratios = rb / ra
     tail = (1 - level) / 2 * 100
-    return float(np.median(b) / np.median(a)), float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))
+    return (
+        float(np.median(b) / np.median(a)),
+        float(np.percentile(ratios, tail)),
+        float(np.percentile(ratios, 100 - tail)),
+    )
 
 
 def verdict(lo: float, hi: float, min_effect: float = MIN_EFFECT) -> str:
@@ -63,7 +69,8 @@ def compare_reports(new: BenchReport, old_path: str | Path) -> list[str]:
     old = _load(old_path)
     shape = list(new.spec["shape"])
     if old["shape"] != shape:
-        fmt = lambda s: "x".join(map(str, s))
+        def fmt(s):
+            return "x".join(map(str, s))
         raise UsageError(f"--compare {old_path} was measured at --shape {fmt(old['shape'])}, this run at {fmt(shape)}",
                          f"rerun with --shape {fmt(old['shape'])}, or measure a new baseline")
     notes = []

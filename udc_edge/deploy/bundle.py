@@ -100,10 +100,16 @@ def write_bundle(restorer: str, out: str | os.PathLike, calib: str = "synth:pole
         make_reference_set(model, open_paired_dataset(verify_data), spec).save(tmp / "reference")
         progress(1, status="reference outputs stored")
         files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
-        manifest = {"format": BUNDLE_FORMAT, "restorer": desc.get("name") or desc.get("path"),
-                    "arch": desc.get("arch"), "udc_edge": __version__, "created": time.strftime("%Y-%m-%d %H:%M"),
-                    "calibration": {**cs.describe(), "method": "percentile"}, "verify": spec.__dict__ | {"attacks": list(attacks)},
-                    "files": {f: sha256_file(tmp / f) for f in files}}
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "restorer": desc.get("name") or desc.get("path"),
+            "arch": desc.get("arch"),
+            "udc_edge": __version__,
+            "created": time.strftime("%Y-%m-%d %H:%M"),
+            "calibration": {**cs.describe(), "method": "percentile"},
+            "verify": spec.__dict__ | {"attacks": list(attacks)},
+            "files": {f: sha256_file(tmp / f) for f in files},
+        }
         write_json_atomic(tmp / "bundle.json", manifest)
         write_text_atomic(tmp / "README.md", README.format(
             name=manifest["restorer"], host=platform.node() or "host", version=__version__, date=manifest["created"],
@@ -186,7 +192,9 @@ def _checked(path: Path, unpacked: Path | None) -> Bundle:
         raise DataError(f"bundle {path} has no readable bundle.json", "rebuild it with udc-edge bundle") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise DataError(f"bundle {path} has format {got!r}, expected {BUNDLE_FORMAT!r}", "rebuild it with udc-edge bundle")
+        raise DataError(
+            f"bundle {path} has format {got!r}, expected {BUNDLE_FORMAT!r}", "rebuild it with udc-edge bundle"
+        )
     files = manifest.get("files")
     if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
         raise DataError(f"bundle {path}: 'files' in bundle.json must map names to sha256 strings, "

@@ -80,6 +80,11 @@ class FixedNoise:
         return call
 
 
+def format_check_value(v: float | None) -> str:
+    """A check's number as the verify tables print it: 4 decimals near 1 (SSIM), 2 for dB."""
+    return "-" if v is None else f"{v:.4f}" if abs(v) < 1.5 else f"{v:.2f}"
+
+
 @dataclass
 class Check:
     """One row. ``crafted_on``/``evaluated_on``: "reference side / engine side" of what the
@@ -133,8 +138,8 @@ class VerifyReport:
                  "on a differentiable replica of the engine."), "",
                  "| check | crafted on | evaluated on | reference | engine | value | threshold | result |",
                  "|---|---|---|---|---|---|---|---|"]
+        f = format_check_value
         for c in self.checks:
-            f = lambda v: "-" if v is None else f"{v:.4f}" if abs(v) < 1.5 else f"{v:.2f}"
             res = {"pass": "pass", "FAIL": "**FAIL**", "not run": "not run"}[c.result]
             lines.append(f"| {c.name} | {c.crafted_on} | {c.evaluated_on} | {f(c.reference)} | {f(c.engine)} | "
                          f"{f(c.value)} | {c.threshold} | {res} |")
@@ -148,8 +153,14 @@ class VerifyReport:
 
 def _drop_checks(label: str, ref_out: list, eng_out: list, gts: list, spec: VerifySpec, crafted: str = "-",
                  evaluated: str = "reference / engine") -> list[Check]:
-    rp, ep = np.mean([psnr(o, g) for o, g in zip(ref_out, gts)]), np.mean([psnr(o, g) for o, g in zip(eng_out, gts)])
-    rs, es = np.mean([ssim(o, g) for o, g in zip(ref_out, gts)]), np.mean([ssim(o, g) for o, g in zip(eng_out, gts)])
+    rp, ep = (
+        np.mean([psnr(o, g) for o, g in zip(ref_out, gts, strict=True)]),
+        np.mean([psnr(o, g) for o, g in zip(eng_out, gts, strict=True)]),
+    )
+    rs, es = (
+        np.mean([ssim(o, g) for o, g in zip(ref_out, gts, strict=True)]),
+        np.mean([ssim(o, g) for o, g in zip(eng_out, gts, strict=True)]),
+    )
     return [Check(f"{label} PSNR drop (dB)", float(rp), float(ep), float(rp - ep), f"<= {spec.max_psnr_drop}",
                   bool(rp - ep <= spec.max_psnr_drop), crafted, evaluated),
             Check(f"{label} SSIM drop", float(rs), float(es), float(rs - es), f"<= {spec.max_ssim_drop}",
@@ -200,10 +211,13 @@ def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "
     rows are "not run" because of ``no_replica``."""
     first = engine(rs.lq[0].transpose(2, 0, 1)[None].copy())
     if first.shape[1:] != (3, *rs.lq[0].shape[:2]):
-        raise EngineError(f"engine output shape {first.shape} does not match the reference's "
-                          f"(1, 3, {rs.lq[0].shape[0]}, {rs.lq[0].shape[1]})", "check engine and reference are the same network")
+        raise EngineError(
+            f"engine output shape {first.shape} does not match the reference's "
+            f"(1, 3, {rs.lq[0].shape[0]}, {rs.lq[0].shape[1]})",
+            "check engine and reference are the same network",
+        )
     eng_clean = [output_image(first)] + [forward(engine, x) for x in rs.lq[1:]]
-    fid = [psnr(e, r) for e, r in zip(eng_clean, rs.ref_clean)]
+    fid = [psnr(e, r) for e, r in zip(eng_clean, rs.ref_clean, strict=True)]
     checks = [Check("output fidelity vs reference (dB)", None, None, float(np.mean(fid)), f">= {spec.min_fidelity}",
                     bool(np.mean(fid) >= spec.min_fidelity))]
     checks += _drop_checks("clean", rs.ref_clean, eng_clean, rs.gt, spec, "- (clean inputs)")
@@ -212,7 +226,7 @@ def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "
         eng_adv = [forward(engine, a) for a in advs]
         checks += _drop_checks(f"{label} transferred", rs.ref_transferred[label], eng_adv, rs.gt, spec,
                                "reference / reference")
-        for i, (a, r, e) in enumerate(zip(advs, rs.ref_transferred[label], eng_adv)):
+        for i, (a, r, e) in enumerate(zip(advs, rs.ref_transferred[label], eng_adv, strict=True)):
             d = psnr(r, rs.gt[i]) - psnr(e, rs.gt[i])
             if d > worst["drop"]:
                 worst = {"drop": d, "i": i, "check": f"{label} transferred", "row": [rs.lq[i], a, r, e, rs.gt[i]]}
@@ -221,9 +235,12 @@ def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "
         name_ = label.split("@")[0]
         a = spec.attack_spec(name_)
         outs = [output_image(blackbox_attack(engine, nchw_array(x), nchw_array(g), a).output)
-                for x, g in zip(rs.lq, rs.gt)]
+                for x, g in zip(rs.lq, rs.gt, strict=True)]
         rp, rs_ = np.mean([r["psnr"] for r in ref_rows]), np.mean([r["ssim"] for r in ref_rows])
-        ep, es = np.mean([psnr(o, g) for o, g in zip(outs, rs.gt)]), np.mean([ssim(o, g) for o, g in zip(outs, rs.gt)])
+        ep, es = (
+            np.mean([psnr(o, g) for o, g in zip(outs, rs.gt, strict=True)]),
+            np.mean([ssim(o, g) for o, g in zip(outs, rs.gt, strict=True)]),
+        )
         bb = "reference / engine (queries)"
         checks += [Check(f"{label} black-box on each PSNR drop (dB)", float(rp), float(ep), float(rp - ep),
                          f"<= {spec.max_psnr_drop}", bool(rp - ep <= spec.max_psnr_drop), bb),
@@ -291,7 +308,10 @@ def run_verify(engine_path: str | os.PathLike, report_dir: str | os.PathLike, sp
             pipe = PurifiedRestorer(sampler, model).eval()
             fixed = FixedNoise(spec.seed, pipe.multiple)
             model = fixed.module(pipe)
-            craft, label = EOT(DefendedPipeline(pipe.restorer, sampler), samples=eot, seed=spec.seed), f" adaptive+EOT{eot}"
+            craft, label = (
+                EOT(DefendedPipeline(pipe.restorer, sampler), samples=eot, seed=spec.seed),
+                f" adaptive+EOT{eot}",
+            )
         with progress_bar("reference + transferred attacks", spec.pairs(len(ds)), quiet) as adv:
             rs = make_reference_set(model, ds, spec, progress=adv, craft_on=craft, craft_label=label)
     eng = load_engine(engine_path)

@@ -41,8 +41,10 @@ def engine_replica(engine_path: str | os.PathLike, manifest: Any) -> tuple[Any, 
     elif backend == "tensorrt" and (manifest.build_options or {}).get("qdq_onnx"):
         graph = Path(engine_path).with_name(Path(manifest.build_options["qdq_onnx"]).name)  # beside the engine
     elif backend == "openvino":
-        return None, ("no replica of OpenVINO engines yet (NNCF FakeQuantize IR; docs/verify.md): give --no-direct "
-                      "to verify without these rows, or verify the ONNX Runtime INT8 engine built from the same ONNX")
+        return None, (
+            "no replica of OpenVINO engines yet (NNCF FakeQuantize IR; docs/verify.md): give --no-direct "
+            "to verify without these rows, or verify the ONNX Runtime INT8 engine built from the same ONNX"
+        )
     else:
         return None, f"no replica for a {backend or 'unknown'} engine without its Q/DQ ONNX beside it"
     try:
@@ -61,7 +63,9 @@ def replica_match(replica: Any, engine_clean: list[np.ndarray], lq: list[np.ndar
     from udc_edge.evaluation.robustness import as_target, forward
 
     rep = as_target(replica)
-    mse = np.mean([np.mean((forward(rep, x).astype(np.float64) - e) ** 2) for x, e in zip(lq, engine_clean)])
+    mse = np.mean(
+        [np.mean((forward(rep, x).astype(np.float64) - e) ** 2) for x, e in zip(lq, engine_clean, strict=True)]
+    )
     return float(100.0 if mse == 0 else min(100.0, 10 * np.log10(1.0 / mse)))
 
 
@@ -78,7 +82,7 @@ def craft_on_replica(replica: Any, engine: Any, rs: Any, label: str, spec: Any) 
     target = as_target(replica)
     a = spec.attack_spec(label.split("@")[0])
     outs = []
-    for x, g in zip(rs.lq, rs.gt):
+    for x, g in zip(rs.lq, rs.gt, strict=True):
         adv = to_hwc(run_one(target, a, x, g).x_adv)
         outs.append(forward(engine, adv))
     return outs

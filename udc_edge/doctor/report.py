@@ -94,7 +94,9 @@ class DoctorReport:
             lines.append(f"  ONNX Runtime vs eager: max abs error {self.ort['max_abs_err']:.1e}, "
                          f"{self.ort['ort_speedup_vs_eager']:.2f}x the speed of eager")
         if self.int8.get("fidelity_db") is not None:
-            lines.append(f"  INT8 vs FP32: {self.int8['fidelity_db']:.1f} dB, {self.int8['speedup_vs_fp32']:.2f}x the speed")
+            lines.append(
+                f"  INT8 vs FP32: {self.int8['fidelity_db']:.1f} dB, {self.int8['speedup_vs_fp32']:.2f}x the speed"
+            )
         for f in self.findings:
             share = f", {100 * f.time_share:.0f}% of time" if f.time_share is not None else ""
             lines.append(f"  {f.op_type} x{f.count}{share}: {f.note}")
@@ -112,7 +114,10 @@ class DoctorReport:
             out += ["", "Suggested export:", "", f"    {self.export_command}"]
         out += ["", "## Load on CPU", ""]
         out += [f"- {k}: {v}" for k, v in self.load.items() if k != "cuda_calls"]
-        out += [f"- `.cuda()` patched out at {c['where']} ({c['phase']}): `{c['code']}`" for c in self.load.get("cuda_calls", [])]
+        out += [
+            f"- `.cuda()` patched out at {c['where']} ({c['phase']}): `{c['code']}`"
+            for c in self.load.get("cuda_calls", [])
+        ]
         out += ["", "## Structure", ""] + [f"- {k}: {v}" for k, v in self.structure.items()]
         out += ["", "## Exporters", "", "| exporter | H/W | result | seconds | opset | op types (count) |",
                 "|---|---|---|---|---|---|"]

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,8 @@ def candidate_plan(spec: BuildSpec) -> tuple[list[tuple[str, Precision]], list[d
 
     backends = ("ort", "openvino") if spec.backend == "auto" else (spec.backend,)
     precs = (Precision.FP32, Precision.BF16, Precision.INT8) if spec.precision == Precision.AUTO else (spec.precision,)
-    plan, skipped = [], []
+    plan: list[tuple[str, Precision]] = []
+    skipped: list[dict] = []
     for b in backends:
         if b == "openvino" and not ovb.is_available():
             if spec.backend == "openvino":
@@ -90,16 +92,16 @@ def _measure(paths: list[Path], images: np.ndarray, reference: np.ndarray, threa
         x = images[:1]
         times: list[list[float]] = [[] for _ in engines]
         for _ in range(rounds):
-            for e, t in zip(engines, times):
-                t.append(median_ms(lambda e=e: e(*[x] * e.num_inputs), runs))
+            for e, t in zip(engines, times, strict=True):
+                t.append(median_ms(lambda e=e: e(*[x] * e.num_inputs), runs))  # type: ignore[misc]  # default-bound lambda
     finally:
         for e in engines:
             e.deactivate()
-    return [(float(np.median(t)), f) for t, f in zip(times, fids)]
+    return [(float(np.median(t)), f) for t, f in zip(times, fids, strict=True)]
 
 
 def build_auto(onnx_path: Path, out: Path, spec: BuildSpec, build_engine: Callable, progress: Advance = noop,
-               overwrite: bool = False):
+               overwrite: bool = False) -> Any:  # build.BuildReport (build imports this module)
     """Build every candidate, measure, keep the winner at ``out`` (``--backend auto``: its suffix
     becomes the winner's, ``.onnx`` or ``.xml``). ``build_engine`` builds one candidate (passed in:
     ``build`` sits above this module). Returns the winner's ``BuildReport``."""
@@ -117,7 +119,8 @@ def build_auto(onnx_path: Path, out: Path, spec: BuildSpec, build_engine: Callab
     reference = _runner(spec.threads, src.session_options)(src.data, held, tuple(names))
     with work_dir("auto") as tmp:
         cache = spec.calib_cache or str(tmp / "calib.json")
-        built, reports, cands = [], [], []
+        built, reports = [], []
+        cands: list[dict[str, Any]] = []
         for b, p in plan:
             name = f"{b}-{p.value}"
             progress(0, status=f"auto: building {name}")
@@ -131,7 +134,7 @@ def build_auto(onnx_path: Path, out: Path, spec: BuildSpec, build_engine: Callab
             reports.append(rep)
             cands.append({"name": name, "backend": BACKEND_NAME[b], "precision": p.value, "suffix": SUFFIX[b]})
         progress(0, status=f"auto: measuring {len(built)} candidates")
-        for c, (ms, fid) in zip(cands, _measure(built, held, reference, spec.threads)):
+        for c, (ms, fid) in zip(cands, _measure(built, held, reference, spec.threads), strict=False):
             c["ms"], c["fidelity_db"] = round(ms, 3), round(fid, 2)
         win, reason = choose(cands, spec.min_fidelity)
         final = out if spec.backend in SUFFIX else out.with_suffix(cands[win]["suffix"])

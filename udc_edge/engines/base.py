@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -67,7 +67,7 @@ class Engine(abc.ABC):
         self.manifest = manifest
         self._multiple = multiple
         self.active = False
-        self._input_names: list[str] | None = None  # read from info() once per activation
+        self._input_names: list[str] = []  # read from info() once per activation
         self._output_names: list[str] = []
 
     # -- lifecycle -------------------------------------------------------------
@@ -152,7 +152,7 @@ class Engine(abc.ABC):
         names = self._input_names
         if len(inputs) != len(names):
             raise EngineError(f"engine takes {len(names)} input(s) {names}, got {len(inputs)}")
-        for x, n in zip(inputs, names):
+        for x, n in zip(inputs, names, strict=True):
             self.check_input(x, n)
         h, w = inputs[0].shape[2:]
         m = self.multiple
@@ -187,5 +187,5 @@ def pad_array(x: np.ndarray, m: int) -> np.ndarray:
     ph, pw = _pad(h, m) - h, _pad(w, m) - w
     if ph == 0 and pw == 0:
         return x
-    mode = "reflect" if ph < h and pw < w else "edge"
+    mode: Literal["reflect", "edge"] = "reflect" if ph < h and pw < w else "edge"
     return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)

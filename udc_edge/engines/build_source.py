@@ -105,12 +105,12 @@ def _runner(threads: int, options: dict | None = None):
 
 def _speedup(fp32: bytes, int8: bytes, x: np.ndarray, threads: int, options: dict | None = None) -> float:
     """FP32 time / INT8 time, measured in alternating rounds on the same image."""
-    runs = []
+    calls = []
     for model in (fp32, int8):
         sess = make_session(model, threads=threads, options=options)
         feed = {i.name: x for i in sess.get_inputs()}
-        runs.append(lambda sess=sess, feed=feed: sess.run(None, feed))
-    t32, t8 = side_by_side(*runs, runs=3, rounds=2)
+        calls.append(lambda sess=sess, feed=feed: sess.run(None, feed))
+    t32, t8 = side_by_side(calls[0], calls[1], runs=3, rounds=2)
     return t32 / t8
 
 
@@ -156,12 +156,15 @@ def calibration_images(model: onnx.ModelProto, spec: BuildSpec):
     """The calibration set of a build (the same for every backend): ``(set, calibration
     images, held-out images)``. Size: ``--calib-size``, else the engine's run size when known
     (a fixed-shape graph's H x W, the shape profile's opt), else ``DEFAULT_CALIB_SIZE``."""
+    if spec.calib is None:  # BuildSpec lets prequantised builds go without --calib; this graph is not one
+        raise UsageError("the ONNX graph has no Q/DQ nodes, so an INT8 build needs calibration data",
+                         "give --calib DIR (degraded images) or --calib synth:poled")
     hw = [d.dim_value if d.HasField("dim_value") else 0 for d in model.graph.input[0].type.tensor_type.shape.dim][2:]
     fixed = all(hw)
     if fixed and spec.calib_size is not None and spec.calib_size != max(hw):
         raise UsageError(f"--calib-size {spec.calib_size} differs from the model's fixed input {hw[0]}x{hw[1]}",
                          f"leave --calib-size out (it calibrates at {hw[0]}x{hw[1]}) or export with --dynamic")
-    size = (max(hw) if fixed else spec.calib_size or (max(spec.profile.opt[2:]) if spec.profile else DEFAULT_CALIB_SIZE))
+    size = max(hw) if fixed else spec.calib_size or (max(spec.profile.opt[2:]) if spec.profile else DEFAULT_CALIB_SIZE)
     calib = load_calibration_set(spec.calib, spec.calib_count, size, strict=fixed)
     if fixed:  # a --fixed-shape graph: calibrate at its own H x W
         calib = type(calib)(np.ascontiguousarray(calib.images[:, :, : hw[0], : hw[1]]), calib.source)

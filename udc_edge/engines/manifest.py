@@ -156,7 +156,7 @@ def write_engine_files(engine_path: str | os.PathLike, sources: dict[str, Path],
     engine_path = Path(engine_path)
     targets = [engine_path.with_name(name) for name in sources]
     with atomic_paths(*targets, manifest_path(engine_path)) as tmps:
-        for tmp, src in zip(tmps, sources.values()):
+        for tmp, src in zip(tmps, sources.values(), strict=False):
             shutil.copyfile(src, tmp)
         manifest.manifest_sha256 = manifest.own_sha256()
         tmps[-1].write_text(json_text(manifest.to_dict()))
@@ -199,7 +199,9 @@ def read_manifest(engine_path: str | os.PathLike) -> Manifest:
     for name, sha in m.files_sha256.items():
         part = engine_path.with_name(name)
         if not part.is_file():
-            raise EngineError(f"engine {engine_path} is missing its file {part}", "copy it beside the engine or rebuild")
+            raise EngineError(
+                f"engine {engine_path} is missing its file {part}", "copy it beside the engine or rebuild"
+            )
         if sha256_file(part) != sha:
             raise EngineError(f"engine file {part} does not match {path.name} (sha256 differs): it was altered "
                               "or truncated", "rebuild the engine")
@@ -212,7 +214,7 @@ ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4", "neon", "asimd", "sve", "bf
 def cpu_facts() -> dict[str, Any]:
     """The CPU's model name and the ISA flags that decide CPU engine speed (from /proc/cpuinfo;
     empty where it does not exist)."""
-    model, flags = "", set()
+    model, flags = "", set[str]()
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -129,8 +130,8 @@ class OpenVinoEngine(Engine):
         super().__init__(manifest, multiple)
         self.path = Path(path)
         self.threads = threads
-        self.compiled = None
-        self._request = None
+        self.compiled: Any = None  # an openvino CompiledModel while active (openvino's types are not checked)
+        self._request: Any = None
         if manifest is not None:
             built, here = manifest.backend_version, get_version()
             if release(built) != release(here):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class OrtEngine(Engine):
         self.path = Path(path)
         self.threads = threads
         self.providers = providers
-        self.session = None
+        self.session: Any = None  # an onnxruntime.InferenceSession while active (onnxruntime has no stubs)
 
     def _activate(self) -> None:
         opts = self.manifest.session_options if self.manifest else {}
@@ -71,9 +72,9 @@ class OrtEngine(Engine):
 
     def _run(self, outputs: list[str] | None, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """session.run, with a fixed-shape mismatch or ORT's own failure as one EngineError."""
-        for t, x in zip(self.session.get_inputs(), inputs):
+        for t, x in zip(self.session.get_inputs(), inputs, strict=True):
             want = tuple(d if isinstance(d, int) else None for d in t.shape)
-            if len(want) == x.ndim and any(d is not None and d != s for d, s in zip(want, x.shape)):
+            if len(want) == x.ndim and any(d is not None and d != s for d, s in zip(want, x.shape, strict=True)):
                 shown = "x".join("?" if d is None else str(d) for d in want)
                 raise EngineError(
                     f"engine {self.path.name} takes {t.name!r} of shape {shown} (fixed when it was exported), "
@@ -81,7 +82,7 @@ class OrtEngine(Engine):
                     "give inputs of that size (e.g. --shape / crop the images), or re-export without --fixed-shape",
                 )
         try:
-            return self.session.run(outputs, dict(zip(self._in, inputs)))
+            return self.session.run(outputs, dict(zip(self._in, inputs, strict=True)))
         except Exception as exc:  # ORT's own error types (Fail, RuntimeException, ...): one line, not a traceback
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EngineError(f"engine {self.path.name} failed on an input of shape "
@@ -92,7 +93,7 @@ class OrtEngine(Engine):
         return self._run([self._out], list(inputs))[0]
 
     def _infer_all(self, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self._outs, self._run(None, inputs)))
+        return dict(zip(self._outs, self._run(None, inputs), strict=True))
 
     def profile_layers(self, *inputs: np.ndarray, runs: int = 10) -> list[LayerTime]:
         """Per-node mean time (ms) from ONNX Runtime's profiler, slowest first."""

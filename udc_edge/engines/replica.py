@@ -55,8 +55,9 @@ def _along(t: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
     return t.reshape(shape)
 
 
-def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, lo: int, hi: int,
-               axis: int = 1) -> torch.Tensor:
+def fake_quant(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, lo: int, hi: int, axis: int = 1
+) -> torch.Tensor:
     """QuantizeLinear as the integer values it produces (held in float): clamp(round(x/s) + z)."""
     s, z = _along(scale, axis, x.dim()), _along(zero_point, axis, x.dim())
     return torch.clamp(ste_round(x / s) + z, lo, hi)
@@ -74,8 +75,11 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
 
 def _conv_pads(node: onnx.NodeProto, a: dict) -> list[int]:
     if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
-        raise ReplicaError(f"node {node.name!r} ({node.op_type}) uses auto_pad={a['auto_pad']!r}, which the replica "
-                           "does not represent", "export with explicit pads (udc-edge export does)")
+        raise ReplicaError(
+            f"node {node.name!r} ({node.op_type}) uses auto_pad={a['auto_pad']!r}, which the replica "
+            "does not represent",
+            "export with explicit pads (udc-edge export does)",
+        )
     return list(a.get("pads", [0, 0, 0, 0]))
 
 
@@ -84,8 +88,9 @@ def _conv(node, a, x, w, b=None):
         raise ReplicaError(f"node {node.name!r}: only 2-D Conv is represented (weight rank {w.dim()})")
     t, left, bottom, right = _conv_pads(node, a)
     if (t, left) == (bottom, right):
-        return F.conv2d(x, w, b, tuple(a.get("strides", [1, 1])), (t, left), tuple(a.get("dilations", [1, 1])),
-                        a.get("group", 1))
+        return F.conv2d(
+            x, w, b, tuple(a.get("strides", [1, 1])), (t, left), tuple(a.get("dilations", [1, 1])), a.get("group", 1)
+        )
     x = F.pad(x, (left, right, t, bottom))
     return F.conv2d(x, w, b, tuple(a.get("strides", [1, 1])), 0, tuple(a.get("dilations", [1, 1])), a.get("group", 1))
 
@@ -94,8 +99,16 @@ def _conv_transpose(node, a, x, w, b=None):
     if "output_shape" in a or w.dim() != 4:
         raise ReplicaError(f"node {node.name!r}: ConvTranspose with output_shape or non-2-D weights is not represented")
     t, left, bottom, right = _conv_pads(node, a)
-    y = F.conv_transpose2d(x, w, b, tuple(a.get("strides", [1, 1])), 0, tuple(a.get("output_padding", [0, 0])),
-                           a.get("group", 1), tuple(a.get("dilations", [1, 1])))
+    y = F.conv_transpose2d(
+        x,
+        w,
+        b,
+        tuple(a.get("strides", [1, 1])),
+        0,
+        tuple(a.get("output_padding", [0, 0])),
+        a.get("group", 1),
+        tuple(a.get("dilations", [1, 1])),
+    )
     return y[..., t : y.shape[-2] - bottom, left : y.shape[-1] - right]
 
 
@@ -107,15 +120,17 @@ def _resize(node, a, x, roi=None, scales=None, sizes=None):
     if sizes is not None and sizes.numel():
         size = tuple(int(s) for s in sizes.tolist()[-2:])
     elif scales is not None and scales.numel():
-        size = tuple(int(np.floor(d * float(s))) for d, s in zip(x.shape[-2:], scales.tolist()[-2:]))
+        size = tuple(int(np.floor(d * float(s))) for d, s in zip(x.shape[-2:], scales.tolist()[-2:], strict=True))
     else:
         raise ReplicaError(f"node {node.name!r}: Resize without constant scales or sizes is not represented")
     if mode == "nearest" and ctm == "asymmetric":
         return F.interpolate(x, size=size, mode="nearest")
     if mode == "linear" and ctm in ("half_pixel", "pytorch_half_pixel", "align_corners"):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=ctm == "align_corners")
-    raise ReplicaError(f"node {node.name!r}: Resize mode={mode} coordinate_transformation_mode={ctm} is not "
-                       "represented", "use nearest/asymmetric or linear/half_pixel upsampling")
+    raise ReplicaError(
+        f"node {node.name!r}: Resize mode={mode} coordinate_transformation_mode={ctm} is not represented",
+        "use nearest/asymmetric or linear/half_pixel upsampling",
+    )
 
 
 def _clip(node, a, x, lo=None, hi=None):
@@ -145,7 +160,9 @@ SUPPORTED = (*OPS, "QuantizeLinear", "DequantizeLinear", "Constant")
 
 def unsupported_ops(model: onnx.ModelProto) -> list[str]:
     """The op types of ``model`` the replica cannot represent (empty when it can)."""
-    return sorted({n.op_type for n in model.graph.node if n.op_type not in SUPPORTED or n.domain not in ("", "ai.onnx")})
+    return sorted(
+        {n.op_type for n in model.graph.node if n.op_type not in SUPPORTED or n.domain not in ("", "ai.onnx")}
+    )
 
 
 class OnnxReplica(nn.Module):
@@ -160,8 +177,10 @@ class OnnxReplica(nn.Module):
         super().__init__()
         bad = unsupported_ops(model)
         if bad:
-            raise ReplicaError(f"{name}: op(s) {', '.join(bad)} cannot be represented by the differentiable replica",
-                               f"the replica interprets {', '.join(SUPPORTED)}")
+            raise ReplicaError(
+                f"{name}: op(s) {', '.join(bad)} cannot be represented by the differentiable replica",
+                f"the replica interprets {', '.join(SUPPORTED)}",
+            )
         self.multiple = multiple
         self.name = name
         g = model.graph
@@ -212,8 +231,10 @@ class OnnxReplica(nn.Module):
         zp = node.input[2] if len(node.input) > 2 and node.input[2] else None
         kind = self._int_type.get(zp, onnx.TensorProto.UINT8) if zp else onnx.TensorProto.UINT8
         if kind not in INT_RANGES:
-            raise ReplicaError(f"node {node.name!r}: QuantizeLinear to {onnx.TensorProto.DataType.Name(kind)} is not "
-                               "represented", "the replica handles uint8 and int8")
+            raise ReplicaError(
+                f"node {node.name!r}: QuantizeLinear to {onnx.TensorProto.DataType.Name(kind)} is not represented",
+                "the replica handles uint8 and int8",
+            )
         return INT_RANGES[kind]
 
     def _value(self, env: dict[str, torch.Tensor], key: str) -> torch.Tensor | None:

@@ -42,18 +42,35 @@ class ShapeProfile:
             raise UsageError(f"{name} {text!r} is not NxCxHxW", "e.g. 1x3x256x256") from exc
         if len(dims) != 4 or min(dims) < 1 or dims[1] != 3:
             raise UsageError(f"{name} {text!r} must be 4 positive dims NxCxHxW with C=3", "e.g. 1x3x256x256")
-        return dims  # type: ignore[return-value]
+        return dims
 
     @classmethod
     def from_strings(cls, lo: str, opt: str, hi: str) -> ShapeProfile:
         p = cls(cls.parse_shape(lo, "--min-shape"), cls.parse_shape(opt, "--opt-shape"),
                 cls.parse_shape(hi, "--max-shape"))
-        if not all(a <= b <= c for a, b, c in zip(p.min, p.opt, p.max)):
+        if not all(a <= b <= c for a, b, c in zip(p.min, p.opt, p.max, strict=True)):
             raise UsageError(f"shape profile must satisfy min <= opt <= max per dim, got {p.min} {p.opt} {p.max}")
         return p
 
+    @classmethod
+    def from_options(cls, lo: str | None, opt: str | None, hi: str | None) -> ShapeProfile | None:
+        """``--min-shape/--opt-shape/--max-shape``: all three make a profile, none gives None."""
+        if not (lo or opt or hi):
+            return None
+        if not (lo and opt and hi):
+            raise UsageError("give all of --min-shape, --opt-shape and --max-shape, or none")
+        return cls.from_strings(lo, opt, hi)
+
     def to_dict(self) -> dict[str, list[int]]:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+def parse_exclude(text: str) -> tuple[tuple[str, ...], bool]:
+    """``--exclude``: ``(node names kept in float, whether to exclude by measured sensitivity)``;
+    the text ``auto`` or ``auto:robust`` asks for the latter (``BuildSpec.robust_exclude`` tells them apart)."""
+    if text.startswith("auto") and text not in ("auto", "auto:robust"):
+        raise UsageError(f"--exclude {text!r}: automatic exclusion is 'auto' or 'auto:robust'")
+    return tuple(n for n in text.split(",") if n and not n.startswith("auto")), text.startswith("auto")
 
 
 DEFAULT_CALIB_SIZE = 128  # dynamic-shape models with no shape profile calibrate at this size
@@ -139,4 +156,6 @@ class BuildSpec:
 
     @property
     def quant_target(self) -> str:
-        return self.target or ("cpu" if self.backend == AUTO_BACKEND else self.backend.qdq_target)
+        if self.target:
+            return self.target
+        return self.backend.qdq_target if isinstance(self.backend, Backend) else "cpu"  # AUTO_BACKEND: cpu

@@ -157,6 +157,8 @@ class _CudartCuda:
     def event(self) -> int:
         ev = ctypes.c_void_p()
         self._check(self.lib.cudaEventCreate(ctypes.byref(ev)), "cudaEventCreate")
+        if ev.value is None:
+            raise EngineError("cudaEventCreate returned a null event", "check the CUDA driver and device")
         self._events.append(ev.value)
         return ev.value
 
@@ -181,7 +183,7 @@ class _CudartCuda:
         self._stream.free()
 
 
-def open_cuda(index: int = 0):
+def open_cuda(index: int = 0) -> _PycudaCuda | _CudartCuda:
     """pycuda when installed, else Polygraphy's CUDA wrapper; BackendUnavailableError if neither."""
     try:
         import pycuda.driver  # noqa: F401
@@ -209,7 +211,8 @@ class TrtEngine(Engine):
         self.device_info = device_info(device)
         check_manifest(manifest, get_version(), self.device_info, str(self.path))
         super().__init__(manifest, multiple)
-        self.cuda = None
+        self.manifest: Manifest = manifest  # always present: a TensorRT engine is never loaded without one
+        self.cuda: _PycudaCuda | _CudartCuda | None = None
         self.last_times: dict[str, float] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -240,6 +243,15 @@ class TrtEngine(Engine):
     def _deactivate(self) -> None:
         self._release()
 
+    @property
+    def _live(self) -> _PycudaCuda | _CudartCuda:
+        """The CUDA plumbing of the active engine (activating it on first use)."""
+        if self.cuda is None:
+            self.activate()
+        if self.cuda is None:  # activate() opens it or raises; kept for the type checker
+            raise EngineError(f"{self.path}: no CUDA context after activation")
+        return self.cuda
+
     def _release(self) -> None:
         cuda = self.cuda
         if cuda is None:
@@ -263,27 +275,27 @@ class TrtEngine(Engine):
         m = self.manifest
         return EngineInfo(Backend.TRT.manifest_name, get_version(), m.precision, m.requested_precision,
                           [spec(n) for n in self._in], [spec(n) for n in self._out],
-                          {"device": self.device_info, "cuda": self.cuda.name, "num_layers": eng.num_layers})
+                          {"device": self.device_info, "cuda": self._live.name, "num_layers": eng.num_layers})
 
     # -- inference ---------------------------------------------------------------------------
     def _buffer(self, name: str, nbytes: int) -> int:
         ptr, size, keep = self._buffers.get(name, (0, 0, None))
         if size < nbytes:  # grow only; the profile's max shape bounds it
             if keep is not None:
-                self.cuda.free(keep)
-            ptr, keep = self.cuda.malloc(nbytes)
+                self._live.free(keep)
+            ptr, keep = self._live.malloc(nbytes)
             self._buffers[name] = (ptr, nbytes, keep)
         return ptr
 
     def _host(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         arr = self._hosts.get(name)
         if arr is None or arr.shape != shape:
-            arr = self._hosts[name] = self.cuda.host(shape, self._dtype[name])
+            arr = self._hosts[name] = self._live.host(shape, self._dtype[name])
         return arr
 
     def _infer(self, *inputs: np.ndarray) -> np.ndarray:
-        ctx, cuda = self._context, self.cuda
-        for name, x in zip(self._in, inputs):
+        ctx, cuda = self._context, self._live
+        for name, x in zip(self._in, inputs, strict=True):
             if not ctx.set_input_shape(name, tuple(x.shape)):
                 raise EngineError(f"{name}: TensorRT refused shape {x.shape} (outside the engine's profile)",
                                   "rebuild with a wider --min-shape/--max-shape")
@@ -323,7 +335,9 @@ class TrtEngine(Engine):
             self.activate()
         times: dict[str, list[float]] = {}
 
-        class _Collect(trt.IProfiler):
+        profiler_base: Any = trt.IProfiler  # a class from the tensorrt module, chosen at run time
+
+        class _Collect(profiler_base):
             def __init__(self) -> None:
                 trt.IProfiler.__init__(self)
 

@@ -34,7 +34,9 @@ from typing import Any
 from udc_edge.core.errors import BackendUnavailableError, EngineError, UsageError
 from udc_edge.core.fileio import work_dir
 
-INSTALL_HINT = 'install the extra with pip install "udc-edge[trt]" on a machine with an NVIDIA GPU, or use --backend ort'
+INSTALL_HINT = (
+    'install the extra with pip install "udc-edge[trt]" on a machine with an NVIDIA GPU, or use --backend ort'
+)
 PRECISIONS = ("fp32", "fp16", "int8")
 MIN_VERSION = (8, 5)  # the named-tensor API (set_input_shape / execute_async_v3) arrived in 8.5
 
@@ -260,7 +262,7 @@ def check_profile(profile: dict[str, Any]) -> dict[str, list[int]]:
         raise UsageError(f"shape profile must be {{'min','opt','max'}} NCHW lists, got {profile!r}") from exc
     if any(len(v) != 4 or min(v) < 1 for v in p.values()):
         raise UsageError(f"shape profile dims must be 4 positive ints (NCHW), got {p}")
-    if not all(a <= b <= c for a, b, c in zip(p["min"], p["opt"], p["max"])):
+    if not all(a <= b <= c for a, b, c in zip(p["min"], p["opt"], p["max"], strict=True)):
         raise UsageError(f"shape profile must satisfy min <= opt <= max per dim, got {p}")
     return p
 
@@ -339,7 +341,7 @@ def build_serialized(onnx_path: str | os.PathLike, precision: str, profile: dict
         inputs = [network.get_input(i) for i in range(network.num_inputs)]
         for tensor in inputs:
             static = tuple(tensor.shape)
-            if len(static) != 4 or any(s >= 0 and s != p for s, p in zip(static, prof["opt"])):
+            if len(static) != 4 or any(s >= 0 and s != p for s, p in zip(static, prof["opt"], strict=True)):
                 raise EngineError(f"network input {tensor.name!r} has shape {static}, which the profile "
                                   f"{prof} does not fit", "give shapes with the model's static dims (NCHW, C=3)")
             opt_profile.set_shape(tensor.name, prof["min"], prof["opt"], prof["max"])

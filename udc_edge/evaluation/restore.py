@@ -86,7 +86,8 @@ def restore_array(model: Any, img: np.ndarray, tile: int = 0, overlap: int = 32)
     from udc_edge.models.padding import run_padded
 
     with torch.no_grad():
-        fn = lambda t: run_padded(model, t)
+        def fn(t):
+            return run_padded(model, t)
         xt = torch.from_numpy(x)
         y = run_tiled(fn, xt, tile, overlap) if tile else fn(xt)
     return to_hwc(y.clamp(0, 1))

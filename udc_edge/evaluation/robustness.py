@@ -85,6 +85,9 @@ def eps_label(eps: float | None) -> str:
     return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
 
 
+DEFAULT_EVAL_ATTACKS = "pgd,ifgsm,mifgsm,cw,simba,square"  # eval's columns when --attacks is not given
+
+
 def plan_attacks(names: tuple[str, ...], eps_values: tuple[float, ...], objective: str = "gt",
                  seed: int = 0, **overrides: Any) -> list[AttackSpec]:
     """One spec per attack and budget (``cw`` is an L2 attack: one spec, no eps).
@@ -266,7 +269,7 @@ def evaluate_robustness(target: Any, dataset: PairedDataset, specs: list[AttackS
         out = forward(target, pair.lq)
         ref = pair.gt if pair.gt is not None else out
         entry: dict[str, Any] = {"name": pair.name, "clean": {"psnr": psnr(out, ref), "ssim": ssim(out, ref)}}
-        for key, spec in zip(keys, specs):
+        for key, spec in zip(keys, specs, strict=True):
             res = run_one(target, dataclasses.replace(spec, seed=spec.seed + i), pair.lq, pair.gt, surrogate)
             adv, out_adv = to_hwc(res.x_adv), output_image(res.output)
             entry[key] = {"psnr": psnr(out_adv, ref), "ssim": ssim(out_adv, ref),
@@ -292,7 +295,7 @@ def _aggregate(per_image: list[dict], specs: list[AttackSpec], keys: list[str], 
     clean = {"psnr_mean": cp if has_gt else None, "psnr_worst": cpw if has_gt else None,
              "ssim_mean": cs if has_gt else None, "ssim_worst": csw if has_gt else None}
     rows = []
-    for key, spec in zip(keys, specs):
+    for key, spec in zip(keys, specs, strict=True):
         recs = [e[key] for e in per_image]
         pm, pw, worst = _stats([r["psnr"] for r in recs], names)
         sm, sw, _ = _stats([r["ssim"] for r in recs], names)

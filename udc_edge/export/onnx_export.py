@@ -260,17 +260,17 @@ def _compare(cases: list[tuple], onnx_bytes: bytes, session_options: dict | None
     for k, (h, w, xs, ref) in enumerate(cases):
         try:
             if fixed_batch:
-                got = np.concatenate([sess.run(None, dict(zip(names, [x[i : i + 1] for x in xs])))[0]
+                got = np.concatenate([sess.run(None, dict(zip(names, [x[i : i + 1] for x in xs], strict=False)))[0]
                                       for i in range(len(xs[0]))])
             else:
-                got = sess.run(None, dict(zip(names, xs)))[0]
+                got = sess.run(None, dict(zip(names, xs, strict=False)))[0]
         except Exception as exc:  # ORT's own Fail/RuntimeException types
             raise ParityError(f"ONNX Runtime failed at {h}x{w}: {short_error(exc, 300)}", size_index=k,
                               runtime=True) from exc
         if got.shape != ref.shape:
             raise ParityError(f"ONNX output shape {got.shape} differs from torch {ref.shape} at {h}x{w}", size_index=k)
         err = float(np.abs(got - ref).max())
-        p = float(np.mean([psnr(np.clip(g, 0, 1), np.clip(r, 0, 1)) for g, r in zip(got, ref)]))
+        p = float(np.mean([psnr(np.clip(g, 0, 1), np.clip(r, 0, 1)) for g, r in zip(got, ref, strict=True)]))
         results.append({"height": h, "width": w, "max_abs_err": err, "psnr_db": p})
     return results
 

@@ -102,7 +102,7 @@ def profile_nodes(model: str | os.PathLike | bytes, inputs: list[np.ndarray], th
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "ort")
         sess = ort.InferenceSession(src, sess_options=so, providers=list(providers))
-        feed = dict(zip([i.name for i in sess.get_inputs()], inputs))
+        feed = dict(zip([i.name for i in sess.get_inputs()], inputs, strict=False))
         for _ in range(runs):
             sess.run(None, feed)
         events = json.loads(Path(sess.end_profiling()).read_text())

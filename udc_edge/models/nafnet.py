@@ -143,11 +143,11 @@ class NAFNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.intro(x)
         skips = []
-        for enc, down in zip(self.encoders, self.downs):
+        for enc, down in zip(self.encoders, self.downs, strict=True):
             f = enc(f)
             skips.append(f)
             f = down(f)
         f = self.middle(f)
-        for up, dec, s in zip(self.ups, self.decoders, reversed(skips)):
+        for up, dec, s in zip(self.ups, self.decoders, reversed(skips), strict=True):
             f = dec(up(f) + s)
         return x + self.ending(f)

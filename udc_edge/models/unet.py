@@ -122,12 +122,12 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.head_act(self.head(x))
         skips = []
-        for enc, down in zip(self.encoders, self.downs):
+        for enc, down in zip(self.encoders, self.downs, strict=True):
             f = enc(f)
             skips.append(f)
             f = down(f)
         f = self.middle(f)
-        for up, merge, dec, s in zip(self.ups, self.merges, self.decoders, reversed(skips)):
+        for up, merge, dec, s in zip(self.ups, self.merges, self.decoders, reversed(skips), strict=True):
             f = up(f)
             f = merge(torch.cat([f, s], dim=1)) if self.skip == "concat" else f + s
             f = dec(f)

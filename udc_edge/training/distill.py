@@ -10,7 +10,7 @@ outputs, back-propagating through all k student evaluations.
 Why this kind: purification starts at a small t* (0.1 of the schedule), where the DDIM
 trajectory is short and nearly straight, so one regression gets a 1-4 step student
 close to the teacher. It optimises exactly the k-step graph that is deployed
-(:class:`~udc_edge.diffusion.purifier.PurifierSampler`), needs one training run (progressive
+(:class:`~udc_edge.diffusion.sampler.PurifierSampler`), needs one training run (progressive
 distillation needs log2(N/k) rounds) and no target networks or EMA (consistency
 distillation), and the teacher's N steps per batch are cheap at k <= 4 and t* <= 0.15.
 
@@ -40,16 +40,8 @@ import torch.nn.functional as F
 
 from udc_edge.core.errors import UsageError
 from udc_edge.core.progress import Advance, noop
-from udc_edge.diffusion.purifier import (
-    Purifier,
-    check_steps,
-    ddim_reverse,
-    diffuse,
-    from_model,
-    load_purifier,
-    save_purifier,
-    state_digest,
-)
+from udc_edge.diffusion.purifier import Purifier, load_purifier, save_purifier, state_digest
+from udc_edge.diffusion.schedule import check_steps, ddim_reverse, diffuse, from_model
 from udc_edge.training.pairs import TrainData
 from udc_edge.training.purifier import domain_batch
 from udc_edge.training.state import options

@@ -44,8 +44,9 @@ from torch import nn
 from udc_edge.attacks import AttackSpec, attack
 from udc_edge.core.errors import UsageError
 from udc_edge.core.progress import Advance, noop
-from udc_edge.diffusion.pipeline import PurifiedRestorer
-from udc_edge.diffusion.purifier import PurifierSampler, load_purifier, state_digest
+from udc_edge.diffusion.pipeline import PurifiedRestorer, purify
+from udc_edge.diffusion.purifier import load_purifier, state_digest
+from udc_edge.diffusion.sampler import PurifierSampler
 from udc_edge.models import save_checkpoint
 from udc_edge.models.zoo import load_model
 from udc_edge.training.losses import fft_l1
@@ -177,7 +178,7 @@ def _inputs(component: str, lq: torch.Tensor, gt: torch.Tensor, restorer: nn.Mod
                                                 seed=seed % 2**31)).x_adv
     if component in ("purified", "purified-adversarial"):
         with torch.no_grad():
-            x = sampler(x, torch.randn(x.shape, generator=gen).to(x.device))
+            x = purify(sampler, x, torch.randn(x.shape, generator=gen).to(x.device), clamp=False)
     return x.detach()
 
 
@@ -249,7 +250,7 @@ class FinetuneTrainer(Trainer):
         lq, gt = to_device(self.device, lq, gt)
         chunks = np.array_split(np.arange(spec.batch), len(spec.mix))
         xs = [_inputs(c, lq[idx], gt[idx], self.model, self.sampler, spec, int(rng.integers(2**62)))
-              for c, idx in zip(spec.mix, chunks)]
+              for c, idx in zip(spec.mix, chunks, strict=True)]
         if self.reference is not None:
             with torch.no_grad():
                 gt = self.reference(lq)

@@ -21,7 +21,9 @@ def fft_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (torch.view_as_real(fp) - torch.view_as_real(ft)).abs().mean()
 
 
-def restoration_loss(pred: torch.Tensor, target: torch.Tensor, pixel: str = "charbonnier", fft_weight: float = 0.05) -> torch.Tensor:
+def restoration_loss(
+    pred: torch.Tensor, target: torch.Tensor, pixel: str = "charbonnier", fft_weight: float = 0.05
+) -> torch.Tensor:
     """Pixel loss (``charbonnier``, ``l1`` or ``l2``) plus ``fft_weight`` x FFT L1."""
     if pixel == "charbonnier":
         loss = charbonnier(pred, target)

@@ -42,7 +42,9 @@ class SynthPairs:
                  seed: int = 0, noise: bool = True, progress: Advance = noop):
         self.sim = UDCSimulator.for_display(display, noise=noise)
         if patch < self.sim.min_size:
-            raise UsageError(f"--patch {patch} is too small for the display's PSF", f"use --patch >= {self.sim.min_size}")
+            raise UsageError(
+                f"--patch {patch} is too small for the display's PSF", f"use --patch >= {self.sim.min_size}"
+            )
         self.patch = patch
         sample, self.source = make_source(source)
         crop = int(patch * 1.5)
@@ -113,8 +115,9 @@ class StepBatches(torch.utils.data.Dataset):
         return lq, gt, rng
 
 
-def step_batches(sampler: SynthPairs | FolderPairs, seed: int, rank: int, n: int, steps: range,
-                 workers: int = 0, pin: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.random.Generator]]:
+def step_batches(
+    sampler: SynthPairs | FolderPairs, seed: int, rank: int, n: int, steps: range, workers: int = 0, pin: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.random.Generator]]:
     """The batches of ``steps`` in order: in this process, or made ahead by ``workers`` processes.
 
     Synthesising a batch (PSF, HDR, sensor noise per crop) costs about 1.6 ms per 64 px crop on

@@ -26,16 +26,9 @@ import torch.nn.functional as F
 
 from udc_edge.core.errors import UsageError
 from udc_edge.core.progress import Advance, noop
-from udc_edge.diffusion.purifier import (
-    DOMAINS,
-    TRAIN_TIMESTEPS,
-    Purifier,
-    check_steps,
-    check_t_star,
-    save_purifier,
-    to_model,
-    unet_config,
-)
+from udc_edge.diffusion.purifier import DOMAINS, Purifier, save_purifier
+from udc_edge.diffusion.schedule import TRAIN_TIMESTEPS, check_steps, check_t_star, to_model
+from udc_edge.diffusion.unet import unet_config
 from udc_edge.training.pairs import TrainData
 from udc_edge.training.state import options
 from udc_edge.training.trainer import LoopSpec, Trainer, check_loop_options, to_device

@@ -1,5 +1,5 @@
-"""Train a restorer (a :class:`~udc_edge.training.trainer.Trainer`): random crops, Charbonnier + FFT loss, AdamW, cosine schedule,
-validation PSNR/SSIM every K steps, best and last checkpoints, resume, torchrun DDP.
+"""Train a restorer (a :class:`~udc_edge.training.trainer.Trainer`): random crops, Charbonnier + FFT loss,
+AdamW, cosine schedule, validation PSNR/SSIM every K steps, best and last checkpoints, resume, torchrun DDP.
 
 Output folder::
 

@@ -160,7 +160,7 @@ class Trainer(ABC):
         """(data, patch) to train on."""
         return self.spec.data, self.spec.patch
 
-    def prepare(self, data: TrainData) -> None:
+    def prepare(self, data: TrainData) -> None:  # noqa: B027 (an optional hook: empty by default)
         """Fixed validation inputs and anything else the run needs from the data."""
 
     def batches(self, steps: range) -> Iterator[Any]:
@@ -183,7 +183,7 @@ class Trainer(ABC):
     def save_model(self, folder: Path, extra: dict[str, Any]) -> None:
         """Write a checkpoint folder (``best/`` or ``last/``) of ``self.model`` with ``extra``."""
 
-    def started(self, history: list[dict]) -> None:
+    def started(self, history: list[dict]) -> None:  # noqa: B027 (an optional hook: empty by default)
         """Called once the history before the first step is known (fresh or resumed)."""
 
     # -- the skeleton --------------------------------------------------------------------
@@ -249,7 +249,7 @@ class Trainer(ABC):
         net = D.wrap_model(trained, self.info)
         t0 = time.perf_counter()
         elapsed_before = float(history[-1].get("seconds", 0.0)) if history else 0.0
-        for step, batch in zip(range(start, loop.steps), self.batches(range(start, loop.steps))):
+        for step, batch in zip(range(start, loop.steps), self.batches(range(start, loop.steps)), strict=False):
             self.model.train()
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, loop.lr, loop.warmup, loop.steps)
