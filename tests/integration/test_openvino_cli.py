@@ -18,6 +18,8 @@ from udc_edge.data.synth import SynthSpec, write_synthetic_dataset
 
 runner = CliRunner()
 FAST = ["--attacks", "pgd,simba", "--steps", "5", "--simba-iterations", "20", "--limit", "2"]
+# white-box-on-engine rows need a replica of the engine's numerics, which OpenVINO IRs do not have yet
+FAST_OV = [*FAST, "--no-direct"]
 HAS_OV = all(__import__("importlib").util.find_spec(m) for m in ("openvino", "nncf"))
 
 
@@ -44,10 +46,16 @@ def test_build_bench_and_verify_an_openvino_int8_engine(tiny_onnx, tiny_restorer
     assert [(r["backend"], r["threads"]) for r in rows] == [("openvino", 1), ("openvino", os.cpu_count())][: len(rows)]
     assert len(rows) == len({1, os.cpu_count()})
     res = runner.invoke(app, ["-q", "verify", "--reference", str(tiny_restorer_dir), "--engine", str(data / "int8.xml"),
-                              "--data", str(data / "ds"), "--report", str(data / "r8"), *FAST])
+                              "--data", str(data / "ds"), "--report", str(data / "r8"), *FAST_OV])
     assert res.exit_code == 0, res.output
     rep = json.loads((data / "r8" / "verify.json").read_text())
     assert rep["passed"] and all(c["passed"] for c in rep["checks"])
+    # without --no-direct the rows crafted on the engine cannot run: INCOMPLETE, never a pass
+    res = runner.invoke(app, ["-q", "verify", "--reference", str(tiny_restorer_dir), "--engine", str(data / "int8.xml"),
+                              "--data", str(data / "ds"), "--report", str(data / "rd"), *FAST, "--attacks", "pgd"])
+    assert res.exit_code == 1 and "INCOMPLETE" in res.output and "Traceback" not in res.output, res.output
+    rep = json.loads((data / "rd" / "verify.json").read_text())
+    assert not rep["passed"] and any("no replica of OpenVINO" in json.dumps(c) for c in rep["checks"])
 
 
 @pytest.mark.skipif(not HAS_OV, reason="openvino/nncf not installed")
@@ -73,7 +81,7 @@ def test_damaged_openvino_int8_engine_fails_verify(tiny_onnx, tiny_restorer_dir,
             str(data / "ds"),
             "--report",
             str(data / "rb"),
-            *FAST,
+            *FAST_OV,
         ],
     )
     assert res.exit_code == 1, res.output

@@ -118,6 +118,9 @@ def test_verify_a_bundle_without_torch_runs_the_blackbox_attack_on_the_engine(en
     # the engine was really attacked: its PSNR under SimBA is below its clean PSNR
     assert simba[0]["engine"] < checks["clean PSNR drop (dB)"]["engine"] - 0.1
     assert any("transferred" in n for n in checks)
+    # rows crafted on the engine's replica need torch: reported as not run (never passed), saying why
+    direct = [c for n, c in checks.items() if "white-box on engine" in n]
+    assert direct and not rep["passed"] and all(not c["passed"] and "PyTorch" in json.dumps(c) for c in direct)
 
 
 def test_eval_an_engine_with_blackbox_attacks_without_torch(engines):

@@ -10,7 +10,15 @@ import pytest
 from onnx import numpy_helper
 
 from udc_edge.calibration.dataset import load_calibration_set
-from udc_edge.calibration.qdq import auto_exclude, fidelity, quantizable_nodes, quantize_bytes
+from udc_edge.calibration.qdq import (
+    auto_exclude,
+    exclude_until,
+    fidelity,
+    layer_sensitivity,
+    prepare,
+    quantizable_nodes,
+    quantize_bytes,
+)
 from udc_edge.calibration.ranges import cached_ranges, compute_ranges
 from udc_edge.core.errors import DataError, UsageError
 from udc_edge.engines.build import _runner
@@ -89,6 +97,27 @@ def test_auto_exclude_keeps_sensitive_layers_in_float(tiny_onnx, calib):
     assert all("dB vs FP32" in e["reason"] for e in res.excluded)
     # The first excluded layer is the one that hurt most when quantised alone.
     assert res.excluded[0]["alone_db"] == pytest.approx(min(res.sensitivity.values()), abs=0.01)
+
+
+def test_robust_sensitivity_is_the_worse_of_clean_and_attacked_and_both_must_meet_the_target(tiny_onnx, calib):
+    """One definition of a sensitive layer: with attacked images, each layer's value is the lower of
+    its clean and attacked PSNR; the search stops only when clean AND attacked fidelity meet the target."""
+    ranges = compute_ranges(tiny_onnx, calib.images, "minmax")
+    run, src = _runner(1), prepare(tiny_onnx)
+    held = calib.images[-2:]
+    adv = np.clip(held + np.random.default_rng(0).uniform(-8 / 255, 8 / 255, held.shape), 0, 1).astype(np.float32)
+    ref, ref_adv = run(tiny_onnx.read_bytes(), held), run(tiny_onnx.read_bytes(), adv)
+    clean = layer_sensitivity(src, ranges, "cpu", run, held, ref)
+    attacked = layer_sensitivity(src, ranges, "cpu", run, adv, ref_adv)
+    robust = layer_sensitivity(src, ranges, "cpu", run, held, ref, (adv, ref_adv))
+    assert robust == {n: min(clean[n], attacked[n]) for n in clean}
+    # scripted trials: clean passes from the first group, attacked only once 4 layers are in float
+    sens = {f"n{i}": float(i) for i in range(8)}
+    res = exclude_until(sens, lambda ex: (ex, 50.0, 40.0 if len(ex) < 4 else 46.0), min_fidelity=45.0)
+    assert res.met and len(res.excluded) == 4 and [t["excluded"] for t in res.trials] == [1, 2, 4]
+    assert res.attacked_db == 46.0 and "worse of clean and attacked" in res.excluded[0]["reason"]
+    res = exclude_until(sens, lambda ex: (ex, 50.0, None), min_fidelity=45.0)
+    assert res.met and len(res.excluded) == 1 and "(clean;" in res.excluded[0]["reason"]
 
 
 def test_quantising_a_prepared_model_matches_the_path_and_leaves_it_unchanged(tiny_onnx):

@@ -114,6 +114,9 @@ def test_option_parsers():
     assert parse_exclude("") == ((), False)
     assert parse_exclude("auto") == ((), True)
     assert parse_exclude("conv1,conv2") == (("conv1", "conv2"), False)
+    assert parse_exclude("auto:robust") == ((), True)  # BuildSpec.robust_exclude tells it from plain auto
+    with pytest.raises(UsageError, match="'auto' or 'auto:robust'"):
+        parse_exclude("auto:fast")
 
 
 def test_bench_row_cells_follow_the_columns():

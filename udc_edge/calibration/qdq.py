@@ -11,7 +11,9 @@ Two targets, because the fastest correct INT8 differs:
 Only op types that gain from INT8 are quantised (Conv, ConvTranspose, MatMul, Gemm);
 shape and indexing ops are never wrapped in Q/DQ. ``auto_exclude`` keeps the most
 sensitive layers in float until the output is within ``min_fidelity`` dB of FP32; the
-OpenVINO/NNCF path uses the same ``layer_sensitivity`` and ``exclude_until``.
+OpenVINO/NNCF path uses the same ``layer_sensitivity`` and ``exclude_until``. Given attacked
+images too (``--exclude auto:robust``), a layer's sensitivity is the worse of its clean and
+attacked fidelity, and both must meet the target.
 """
 
 from __future__ import annotations
@@ -100,29 +102,55 @@ class ExclusionResult:
     excluded: list[dict] = field(default_factory=list)  # {"node", "reason", "alone_db"}
     sensitivity: dict[str, float] = field(default_factory=dict)
     met: bool = True
+    attacked_db: float | None = None  # fidelity on attacked inputs (robust mode)
+    trials: list[dict] = field(default_factory=list)  # every choice tried: {"excluded", "clean_db", "attacked_db"}
+
+
+Attacked = tuple[np.ndarray, np.ndarray]  # (attacked held-out images, the FP32 outputs on them)
+
+
+def _fids(run: Runner, model: bytes, images: np.ndarray, reference: np.ndarray,
+          attacked: Attacked | None) -> tuple[float, float | None]:
+    return fidelity(run, model, images, reference), (fidelity(run, model, *attacked) if attacked else None)
 
 
 def layer_sensitivity(source: onnx.ModelProto, ranges: dict, target: str, run: Runner, images: np.ndarray,
-                      reference: np.ndarray) -> dict[str, float]:
+                      reference: np.ndarray, attacked: Attacked | None = None) -> dict[str, float]:
     """The one definition of a layer's sensitivity, for every backend: output PSNR (dB) vs FP32
-    when that layer alone is quantised (Q/DQ, these ranges); lower = more sensitive."""
-    return {n: fidelity(run, quantize_bytes(source, ranges, target, only=(n,)), images, reference)
+    when that layer alone is quantised (Q/DQ, these ranges); lower = more sensitive. With
+    ``attacked`` (robust mode) the lower of its clean and attacked PSNR."""
+    return {n: min(x for x in _fids(run, quantize_bytes(source, ranges, target, only=(n,)), images, reference,
+                                    attacked) if x is not None)
             for n in quantizable_nodes(source)}
 
 
-def exclude_until(sens: dict[str, float], trial: Callable[[tuple[str, ...]], tuple[Any, float]],
-                  min_fidelity: float, max_rounds: int = 12) -> ExclusionResult:
+Trial = Callable[[tuple[str, ...]], tuple[Any, float, float | None]]
+
+
+def _trial_row(excluded: int, fid: float, adv: float | None) -> dict:
+    return {"excluded": excluded, "clean_db": round(fid, 2), "attacked_db": None if adv is None else round(adv, 2)}
+
+
+def exclude_until(sens: dict[str, float], trial: Trial, min_fidelity: float, max_rounds: int = 12,
+                  trials: list[dict] | None = None) -> ExclusionResult:
     """Keep the most sensitive layers in float, in growing groups (1, 2, 4, ...), until
-    ``trial(excluded) -> (model, fidelity_db)`` meets ``min_fidelity`` or ``max_rounds`` is reached."""
+    ``trial(excluded) -> (model, clean_db, attacked_db or None)`` meets ``min_fidelity`` on both
+    or ``max_rounds`` is reached. Every choice tried is appended to ``trials``."""
     order = sorted(sens, key=lambda n: sens[n])
-    best = ExclusionResult(None, float("-inf"), sensitivity=sens, met=False)
+    trials = [] if trials is None else trials
+    robust = False
+    best = ExclusionResult(None, float("-inf"), sensitivity=sens, met=False, trials=trials)
     k = 1
     for _ in range(max_rounds):
         k = min(k, len(order))
-        model, fid = trial(tuple(order[:k]))
-        excl = [{"node": n, "reason": f"quantised alone: {sens[n]:.1f} dB vs FP32 (most sensitive first)",
+        model, fid, adv = trial(tuple(order[:k]))
+        robust = robust or adv is not None
+        trials.append(_trial_row(k, fid, adv))
+        what = "worse of clean and attacked" if robust else "clean"
+        excl = [{"node": n, "reason": f"quantised alone: {sens[n]:.1f} dB vs FP32 ({what}; most sensitive first)",
                  "alone_db": round(sens[n], 2)} for n in order[:k]]
-        best = ExclusionResult(model, fid, excl, sens, met=fid >= min_fidelity)
+        met = min(fid, adv if adv is not None else fid) >= min_fidelity
+        best = ExclusionResult(model, fid, excl, sens, met=met, attacked_db=adv, trials=trials)
         if best.met or k == len(order):
             break
         k *= 2
@@ -130,18 +158,20 @@ def exclude_until(sens: dict[str, float], trial: Callable[[tuple[str, ...]], tup
 
 
 def auto_exclude(onnx_path: str | os.PathLike, ranges: dict, target: str, run: Runner, images: np.ndarray,
-                 reference: np.ndarray, min_fidelity: float, max_rounds: int = 12) -> ExclusionResult:
-    """Quantise all layers; if fidelity < min_fidelity, keep the most sensitive in float
-    (:func:`layer_sensitivity` order, :func:`exclude_until` groups)."""
+                 reference: np.ndarray, min_fidelity: float, max_rounds: int = 12,
+                 attacked: Attacked | None = None) -> ExclusionResult:
+    """Quantise all layers; if fidelity < min_fidelity (on clean and, with ``attacked``, on
+    attacked images too), keep the most sensitive in float (:func:`layer_sensitivity` order,
+    :func:`exclude_until` groups)."""
     source = prepare(onnx_path)  # once: every trial below quantises a copy
-    full = quantize_bytes(source, ranges, target)
-    fid = fidelity(run, full, images, reference)
-    if fid >= min_fidelity:
-        return ExclusionResult(full, fid)
-    sens = layer_sensitivity(source, ranges, target, run, images, reference)
 
-    def trial(excluded: tuple[str, ...]) -> tuple[bytes, float]:
+    def trial(excluded: tuple[str, ...]) -> tuple[bytes, float, float | None]:
         model = quantize_bytes(source, ranges, target, exclude=excluded)
-        return model, fidelity(run, model, images, reference)
+        return (model, *_fids(run, model, images, reference, attacked))
 
-    return exclude_until(sens, trial, min_fidelity, max_rounds)
+    full, fid, adv = trial(())
+    trials = [_trial_row(0, fid, adv)]
+    if min(fid, adv if adv is not None else fid) >= min_fidelity:
+        return ExclusionResult(full, fid, attacked_db=adv, trials=trials)
+    sens = layer_sensitivity(source, ranges, target, run, images, reference, attacked)
+    return exclude_until(sens, trial, min_fidelity, max_rounds, trials)

@@ -129,7 +129,19 @@ def build_cmd(
         Path | None, typer.Option(help="Calibration cache JSON (default: beside the engine).")
     ] = None,
     target: Annotated[str | None, typer.Option(help="Q/DQ flavour: cpu (u8/s8) or tensorrt (symmetric s8).")] = None,
-    exclude: Annotated[str, typer.Option(help="'auto' (by measured sensitivity) or NODE,NODE kept in float.")] = "",
+    exclude: Annotated[
+        str,
+        typer.Option(
+            help="'auto' (by measured sensitivity), 'auto:robust' (by clean and "
+            "attacked fidelity) or NODE,NODE kept in float."
+        ),
+    ] = "",
+    calib_adversarial: Annotated[
+        str | None,
+        typer.Option(
+            help="ATTACK:EPS[:STEPS], e.g. pgd:8/255: add copies of the calibration images attacked on the FP32 model."
+        ),
+    ] = None,
     min_fidelity: Annotated[float, typer.Option(help="Target PSNR (dB) of INT8 output vs FP32.")] = 40.0,
     min_shape: Annotated[str | None, typer.Option(help="Shape profile min, e.g. 1x3x64x64.")] = None,
     opt_shape: Annotated[str | None, typer.Option(help="Shape profile opt.")] = None,
@@ -170,6 +182,8 @@ def build_cmd(
             target=target,
             exclude=names,
             auto_exclude=auto_exclude,
+            robust_exclude=exclude == "auto:robust",
+            calib_adversarial=calib_adversarial,
             min_fidelity=min_fidelity,
             profile=profile,
             threads=threads,
@@ -179,8 +193,9 @@ def build_cmd(
         if backend == "trt":
             err.print(f"note: {TRT_STATUS}")
         with progress_bar(f"building {backend} {precision}", None, quiet(ctx)) as adv:
-            report = build_engine(onnx_path, out, spec, progress=adv, overwrite=overwrite,
-                                  inputs=(bundle,) if bundle is not None else ())
+            report = build_engine(
+                onnx_path, out, spec, progress=adv, overwrite=overwrite, inputs=(bundle,) if bundle is not None else ()
+            )
     stdout.print(report.summary(), markup=False, highlight=False, soft_wrap=True)
 
 

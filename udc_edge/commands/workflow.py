@@ -119,6 +119,19 @@ def verify_cmd(
         int | None, typer.Option(help="Images to use; the data must have that many [default: up to 8].")
     ] = None,
     seed: SeedOpt = 0,
+    direct: Annotated[
+        bool,
+        typer.Option(
+            "--direct/--no-direct",
+            help="Also craft each white-box attack on a differentiable replica of the engine (its own INT8 numerics) "
+            "and run it on the engine; rows are 'not run' (verdict INCOMPLETE) when no replica can be made.",
+        ),
+    ] = True,
+    min_replica_match: Annotated[
+        float, typer.Option(help="Smallest allowed PSNR (dB) of replica vs engine output.")
+    ] = 50.0,
+    cw_iterations: Annotated[int, typer.Option(help="C&W Adam iterations per search step.")] = 100,
+    cw_search_steps: Annotated[int, typer.Option(help="C&W binary-search steps on its constant.")] = 9,
     purifier: Annotated[
         str | None,
         typer.Option(
@@ -135,7 +148,8 @@ def verify_cmd(
 
     spec = VerifySpec(attacks=tuple(a for a in attacks.split(",") if a), eps=parse_eps(eps), steps=steps,
                       simba_iterations=simba_iterations, max_psnr_drop=max_psnr_drop, max_ssim_drop=max_ssim_drop,
-                      min_fidelity=min_fidelity, limit=limit, seed=seed)
+                      min_fidelity=min_fidelity, limit=limit, seed=seed, direct=direct,
+                      min_replica_match=min_replica_match, cw_iterations=cw_iterations, cw_search_steps=cw_search_steps)
     rep = run_verify(engine, report, spec, reference=reference, data=data, bundle=bundle, quiet=quiet(ctx),
                      purifier=purifier, eot=eot, overwrite=overwrite)
     _print_verify(rep)
@@ -148,14 +162,21 @@ def _print_verify(rep) -> None:
 
     from udc_edge.deploy.verify import format_check_value
 
-    table = Table(title=f"udc-edge verify: {'PASS' if rep.passed else 'FAIL'} ({rep.images} images)")
-    for col in ("check", "reference", "engine", "value", "threshold", "result"):
+    table = Table(title=f"udc-edge verify: {rep.verdict} ({rep.images} images)")
+    for col in ("check (crafted on, evaluated on: reference side / engine side)", "reference", "engine", "value",
+                "threshold", "result"):
         table.add_column(col)
     f = format_check_value
     for c in rep.checks:
-        table.add_row(c.name, f(c.reference), f(c.engine), f(c.value), c.threshold,
-                      "pass" if c.passed else Text("FAIL", style="bold red"))
+        res = {"pass": "pass", "FAIL": Text("FAIL", style="bold red"), "not run": Text("not run", style="yellow")}
+        name = f"{c.name}\n  crafted on {c.crafted_on}\n  evaluated on {c.evaluated_on}"
+        table.add_row(name, f(c.reference), f(c.engine), f(c.value), c.threshold, res[c.result])
     print_table(table)
+    for c in rep.checks:
+        if not c.run:
+            stdout.print(f"not run: {c.name}: {c.note}", markup=False, highlight=False, soft_wrap=True)
+    for n in rep.notes:
+        stdout.print(f"note: {n}", markup=False, highlight=False, soft_wrap=True)
 
 
 def bundle_cmd(

@@ -35,15 +35,22 @@ class VerifySpec:
     max_psnr_drop: float = 0.3
     max_ssim_drop: float = 0.01
     min_fidelity: float = 35.0
+    direct: bool = True  # white-box attacks crafted on the engine's replica (rows "not run" if it cannot be made)
+    min_replica_match: float = 50.0
+    cw_iterations: int = 100
+    cw_search_steps: int = 9
     limit: int | None = None  # None: up to DEFAULT_LIMIT pairs; a number: exactly that many
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("max_psnr_drop", "max_ssim_drop", "min_fidelity"):
+        for name in ("max_psnr_drop", "max_ssim_drop", "min_fidelity", "min_replica_match"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise UsageError(f"--limit must be >= 1, got {self.limit}")
+        for name in ("cw_iterations", "cw_search_steps"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         object.__setattr__(self, "attacks", parse_attack_names(",".join(self.attacks)) if self.attacks else ())
 
     def pairs(self, available: int) -> int:
@@ -52,7 +59,8 @@ class VerifySpec:
 
     def attack_spec(self, name: str) -> AttackSpec:
         return AttackSpec(name, eps=None if name == "cw" else self.eps, steps=self.steps, seed=self.seed,
-                          simba_iterations=self.simba_iterations, square_queries=self.simba_iterations)
+                          simba_iterations=self.simba_iterations, square_queries=self.simba_iterations,
+                          cw_max_iter=self.cw_iterations, cw_search_steps=self.cw_search_steps)
 
 
 @dataclass
@@ -97,7 +105,7 @@ class ReferenceSet:
         return rs
 
 
-ATTACK_PARAMS = ("attacks", "eps", "steps", "simba_iterations", "seed")
+ATTACK_PARAMS = ("attacks", "eps", "steps", "simba_iterations", "seed", "cw_iterations", "cw_search_steps")
 
 
 def _fname(label: str) -> str:

@@ -3,7 +3,10 @@
 On the same images: (1) output fidelity, engine vs reference; (2) clean PSNR/SSIM against
 ground truth; (3) attacks crafted white-box on the reference and transferred to the engine;
 (4) black-box attacks run against the engine itself (it is what ships) and, with the same
-budget and seed, against the reference. A check passes when the engine loses no more than
+budget and seed, against the reference; (5) white-box attacks crafted on a differentiable
+replica of the engine's own (quantised) numerics and run by the engine, against the
+reference's own white-box numbers (:mod:`udc_edge.deploy.verify_direct`). Every row
+says what its inputs were crafted on and what evaluated them. A check passes when the engine loses no more than
 the thresholds. Everything the engine is compared with is a ``ReferenceSet``: computed live
 with torch, or loaded from a bundle (so a Jetson verifies without PyTorch: the engine side
 runs on numpy, black-box attacks included, and imports no torch).
@@ -25,6 +28,14 @@ from udc_edge.core.metrics import psnr, ssim
 from udc_edge.core.progress import Advance, noop
 from udc_edge.data.images import nchw_array
 from udc_edge.deploy.reference import ATTACK_PARAMS, ReferenceSet, VerifySpec, make_reference_set
+from udc_edge.deploy.verify_direct import (
+    CRAFTED_DIRECT,
+    EVALUATED,
+    craft_on_replica,
+    engine_replica,
+    replica_match,
+    whitebox_labels,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -76,12 +87,24 @@ def format_check_value(v: float | None) -> str:
 
 @dataclass
 class Check:
+    """One row. ``crafted_on``/``evaluated_on``: "reference side / engine side" of what the
+    inputs were crafted on and what ran them. A row that could not run has ``run=False``,
+    ``passed=False`` and its reason in ``note``."""
+
     name: str
     reference: float | None
     engine: float | None
-    value: float
+    value: float | None
     threshold: str
     passed: bool
+    crafted_on: str = "-"
+    evaluated_on: str = "reference / engine"
+    run: bool = True
+    note: str = ""
+
+    @property
+    def result(self) -> str:
+        return "not run" if not self.run else "pass" if self.passed else "FAIL"
 
 
 @dataclass
@@ -91,33 +114,45 @@ class VerifyReport:
     images: int
     spec: dict
     worst: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.checks)
 
+    @property
+    def verdict(self) -> str:
+        """PASS, FAIL (a row that ran failed) or INCOMPLETE (rows not run, none failed)."""
+        if any(c.run and not c.passed for c in self.checks):
+            return "FAIL"
+        return "PASS" if self.passed else "INCOMPLETE"
+
     def to_json(self) -> str:
-        return json.dumps({**asdict(self), "passed": self.passed}, indent=2)
+        rows = [{**asdict(c), "result": c.result} for c in self.checks]
+        return json.dumps({**asdict(self), "checks": rows, "passed": self.passed, "verdict": self.verdict}, indent=2)
 
     def to_markdown(self) -> str:
-        lines = [
-            f"# udc-edge verify: {'PASS' if self.passed else 'FAIL'}",
-            "",
-            (f"Engine `{self.engine}` vs its PyTorch reference on {self.images} image(s)."),
-            "",
-            "| check | reference | engine | value | threshold | result |",
-            "|---|---|---|---|---|---|",
-        ]
+        lines = [f"# udc-edge verify: {self.verdict}", "", (f"Engine `{self.engine}` vs its PyTorch "
+                 f"reference on {self.images} image(s). *Crafted on* / *evaluated on* give the reference side / "
+                 "the engine side: transferred rows craft on the reference for both, direct white-box rows craft "
+                 "on a differentiable replica of the engine."), "",
+                 "| check | crafted on | evaluated on | reference | engine | value | threshold | result |",
+                 "|---|---|---|---|---|---|---|---|"]
         f = format_check_value
         for c in self.checks:
-            lines.append(f"| {c.name} | {f(c.reference)} | {f(c.engine)} | {f(c.value)} | {c.threshold} | "
-                         f"{'pass' if c.passed else '**FAIL**'} |")
+            res = {"pass": "pass", "FAIL": "**FAIL**", "not run": "not run"}[c.result]
+            lines.append(f"| {c.name} | {c.crafted_on} | {c.evaluated_on} | {f(c.reference)} | {f(c.engine)} | "
+                         f"{f(c.value)} | {c.threshold} | {res} |")
+        notes = [f"- {c.name}: not run: {c.note}" for c in self.checks if not c.run]
+        if notes or self.notes:
+            lines += ["", *dict.fromkeys(notes), *(f"- {n}" for n in self.notes)]
         if self.worst:
             lines += ["", f"Worst image: {self.worst['name']} ({self.worst['check']}). See worst.png."]
         return "\n".join(lines) + "\n"
 
 
-def _drop_checks(label: str, ref_out: list, eng_out: list, gts: list, spec: VerifySpec) -> list[Check]:
+def _drop_checks(label: str, ref_out: list, eng_out: list, gts: list, spec: VerifySpec, crafted: str = "-",
+                 evaluated: str = "reference / engine") -> list[Check]:
     rp, ep = (
         np.mean([psnr(o, g) for o, g in zip(ref_out, gts, strict=True)]),
         np.mean([psnr(o, g) for o, g in zip(eng_out, gts, strict=True)]),
@@ -127,14 +162,53 @@ def _drop_checks(label: str, ref_out: list, eng_out: list, gts: list, spec: Veri
         np.mean([ssim(o, g) for o, g in zip(eng_out, gts, strict=True)]),
     )
     return [Check(f"{label} PSNR drop (dB)", float(rp), float(ep), float(rp - ep), f"<= {spec.max_psnr_drop}",
-                  bool(rp - ep <= spec.max_psnr_drop)),
+                  bool(rp - ep <= spec.max_psnr_drop), crafted, evaluated),
             Check(f"{label} SSIM drop", float(rs), float(es), float(rs - es), f"<= {spec.max_ssim_drop}",
-                  bool(rs - es <= spec.max_ssim_drop))]
+                  bool(rs - es <= spec.max_ssim_drop), crafted, evaluated)]
+
+
+def _not_run(label: str, spec: VerifySpec, why: str) -> list[Check]:
+    return [Check(f"{label} PSNR drop (dB)", None, None, None, f"<= {spec.max_psnr_drop}", False, CRAFTED_DIRECT,
+                  EVALUATED, run=False, note=why),
+            Check(f"{label} SSIM drop", None, None, None, f"<= {spec.max_ssim_drop}", False, CRAFTED_DIRECT,
+                  EVALUATED, run=False, note=why)]
+
+
+def direct_checks(engine: Any, replica: Any, why: str, rs: ReferenceSet, eng_clean: list[np.ndarray],
+                  spec: VerifySpec, progress: Advance = noop) -> list[Check]:
+    """The replica match row, then per white-box attack the white-box-on-engine rows
+    (crafted on the replica, run by the engine) vs the reference's own white-box numbers."""
+    labels = whitebox_labels(rs)
+    if not labels:
+        return []
+    checks = []
+    if replica is not None:
+        match = replica_match(replica, eng_clean, rs.lq)
+        ok = bool(match >= spec.min_replica_match)
+        checks.append(Check("replica match vs engine, clean (dB)", None, None, match, f">= {spec.min_replica_match}",
+                            ok, "-", "engine replica / engine"))
+        if not ok:
+            replica, why = None, (f"the replica matches the engine at {match:.1f} dB, below "
+                                  f"{spec.min_replica_match} dB: attacks on it would measure another network")
+    for label in labels:
+        if replica is None:
+            checks += _not_run(f"{label} white-box on engine", spec, why)
+            continue
+        outs = craft_on_replica(replica, engine, rs, label, spec)
+        checks += _drop_checks(f"{label} white-box on engine", rs.ref_transferred[label], outs, rs.gt, spec,
+                               CRAFTED_DIRECT, EVALUATED)
+        progress(1)
+    return checks
 
 
 def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "engine",
-                  progress: Advance = noop) -> tuple[VerifyReport, list[np.ndarray]]:
-    """Compare ``engine`` with a reference set; returns the report and the worst image's grid row."""
+                  progress: Advance = noop, replica: Any = None,
+                  no_replica: str = "no replica given") -> tuple[VerifyReport, list[np.ndarray]]:
+    """Compare ``engine`` with a reference set; returns the report and the worst image's grid row.
+
+    With ``spec.direct``, white-box attacks are also crafted on ``replica`` (a torch module
+    computing what the engine computes) and run by the engine; without a replica those
+    rows are "not run" because of ``no_replica``."""
     first = engine(rs.lq[0].transpose(2, 0, 1)[None].copy())
     if first.shape[1:] != (3, *rs.lq[0].shape[:2]):
         raise EngineError(
@@ -146,11 +220,12 @@ def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "
     fid = [psnr(e, r) for e, r in zip(eng_clean, rs.ref_clean, strict=True)]
     checks = [Check("output fidelity vs reference (dB)", None, None, float(np.mean(fid)), f">= {spec.min_fidelity}",
                     bool(np.mean(fid) >= spec.min_fidelity))]
-    checks += _drop_checks("clean", rs.ref_clean, eng_clean, rs.gt, spec)
+    checks += _drop_checks("clean", rs.ref_clean, eng_clean, rs.gt, spec, "- (clean inputs)")
     worst = {"drop": -np.inf}
     for label, advs in rs.transferred.items():
         eng_adv = [forward(engine, a) for a in advs]
-        checks += _drop_checks(f"{label} transferred", rs.ref_transferred[label], eng_adv, rs.gt, spec)
+        checks += _drop_checks(f"{label} transferred", rs.ref_transferred[label], eng_adv, rs.gt, spec,
+                               "reference / reference")
         for i, (a, r, e) in enumerate(zip(advs, rs.ref_transferred[label], eng_adv, strict=True)):
             d = psnr(r, rs.gt[i]) - psnr(e, rs.gt[i])
             if d > worst["drop"]:
@@ -166,11 +241,14 @@ def verify_engine(engine: Any, rs: ReferenceSet, spec: VerifySpec, name: str = "
             np.mean([psnr(o, g) for o, g in zip(outs, rs.gt, strict=True)]),
             np.mean([ssim(o, g) for o, g in zip(outs, rs.gt, strict=True)]),
         )
+        bb = "reference / engine (queries)"
         checks += [Check(f"{label} black-box on each PSNR drop (dB)", float(rp), float(ep), float(rp - ep),
-                         f"<= {spec.max_psnr_drop}", bool(rp - ep <= spec.max_psnr_drop)),
+                         f"<= {spec.max_psnr_drop}", bool(rp - ep <= spec.max_psnr_drop), bb),
                    Check(f"{label} black-box on each SSIM drop", float(rs_), float(es), float(rs_ - es),
-                         f"<= {spec.max_ssim_drop}", bool(rs_ - es <= spec.max_ssim_drop))]
+                         f"<= {spec.max_ssim_drop}", bool(rs_ - es <= spec.max_ssim_drop), bb)]
         progress(1)
+    if spec.direct:
+        checks += direct_checks(engine, replica, no_replica, rs, eng_clean, spec, progress)
     row = worst.pop("row", [])
     if "i" in worst:
         worst = {"name": rs.names[worst["i"]], "check": worst["check"], "psnr_drop_db": float(worst["drop"])}
@@ -240,9 +318,17 @@ def run_verify(engine_path: str | os.PathLike, report_dir: str | os.PathLike, sp
     if fixed is None and eng.activate().num_inputs != 1:
         raise UsageError(f"engine {engine_path} takes {eng.num_inputs} inputs (a purifier pipeline)",
                          "give --purifier P_k so both sides see the same noise")
-    with eng, progress_bar("verifying engine", len(spec.attacks), quiet) as adv:
+    notes = []
+    if fixed is not None and spec.direct:
+        spec = replace(spec, direct=False)
+        notes.append("white-box on engine rows not planned: the defended pipeline graph takes a noise input and its "
+                     "purifier's ops are beyond the replica; its white-box rows are adaptive (EOT) on the reference")
+    replica, why = engine_replica(engine_path, eng.manifest) if spec.direct else (None, "")
+    with eng, progress_bar("verifying engine", len(spec.attacks) * (2 if spec.direct else 1), quiet) as adv:
         target = fixed.engine(eng) if fixed is not None else eng
-        rep, row = verify_engine(target, rs, spec, name=str(engine_path), progress=adv)
+        rep, row = verify_engine(target, rs, spec, name=str(engine_path), progress=adv, replica=replica,
+                                 no_replica=why)
+    rep.notes += notes
     with atomic_dir(report_dir, overwrite=overwrite) as tmp:
         write_text_atomic(tmp / "verify.json", rep.to_json())
         write_text_atomic(tmp / "verify.md", rep.to_markdown())

@@ -15,6 +15,7 @@ import onnx
 
 from udc_edge.calibration.dataset import load_calibration_set
 from udc_edge.core.errors import EngineError, InputError, UsageError
+from udc_edge.core.progress import Advance
 from udc_edge.core.timing import side_by_side
 from udc_edge.engines.spec import DEFAULT_CALIB_SIZE, BuildSpec
 from udc_edge.export.onnxrt import image_feed, make_session, recorded_session_options
@@ -33,6 +34,8 @@ class BuildReport:
     excluded: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     calibration: dict | None = None
+    attacked_fidelity_db: float | None = None  # INT8 vs FP32 on inputs attacked on FP32
+    choices: list[dict] = field(default_factory=list)  # each exclusion tried: clean and attacked dB
     inference_precision: str | None = None  # what the compiled model reports it runs in (OpenVINO)
     candidates: list[dict] = field(default_factory=list)  # --precision/--backend auto: every one tried
     choice: str = ""  # --precision/--backend auto: why the winner won
@@ -48,6 +51,8 @@ class BuildReport:
             text += f"; runs in {self.inference_precision} (as the compiled model reports)"
         if self.fidelity_db is not None:
             text += f"; output vs FP32 {self.fidelity_db:.1f} dB PSNR"
+        if self.attacked_fidelity_db is not None:
+            text += f" clean, {self.attacked_fidelity_db:.1f} dB attacked"
         if self.int8_speedup_vs_fp32 is not None:
             text += f"; INT8 {self.int8_speedup_vs_fp32:.2f}x the speed of FP32"
         if self.excluded:
@@ -198,3 +203,31 @@ def graph_fails(onnx_path: str | os.PathLike, images: np.ndarray, exc: BaseExcep
     h, w = images.shape[2:]
     return EngineError(f"{onnx_path} fails on the {h}x{w} calibration images: {short_error(exc)}",
                        "export so the graph runs at that size, or calibrate on images of a size it takes (--calib DIR)")
+def adversarial_images(onnx_path: Path, src: _Source, spec: BuildSpec, cal: np.ndarray, held: np.ndarray,
+                       progress: Advance) -> tuple[np.ndarray, np.ndarray | None, dict | None]:
+    """``(calibration images, plus attacked copies with --calib-adversarial; attacked held-out
+    images; what was done)``, crafted on a differentiable replica of the FP32 graph; unchanged
+    (``cal, None, None``) when the build asks for neither. The same for every backend."""
+    a = spec.adversarial_attack
+    if a is None:
+        return cal, None, None
+    from udc_edge.calibration.adversarial import craft
+    from udc_edge.engines.replica import OnnxReplica, ReplicaError
+
+    if len(src.names) != 1:
+        raise UsageError(f"--calib-adversarial / --exclude auto:robust need a one-input graph; {onnx_path} takes "
+                         f"{src.names}", "build the restorer alone")
+    try:
+        fp32 = OnnxReplica(src.model, name=onnx_path.name).eval()
+    except ReplicaError as exc:
+        raise UsageError(f"cannot craft attacks on {onnx_path}: {exc.message}",
+                         "build without --calib-adversarial and --exclude auto:robust") from exc
+    progress(0, status=f"crafting {a.name} {a.eps * 255:g}/255 on FP32 ({len(held)} held-out images)")
+    held_adv = craft(fp32, held, a)
+    info = {"attack": a.name, "eps": a.eps, "steps": a.steps, "crafted_on": "FP32 graph (replica)",
+            "objective": "clean", "held_out_attacked": len(held)}
+    if spec.calib_adversarial:
+        progress(0, status=f"crafting {a.name} on FP32 ({len(cal)} calibration images)")
+        cal = np.concatenate([cal, craft(fp32, cal, a)])
+        info["calibration_added"] = len(cal) // 2
+    return cal, held_adv, info

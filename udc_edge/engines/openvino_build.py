@@ -94,11 +94,17 @@ def nncf_int8(onnx_path: Path, items: list, excluded: tuple[str, ...] = ()):
 
 def _int8(onnx_path: Path, src, spec: BuildSpec, hint: str, progress: Advance) -> tuple[object, dict]:
     """NNCF INT8 from the build's calibration images, with the shared sensitivity-based exclusion."""
-    from udc_edge.engines.build_source import _runner, calibration_images, check_calibratable
+    from udc_edge.engines.build_source import (
+        _runner,
+        adversarial_images,
+        calibration_images,
+        check_calibratable,
+    )
 
     nncf = ovb.require_nncf()
     check_calibratable(src.model, onnx_path)
     calib, cal, held = calibration_images(src.model, spec)
+    cal, held_adv, adv_info = adversarial_images(onnx_path, src, spec, cal, held, progress)
     names = src.names
     items = [x if len(names) == 1 else _feeds(names, x, src.extras) for x in (cal[i : i + 1] for i in range(len(cal)))]
     known = set(quantizable_nodes(src.model))
@@ -109,38 +115,77 @@ def _int8(onnx_path: Path, src, spec: BuildSpec, hint: str, progress: Advance) -
         )
     run = _runner(spec.threads, src.session_options, src.extras)
     ref = run(src.data, held, tuple(names))
+    ref_adv = run(src.data, held_adv, tuple(names)) if held_adv is not None else None
 
     def trial(excluded: tuple[str, ...]):
         progress(0, status=f"NNCF quantising ({len(cal)} images, {len(excluded)} layer(s) kept in float)")
         q = nncf_int8(onnx_path, items, excluded)
-        return q, mean_psnr(ov_outputs(q, hint, spec.threads, held, names, src.extras)[0], ref)
+        adv = (
+            mean_psnr(ov_outputs(q, hint, spec.threads, held_adv, names, src.extras)[0], ref_adv)
+            if held_adv is not None and ref_adv is not None
+            else None
+        )
+        return q, mean_psnr(ov_outputs(q, hint, spec.threads, held, names, src.extras)[0], ref), adv
 
-    q, fid = trial(tuple(spec.exclude))
+    q, fid, adv = trial(tuple(spec.exclude))
+    trials = [
+        {
+            "excluded": len(spec.exclude),
+            "clean_db": round(fid, 2),
+            "attacked_db": None if adv is None else round(adv, 2),
+        }
+    ]
     excluded = [{"node": n, "reason": "excluded by --exclude"} for n in spec.exclude]
-    if spec.auto_exclude and fid < spec.min_fidelity:
+    robust = spec.robust_exclude and held_adv is not None
+    if spec.auto_exclude and min(fid, adv if robust and adv is not None else fid) < spec.min_fidelity:
         from udc_edge.calibration.ranges import cached_ranges
 
         progress(0, status="measuring per-layer sensitivity")
         sub = type(calib)(cal, calib.source)
         cache = spec.calib_cache or None
-        ranges, _ = cached_ranges(onnx_path, sub, spec.calib_method, symmetric=False, cache=cache,
-                                  input_names=tuple(names), session_options=src.session_options, onnx_sha256=src.sha256,
-                                  extras=src.extras)
-        sens = layer_sensitivity(prepare(onnx_path), ranges, "cpu", run, held, ref)
-        res = exclude_until(sens, trial, spec.min_fidelity)
-        q, fid, excluded = res.model, res.fidelity_db, res.excluded
-    info = {"calibration": {**calib.describe(), "method": "nncf (global min-max activation ranges, preset performance, "
-                                                          "fast bias correction)",
-                            "used": len(cal), "held_out": len(held)},
-            "fidelity_db": fid, "fidelity_met": fid >= spec.min_fidelity, "excluded": excluded,
-            "nncf": {"version": nncf.__version__, "preset": "performance", "fast_bias_correction": True,
-                     "activation_ranges": "global min-max",
-                     "subset_size": len(items), "ignored_scope": [e["node"] for e in excluded]}}
+        ranges, _ = cached_ranges(
+            onnx_path,
+            sub,
+            spec.calib_method,
+            symmetric=False,
+            cache=cache,
+            input_names=tuple(names),
+            session_options=src.session_options,
+            onnx_sha256=src.sha256,
+            extras=src.extras,
+        )
+        attacked = (held_adv, ref_adv) if robust and held_adv is not None and ref_adv is not None else None
+        sens = layer_sensitivity(prepare(onnx_path), ranges, "cpu", run, held, ref, attacked)
+        res = exclude_until(sens, trial, spec.min_fidelity, trials=trials)
+        q, fid, adv, excluded = res.model, res.fidelity_db, res.attacked_db, res.excluded
+    info = {
+        "calibration": {
+            **calib.describe(),
+            "method": "nncf (global min-max activation ranges, preset performance, fast bias correction)",
+            "used": len(cal),
+            "held_out": len(held),
+            "adversarial": adv_info,
+        },
+        "fidelity_db": fid,
+        "fidelity_met": min(fid, adv if robust and adv is not None else fid) >= spec.min_fidelity,
+        "excluded": excluded,
+        "attacked_fidelity_db": adv,
+        "choices": trials,
+        "nncf": {
+            "version": nncf.__version__,
+            "preset": "performance",
+            "fast_bias_correction": True,
+            "activation_ranges": "global min-max",
+            "subset_size": len(items),
+            "ignored_scope": [e["node"] for e in excluded],
+        },
+    }
     return q, info
 
 
-def build_openvino(onnx_path: Path, src, out: Path, spec: BuildSpec, multiple: int, t0: float,
-                   progress: Advance) -> Any:  # build.BuildReport (build imports this module)
+def build_openvino(
+    onnx_path: Path, src, out: Path, spec: BuildSpec, multiple: int, t0: float, progress: Advance
+) -> Any:  # build.BuildReport (build imports this module)
     """Build an OpenVINO IR engine; returns the ``BuildReport``."""
     from udc_edge.engines.build_source import BuildReport
 
@@ -148,14 +193,18 @@ def build_openvino(onnx_path: Path, src, out: Path, spec: BuildSpec, multiple: i
     if out.suffix != ".xml":
         raise UsageError(f"--out {out} must end in .xml for the OpenVINO backend (the .bin is written beside it)")
     if spec.prequantised:
-        raise UsageError("--backend openvino builds INT8 from the float ONNX with NNCF, not from a Q/DQ model",
-                         "give the float ONNX (a bundle's model.onnx) with --calib")
+        raise UsageError(
+            "--backend openvino builds INT8 from the float ONNX with NNCF, not from a Q/DQ model",
+            "give the float ONNX (a bundle's model.onnx) with --calib",
+        )
     prec = spec.precision
     bf16 = ovb.supports_bf16()
     if prec == Precision.BF16 and not bf16:
         cpu = ovb.cpu_facts()["cpu_model"]
-        raise EngineError(f"--precision bf16: this CPU ({cpu}) has no avx512_bf16 or AMX, so OpenVINO would "
-                          "silently run FP32", "use --precision fp32, int8 or auto")
+        raise EngineError(
+            f"--precision bf16: this CPU ({cpu}) has no avx512_bf16 or AMX, so OpenVINO would silently run FP32",
+            "use --precision fp32, int8 or auto",
+        )
     hint = "f32" if prec == Precision.FP32 else "bf16" if (prec == Precision.BF16 or bf16) else "f32"
     warnings: list[str] = []
     info: dict = {}
@@ -163,19 +212,23 @@ def build_openvino(onnx_path: Path, src, out: Path, spec: BuildSpec, multiple: i
     try:
         model = ovb.core().read_model(str(onnx_path))
     except RuntimeError as exc:
-        raise EngineError(f"OpenVINO cannot read {onnx_path}: {str(exc).splitlines()[0][:300]}",
-                          "re-export it with udc-edge export") from exc
+        raise EngineError(
+            f"OpenVINO cannot read {onnx_path}: {str(exc).splitlines()[0][:300]}", "re-export it with udc-edge export"
+        ) from exc
     if prec == Precision.INT8:
         model, info = _int8(onnx_path, src, spec, hint, progress)
         if not info["fidelity_met"]:
-            warnings.append(f"INT8 output is {info['fidelity_db']:.1f} dB from FP32, below --min-fidelity "
-                            f"{spec.min_fidelity} dB" + ("" if spec.auto_exclude else "; try --exclude auto"))
+            warnings.append(
+                f"INT8 output is {info['fidelity_db']:.1f} dB from FP32, below --min-fidelity "
+                f"{spec.min_fidelity} dB" + ("" if spec.auto_exclude else "; try --exclude auto")
+            )
     compiled = ovb.compile_model(model, ovb.compile_config(hint, spec.threads))
     really = ovb.inference_precision(compiled)
     del compiled
     if prec == Precision.BF16 and really != "bf16":
-        raise EngineError(f"--precision bf16: OpenVINO compiled the model in {really}, not bf16",
-                          "use --precision fp32 or int8")
+        raise EngineError(
+            f"--precision bf16: OpenVINO compiled the model in {really}, not bf16", "use --precision fp32 or int8"
+        )
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: folder {out.parent} does not exist", "create it first")
     with work_dir("openvino") as scratch:
@@ -206,16 +259,31 @@ def build_openvino(onnx_path: Path, src, out: Path, spec: BuildSpec, multiple: i
                 "threads": spec.threads,
                 "min_fidelity": spec.min_fidelity,
                 "auto_exclude": spec.auto_exclude,
+                "robust_exclude": spec.robust_exclude,
+                "calib_adversarial": spec.calib_adversarial,
                 "calib_size": (info.get("calibration") or {}).get("size"),
                 "macs_per_pixel": float(src.meta.get("udc_edge.macs_per_pixel", 0)) or None,
             },
-            summary={k: info[k] for k in ("fidelity_db", "fidelity_met") if k in info}
+            summary={
+                k: info[k] for k in ("fidelity_db", "fidelity_met", "attacked_fidelity_db", "choices") if k in info
+            }
             | {"inference_precision": really, "warnings": warnings},
             extra_inputs=src.manifest_extras(),
         )
         write_engine_files(out, {out.name: saved[".xml"], bin_name: saved[".bin"]}, manifest)
     size = sum((out.parent / n).stat().st_size for n in shas) / 2**20
-    return BuildReport(engine=str(out), backend="openvino", requested_precision=spec.precision.value,
-                       precision=prec.value, size_mb=size, seconds=manifest.build_seconds,
-                       fidelity_db=info.get("fidelity_db"), excluded=info.get("excluded", []),
-                       warnings=warnings, calibration=info.get("calibration"), inference_precision=really)
+    return BuildReport(
+        engine=str(out),
+        backend="openvino",
+        requested_precision=spec.precision.value,
+        precision=prec.value,
+        size_mb=size,
+        seconds=manifest.build_seconds,
+        fidelity_db=info.get("fidelity_db"),
+        excluded=info.get("excluded", []),
+        warnings=warnings,
+        calibration=info.get("calibration"),
+        inference_precision=really,
+        attacked_fidelity_db=info.get("attacked_fidelity_db"),
+        choices=info.get("choices", []),
+    )

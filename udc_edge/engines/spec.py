@@ -67,11 +67,15 @@ class ShapeProfile:
 
 def parse_exclude(text: str) -> tuple[tuple[str, ...], bool]:
     """``--exclude``: ``(node names kept in float, whether to exclude by measured sensitivity)``;
-    the text ``auto`` asks for the latter."""
-    return tuple(n for n in text.split(",") if n and n != "auto"), text == "auto"
+    the text ``auto`` or ``auto:robust`` asks for the latter (``BuildSpec.robust_exclude`` tells them apart)."""
+    if text.startswith("auto") and text not in ("auto", "auto:robust"):
+        raise UsageError(f"--exclude {text!r}: automatic exclusion is 'auto' or 'auto:robust'")
+    return tuple(n for n in text.split(",") if n and not n.startswith("auto")), text.startswith("auto")
 
 
 DEFAULT_CALIB_SIZE = 128  # dynamic-shape models with no shape profile calibrate at this size
+#: The attack --exclude auto:robust ranks layers with when --calib-adversarial does not name one.
+ROBUST_DEFAULT = "pgd:8/255"
 DEFAULT_TRT_PROFILE = ShapeProfile((1, 3, 64, 64), (1, 3, 256, 256), (1, 3, 1024, 1024))
 
 
@@ -89,6 +93,8 @@ class BuildSpec:
     target: str | None = None  # cpu | tensorrt; default by backend
     exclude: tuple[str, ...] = ()
     auto_exclude: bool = False
+    robust_exclude: bool = False  # --exclude auto:robust: rank layers by clean and attacked fidelity
+    calib_adversarial: str | None = None  # e.g. "pgd:8/255": attacked copies of the calibration images
     min_fidelity: float = 40.0
     profile: ShapeProfile | None = None
     threads: int = 0
@@ -128,8 +134,26 @@ class BuildSpec:
             raise UsageError("--target cpu makes asymmetric Q/DQ, which TensorRT rejects", "use --target tensorrt")
         if self.calib_count < 1:
             raise UsageError(f"--calib-count must be >= 1, got {self.calib_count}")
+        if self.calib_adversarial is not None or self.robust_exclude:
+            from udc_edge.calibration.adversarial import parse_calib_adversarial
+
+            parse_calib_adversarial(self.calib_adversarial or ROBUST_DEFAULT)  # refuse a bad one now
+            if self.precision not in (Precision.INT8, Precision.AUTO) or self.prequantised:
+                raise UsageError("--calib-adversarial and --exclude auto:robust apply to INT8 builds that calibrate",
+                                 "use --precision int8 with --calib")
+        if self.robust_exclude and not self.auto_exclude:
+            raise UsageError("robust_exclude needs auto_exclude", "use --exclude auto:robust")
         if self.min_fidelity <= 0:
             raise UsageError(f"--min-fidelity must be > 0 dB, got {self.min_fidelity}")
+
+    @property
+    def adversarial_attack(self):
+        """The attack crafting attacked calibration / fidelity images, or None."""
+        if self.calib_adversarial is None and not self.robust_exclude:
+            return None
+        from udc_edge.calibration.adversarial import parse_calib_adversarial
+
+        return parse_calib_adversarial(self.calib_adversarial or ROBUST_DEFAULT)
 
     @property
     def quant_target(self) -> str:
