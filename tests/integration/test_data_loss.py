@@ -190,6 +190,12 @@ def test_export_build_bundle_refuse_to_replace_files(ws, tiny_restorer_dir, tiny
     res = invoke("export", tiny_restorer_dir, "--out", eng, "--height", "32", "--width", "32", "--overwrite")
     assert res.exit_code == 0, res.output
     assert eng.read_bytes() != engine_bytes and not eng.with_name("eng.onnx.json").exists()  # no stale manifest
+    # a user's own file that merely shares the sidecar name is not a manifest: it is kept
+    notes = tmp_path / "fresh.onnx.json"
+    notes.write_text('{"my": "notes"}')
+    res = invoke("export", tiny_restorer_dir, "--out", tmp_path / "fresh.onnx", "--height", "32", "--width", "32")
+    assert res.exit_code == 0, res.output
+    assert notes.read_text() == '{"my": "notes"}'
 
 
 def test_engine_and_manifest_are_one_unit(ws, tiny_onnx, tmp_path, monkeypatch):

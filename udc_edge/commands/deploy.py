@@ -63,7 +63,7 @@ def export_cmd(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Export a restorer to ONNX, check it, and prove ONNX Runtime matches torch."""
-    from udc_edge.engines.manifest import manifest_path
+    from udc_edge.engines.manifest import MANIFEST_FORMAT, manifest_path
     from udc_edge.export.byo import ExtraInput
     from udc_edge.export.onnx_export import ExportSpec
     from udc_edge.export.request import ExportSource, export_source
@@ -74,8 +74,11 @@ def export_cmd(
                       max_abs_err=tolerance, output_index=output_index,
                       extra_inputs=ExtraInput.parse_all(extra_input, freeze_input), multiple=multiple)
     result = export_source(src, out, spec, overwrite=overwrite)
-    # an engine manifest left from a file this export replaced describes another graph
-    manifest_path(out).unlink(missing_ok=True)
+    # an engine manifest left from a file this export replaced describes another graph; only a
+    # udc-edge manifest is removed, never another file that happens to share the name
+    stale = manifest_path(out)
+    if stale.is_file() and MANIFEST_FORMAT in stale.read_text(errors="replace")[:4096]:
+        stale.unlink()
     stdout.print(result.report.summary(), markup=False, highlight=False, soft_wrap=True)
     for line in result.cuda_warnings():
         stdout.print(line, markup=False, highlight=False, soft_wrap=True)
